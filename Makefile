@@ -1,0 +1,47 @@
+# Two entry points: `make demo` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.nbmlops-installed
+
+.PHONY: demo test test-fast lint format bench env system ui clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbmlops)" >/dev/null
+	touch $(STAMP)
+
+# Debian packages the test suite needs (PostgreSQL for the server lane).
+system:
+	bash scripts/install-system-deps.sh
+
+demo: env
+	$(PY) -m nbmlops.demo
+
+test: env system
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/pytest
+
+test-fast: env
+	$(VENV)/bin/pytest -m "not kernel and not server and not slow"
+
+lint: env
+	$(VENV)/bin/ruff check src tests bench
+
+format: env
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: env
+	$(PY) bench/bench_track.py
+
+ui: env
+	$(VENV)/bin/nbmlops ui
+
+clean:
+	rm -rf $(VENV) .nbmlops notebooks/out .pytest_cache .ruff_cache

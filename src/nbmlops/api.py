@@ -1,0 +1,176 @@
+"""The public facade: what magics, CLI, panels and scripts call."""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import sys
+import textwrap
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from nbmlops.config import Settings, load_settings
+from nbmlops.core.tracking.capture import CaptureOptions
+from nbmlops.core.tracking.context import CellOrigin
+from nbmlops.core.tracking.journal import Journal
+from nbmlops.core.tracking.session import RunSummary, TrackedRun, get_tracker
+from nbmlops.core.tracking.shipper import ReplayReport, RunShipper, replay_orphans
+from nbmlops.exceptions import UsageError
+
+__all__ = ["log_metric", "log_metrics", "log_param", "settings", "sync", "track"]
+
+
+def settings() -> Settings:
+    """The settings this process tracks with."""
+    return get_tracker().settings
+
+
+def log_metric(name: str, value: float, step: int | None = None) -> None:
+    """Log one metric value (``step`` makes a curve) to the active tracked block's run."""
+    get_tracker().log_metric(name, value, step)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log several metrics at one step to the active tracked block's run."""
+    if not isinstance(metrics, Mapping):
+        raise UsageError(
+            f"log_metrics takes a mapping of name to number, got {type(metrics).__name__}",
+            fix="Call log_metrics({'loss': 0.1, 'acc': 0.9}, step=3).",
+        )
+    tracker = get_tracker()
+    for name, value in metrics.items():
+        tracker.log_metric(name, value, step)
+
+
+def log_param(name: str, value: Any) -> None:
+    """Record a param on the active tracked block's run."""
+    get_tracker().log_param(name, value)
+
+
+def sync(timeout: float | None = 60.0) -> ReplayReport:
+    """Ship every run still in the journal (this process's and dead processes') to MLflow.
+
+    Returns what was replayed. Runs of processes that are still alive are theirs to ship.
+    """
+    tracker = get_tracker()
+    report = replay_orphans(
+        RunShipper(tracker.settings),
+        Journal(tracker.settings.journal_dir),
+        exclude=tracker.segment.path if tracker._segment is not None else None,
+    )
+    if not tracker.flush(timeout):
+        report.errors.append(
+            f"{tracker.shipper.pending} record(s) of this process not shipped within {timeout}s "
+            f"(last error: {tracker.shipper.stats.last_error}); they stay in the journal"
+        )
+    return report
+
+
+def sync_journal(settings_: Settings | None = None) -> ReplayReport:
+    """Replay dead processes' journal segments without starting a tracker (the CLI's sync)."""
+    s = settings_ or load_settings()
+    return replay_orphans(RunShipper(s), Journal(s.journal_dir))
+
+
+class track:
+    """Track a block of plain Python like a ``%%track`` cell::
+
+        with nbmlops.track("train-logreg"):
+            C = 0.5
+            model = LogisticRegression(C=C).fit(X, y)
+            acc = model.score(X, y)
+
+    The block's source is read from its file to find params, metrics, models and data, as
+    the cell magic does. An exception inside marks the run FAILED and propagates unchanged.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        experiment: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        ignore: Iterable[str] = (),
+        dry_run: bool = False,
+    ):
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise UsageError(f"Run name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.experiment = experiment
+        self.options = CaptureOptions(
+            params={str(k): v for k, v in (params or {}).items()}, ignore=set(ignore)
+        )
+        self.dry_run = dry_run
+        self.run: TrackedRun | None = None
+        self.summary: RunSummary | None = None
+        self._frame: FrameType | None = None
+
+    def __enter__(self) -> track:
+        frame = sys._getframe(1)
+        self._frame = frame
+        source, found = _with_block_source(frame)
+        origin = CellOrigin(
+            source_name=str(Path(frame.f_code.co_filename).resolve())
+            if Path(frame.f_code.co_filename).exists()
+            else frame.f_code.co_filename,
+            source_type="LOCAL",
+        )
+        tracker = get_tracker()
+        self.run = tracker.begin(
+            source,
+            _namespace(frame),
+            origin=origin,
+            name=self.name,
+            experiment=self.experiment,
+            options=self.options,
+            dry_run=self.dry_run,
+            analyze=found,
+        )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self.run is not None and self._frame is not None
+        self.summary = get_tracker().end(self.run, _namespace(self._frame), exc)
+        self._frame = None
+        return False
+
+
+def _namespace(frame: FrameType) -> dict[str, Any]:
+    if frame.f_code.co_name == "<module>":
+        return frame.f_globals
+    return {**frame.f_globals, **frame.f_locals}
+
+
+def _with_block_source(frame: FrameType) -> tuple[str, bool]:
+    """The source of the body of the ``with`` statement executing at ``frame``'s line."""
+    filename = frame.f_code.co_filename
+    lines = linecache.getlines(filename, frame.f_globals)
+    if not lines:
+        return "", False
+    text = "".join(lines)
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return "", False
+    lineno = frame.f_lineno
+    best = None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, (ast.With, ast.AsyncWith))
+            and node.lineno
+            <= lineno
+            <= (node.body[0].lineno - 1 if node.body[0].lineno > node.lineno else node.lineno)
+            and (best is None or node.lineno > best.lineno)
+        ):
+            best = node
+    if best is None:
+        return "", False
+    first, last = best.body[0].lineno, best.body[-1].end_lineno or best.body[-1].lineno
+    return textwrap.dedent("".join(lines[first - 1 : last])), True

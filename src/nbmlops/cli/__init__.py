@@ -1,0 +1,1 @@
+"""The ``nbmlops`` command line: thin commands over nbmlops.api."""

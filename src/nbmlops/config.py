@@ -1,0 +1,185 @@
+"""Settings from ``nbmlops.yaml`` and ``NBMLOPS_*`` variables, validated with clear errors.
+
+Precedence, lowest first: built-in defaults, ``nbmlops.yaml`` in the project folder,
+environment variables. ``MLFLOW_TRACKING_URI`` is honoured (``NBMLOPS_TRACKING_URI`` wins over it).
+The project folder is the nearest folder, from the working folder upwards, that holds
+``nbmlops.yaml`` or ``.nbmlops``; the working folder when there is none.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nbmlops.exceptions import ConfigError
+
+CONFIG_FILE = "nbmlops.yaml"
+HOME_DIR = ".nbmlops"
+ENV_PREFIX = "NBMLOPS_"
+
+
+class Settings(BaseModel):
+    """Every setting nbmlops reads. Field descriptions are the user-facing documentation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_assignment=True)
+
+    project_dir: Path = Field(description="Folder the store paths are relative to.")
+    home: Path | None = Field(None, description="nbmlops's own folder; default <project>/.nbmlops")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default a SQLite store in <home>/mlflow.db"
+    )
+    artifact_location: str | None = Field(
+        None, description="Artifact root for new experiments; default <home>/artifacts"
+    )
+    experiment: str | None = Field(None, description="Experiment name; default the notebook's")
+    user: str | None = Field(None, description="User recorded on runs; default the OS user")
+    exit_flush_seconds: float = Field(
+        30.0, ge=0, description="How long a closing process waits for unshipped runs"
+    )
+    ship: Literal["auto", "wait", "background"] = Field(
+        "auto",
+        description="When a tracked cell returns: 'background' at once (runs ship behind it), "
+        "'wait' once its run is in MLflow, 'auto' waits only in batch kernels (papermill), "
+        "which are killed about 2.5 s after their last cell",
+    )
+    ship_wait_seconds: float = Field(
+        120.0, gt=0, description="Longest wait for a run to reach MLflow in 'wait' mode"
+    )
+    retry_max_seconds: float = Field(
+        30.0, gt=0, description="Longest pause between retries when the store is down"
+    )
+    capture_models: bool = Field(True, description="Log fitted estimators the cell binds")
+    capture_data: bool = Field(True, description="Digest frames and arrays the cell reads")
+    capture_figures: bool = Field(True, description="Log matplotlib figures the cell draws")
+    ignore: list[str] = Field(default_factory=list, description="Names never captured")
+
+    @property
+    def home_dir(self) -> Path:
+        home = self.home if self.home is not None else Path(HOME_DIR)
+        return home if home.is_absolute() else (self.project_dir / home)
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{(self.home_dir / 'mlflow.db').as_posix()}"
+
+    @property
+    def resolved_artifact_location(self) -> str:
+        if self.artifact_location:
+            return self.artifact_location
+        return (self.home_dir / "artifacts").resolve().as_uri()
+
+    @property
+    def resolved_user(self) -> str:
+        return self.user or os.environ.get("JUPYTERHUB_USER") or _os_user()
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.home_dir / "journal"
+
+    @property
+    def uses_default_store(self) -> bool:
+        return not self.tracking_uri
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (some containers)
+        return f"uid{os.getuid()}"
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """Nearest folder from ``start`` upwards holding nbmlops.yaml or .nbmlops, else ``start``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file() or (folder / HOME_DIR).is_dir():
+            return folder
+    return start
+
+
+_FIELDS_FROM_ENV = {
+    name: ENV_PREFIX + name.upper() for name in Settings.model_fields if name != "project_dir"
+}
+
+
+def load_settings(
+    project_dir: str | os.PathLike | None = None,
+    environ: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read and validate settings; raise ConfigError naming the bad key, its source and the fix."""
+    env = os.environ if environ is None else environ
+    if project_dir is None and env.get("NBMLOPS_PROJECT_DIR"):
+        project_dir = env["NBMLOPS_PROJECT_DIR"]
+    folder = Path(project_dir).resolve() if project_dir else find_project_dir()
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    cfg_path = folder / CONFIG_FILE
+    if cfg_path.is_file():
+        for key, value in _read_yaml(cfg_path).items():
+            values[key] = value
+            sources[key] = str(cfg_path)
+
+    if env.get("MLFLOW_TRACKING_URI"):
+        values["tracking_uri"] = env["MLFLOW_TRACKING_URI"]
+        sources["tracking_uri"] = "MLFLOW_TRACKING_URI"
+    for field, var in _FIELDS_FROM_ENV.items():
+        if env.get(var, "") != "":
+            raw: Any = env[var]
+            if field == "ignore":
+                raw = [n.strip() for n in raw.split(",") if n.strip()]
+            values[field] = raw
+            sources[field] = var
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+            sources[key] = "argument"
+
+    unknown = sorted(set(values) - set(Settings.model_fields) - {"project_dir"})
+    if unknown:
+        valid = ", ".join(sorted(set(Settings.model_fields) - {"project_dir"}))
+        raise ConfigError(
+            f"Unknown setting {', '.join(repr(k) for k in unknown)}",
+            where=sources.get(unknown[0], "settings"),
+            fix=f"Valid settings: {valid}.",
+        )
+    try:
+        return Settings(project_dir=folder, **values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        got = values.get(key, "?")
+        raise ConfigError(
+            f"Setting {key!r} is invalid: {first['msg']} (got {got!r})",
+            where=sources.get(key, "settings"),
+            fix=f"Fix {key!r}: {Settings.model_fields[key].description}."
+            if key in Settings.model_fields
+            else None,
+        ) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"Cannot parse YAML: {err}", where=str(path), fix="Correct the YAML syntax."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"Expected a mapping of settings, got {type(data).__name__}",
+            where=str(path),
+            fix="Write settings as 'key: value' lines.",
+        )
+    return data

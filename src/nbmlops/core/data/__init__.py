@@ -1,0 +1,1 @@
+"""Content digests and (later) versioned data."""

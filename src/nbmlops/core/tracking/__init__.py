@@ -1,0 +1,1 @@
+"""Experiment capture: the journal, the shipper to MLflow, and what a tracked cell captures."""

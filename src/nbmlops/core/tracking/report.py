@@ -1,0 +1,102 @@
+"""The compact summary shown under a tracked cell, as text and as HTML."""
+
+from __future__ import annotations
+
+import html
+
+from nbmlops.core.tracking.session import RunSummary
+
+_STATUS_COLOUR = {"FINISHED": "#1a7f37", "FAILED": "#cf222e", "KILLED": "#9a6700"}
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summary_lines(s: RunSummary) -> list[tuple[str, str]]:
+    cap = s.capture
+    rows: list[tuple[str, str]] = []
+    if cap.params:
+        rows.append(("params", ", ".join(f"{k}={_short(v, 30)}" for k, v in cap.params.items())))
+    metrics = [f"{k}={_fmt(v)}" for k, v in cap.metrics.items()]
+    if s.logged_metric_count:
+        metrics.append(f"+{s.logged_metric_count} logged value(s)")
+    if metrics:
+        rows.append(("metrics", ", ".join(metrics)))
+    if cap.models:
+        rows.append(
+            (
+                "models",
+                ", ".join(f"{m['name']} ({m['class'].rsplit('.', 1)[-1]})" for m in cap.models),
+            )
+        )
+    inputs = [d for d in cap.data if d.role == "input"]
+    outputs = [d for d in cap.data if d.role == "output"]
+    if inputs:
+        rows.append(
+            (
+                "data in",
+                ", ".join(
+                    f"{d.name} {'x'.join(map(str, d.shape))} #{d.digest[:10]}" for d in inputs
+                ),
+            )
+        )
+    if outputs:
+        rows.append(
+            (
+                "data out",
+                ", ".join(
+                    f"{d.name} {'x'.join(map(str, d.shape))} #{d.digest[:10]}" for d in outputs
+                ),
+            )
+        )
+    if cap.figures:
+        rows.append(("figures", ", ".join(f.rsplit("/", 1)[-1] for f in cap.figures)))
+    for note in cap.notes:
+        rows.append(("note", note))
+    return rows
+
+
+def _headline(s: RunSummary) -> str:
+    if s.dry_run:
+        return f"dry run of {s.name!r}: nothing was logged"
+    run = s.run_id or f"pending (journal key {s.key[:12]})"
+    state = "" if s.shipped else " · journaled, shipping to MLflow in the background"
+    return (
+        f"{s.status} {s.name!r} in experiment {s.experiment!r} · run {run} · "
+        f"{s.duration_s:.2f}s{state}"
+    )
+
+
+def summary_text(s: RunSummary) -> str:
+    lines = [f"nbmlops: {_headline(s)}"]
+    lines += [f"  {k:<9}{v}" for k, v in summary_lines(s)]
+    if s.error:
+        lines.append(f"  {'error':<9}{s.error}")
+    if s.run_url:
+        lines.append(f"  {'open':<9}{s.run_url}")
+    return "\n".join(lines)
+
+
+def summary_html(s: RunSummary) -> str:
+    colour = _STATUS_COLOUR.get(s.status, "#57606a")
+    head = html.escape(_headline(s))
+    link = ""
+    if s.run_url:
+        link = f' · <a href="{html.escape(s.run_url)}" target="_blank">open in MLflow</a>'
+    rows = "".join(
+        f"<tr><td style='padding:0 8px 0 0;color:#57606a;vertical-align:top'>{html.escape(k)}</td>"
+        f"<td style='padding:0'>{html.escape(v)}</td></tr>"
+        for k, v in summary_lines(s)
+    )
+    if s.error:
+        rows += f"<tr><td style='color:#cf222e'>error</td><td>{html.escape(s.error)}</td></tr>"
+    return (
+        f"<div class='nbmlops-summary' style='font-size:12px;border-left:3px solid {colour};"
+        f"padding:2px 8px;margin:2px 0'><b style='color:{colour}'>nbmlops</b> {head}{link}"
+        f"<table style='margin:2px 0 0 0;border:none'>{rows}</table></div>"
+    )

@@ -1,0 +1,435 @@
+"""The one place that holds "the active tracked run" for this process.
+
+A ``Tracker`` owns the process's journal segment and shipper thread. ``begin`` and ``end``
+bracket a tracked block (a ``%%track`` cell or a ``with nbmlops.track()`` block); ``end`` is
+always called (the adapters call it in ``finally``), so no run is ever left active.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbmlops.config import Settings, load_settings
+from nbmlops.core.tracking.analysis import CellAnalysis, analyze_cell
+from nbmlops.core.tracking.capture import (
+    Capture,
+    CaptureOptions,
+    Snapshot,
+    as_metric,
+    capture_after,
+    param_text,
+    snapshot_before,
+)
+from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
+from nbmlops.core.tracking.journal import Journal, Segment, now_ms
+from nbmlops.core.tracking.shipper import BackgroundShipper
+from nbmlops.exceptions import NoActiveRunError, UsageError
+
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /]{1,250}$")
+
+
+@dataclass
+class TrackedRun:
+    key: str
+    name: str
+    experiment: str
+    origin: CellOrigin
+    source: str
+    analysis: CellAnalysis
+    snapshot: Snapshot
+    options: CaptureOptions
+    dry_run: bool
+    started: float  # time.time()
+    staging: Path | None
+    git: Future | None = None
+    logged_metrics: list[dict[str, Any]] = field(default_factory=list)
+    logged_params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    """What a finished tracked block captured; adapters render it."""
+
+    key: str
+    name: str
+    experiment: str
+    status: str
+    duration_s: float
+    dry_run: bool
+    capture: Capture
+    logged_metric_count: int
+    tracking_uri: str
+    error: str | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+    ui_url: str | None = None
+    shipped: bool = False
+
+    @property
+    def run_url(self) -> str | None:
+        if self.ui_url and self.run_id and self.experiment_id:
+            return (
+                f"{self.ui_url.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+            )
+        return None
+
+
+class Tracker:
+    """Per-process tracking state: the journal segment, the shipper, the active run."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.enabled = True
+        self.active: TrackedRun | None = None
+        self.journal = Journal(settings.journal_dir)
+        self._segment: Segment | None = None
+        self._shipper: BackgroundShipper | None = None
+        self._lock = threading.RLock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._listeners: list[Callable[[RunSummary], None]] = []
+        self._summaries: dict[str, RunSummary] = {}
+        self._closed = False
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the journal segment and start shipping (and replaying what dead processes left)."""
+        with self._lock:
+            if self._segment is not None:
+                return
+            self._segment = self.journal.open_segment()
+            self._shipper = BackgroundShipper(
+                self.settings, self.journal, self._segment.path, self._segment.staging_dir
+            )
+            self._shipper.listeners.append(self._on_shipped)
+            self._shipper.start()
+            atexit.register(self.close)
+
+    @property
+    def shipper(self) -> BackgroundShipper:
+        self.start()
+        assert self._shipper is not None
+        return self._shipper
+
+    @property
+    def segment(self) -> Segment:
+        self.start()
+        assert self._segment is not None
+        return self._segment
+
+    def flush(self, timeout: float | None = None) -> bool:
+        if self._shipper is None:
+            return True
+        return self._shipper.flush(timeout)
+
+    def close(self) -> None:
+        """Give the shipper a bounded time to finish; whatever is left stays journaled."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._shipper is not None:
+                self._shipper.stop(self.settings.exit_flush_seconds)
+            if self._segment is not None:
+                try:
+                    self._segment.sync()
+                except OSError:
+                    pass
+                self._segment.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            atexit.unregister(self.close)
+        except Exception:
+            pass
+
+    def add_listener(self, fn: Callable[[RunSummary], None]) -> None:
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[RunSummary], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def _on_shipped(self, key: str, run_id: str, experiment_id: str | None) -> None:
+        summary = self._summaries.pop(key, None)
+        if summary is None:
+            return
+        summary.run_id = run_id
+        summary.experiment_id = experiment_id
+        summary.shipped = True
+        for fn in list(self._listeners):
+            try:
+                fn(summary)
+            except Exception:
+                pass
+
+    # --- a tracked block --------------------------------------------------------------------
+    def begin(
+        self,
+        source: str,
+        namespace: dict[str, Any],
+        *,
+        origin: CellOrigin,
+        name: str | None = None,
+        experiment: str | None = None,
+        options: CaptureOptions | None = None,
+        dry_run: bool = False,
+        analyze: bool = True,
+    ) -> TrackedRun:
+        if self.active is not None:
+            raise UsageError(
+                f"A tracked block is already running ({self.active.name!r})",
+                fix="Tracked blocks cannot be nested: end the outer one first.",
+            )
+        options = options or CaptureOptions()
+        options.ignore |= set(self.settings.ignore)
+        options.models = options.models and self.settings.capture_models
+        options.data = options.data and self.settings.capture_data
+        options.figures = options.figures and self.settings.capture_figures
+        try:
+            analysis = analyze_cell(source) if analyze else CellAnalysis()
+        except SyntaxError:
+            analysis = CellAnalysis()  # the cell will fail with the same error when it runs
+        snapshot = snapshot_before(analysis, namespace, options)
+        key = uuid.uuid4().hex
+        if name is None:
+            name = f"cell-{origin.execution_count}" if origin.execution_count else "run"
+        experiment = experiment or self.settings.experiment or origin.experiment_default
+        staging = None if dry_run else self.segment.staging_dir / key
+        run = TrackedRun(
+            key=key,
+            name=name,
+            experiment=experiment,
+            origin=origin,
+            source=source,
+            analysis=analysis,
+            snapshot=snapshot,
+            options=options,
+            dry_run=dry_run,
+            started=time.time(),
+            staging=staging,
+        )
+        if not dry_run:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmlops-git")
+            run.git = self._pool.submit(git_state, self.settings.project_dir)
+            self._write(
+                {
+                    "t": "start",
+                    "key": key,
+                    "ts": int(run.started * 1000),
+                    "name": name,
+                    "experiment": experiment,
+                    "tags": self._start_tags(run),
+                }
+            )
+        self.active = run
+        return run
+
+    def _start_tags(self, run: TrackedRun) -> dict[str, str]:
+        o = run.origin
+        tags = {
+            "mlflow.user": self.settings.resolved_user,
+            "mlflow.source.type": o.source_type,
+            "mlflow.note.content": f"```python\n{run.source.strip()}\n```",
+            "nbmlops.pid": str(os.getpid()),
+        }
+        if o.source_name:
+            tags["mlflow.source.name"] = o.source_name
+        if o.cell_id:
+            tags["nbmlops.cell.id"] = o.cell_id
+        if o.cell_index is not None:
+            tags["nbmlops.cell.index"] = str(o.cell_index)
+        if o.execution_count is not None:
+            tags["nbmlops.cell.execution_count"] = str(o.execution_count)
+        return tags
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.segment.append(record)
+        self.shipper.submit(record)
+
+    def log_metric(self, name: str, value: Any, step: int | None = None) -> None:
+        run = self._require_active("log_metric")
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            raise UsageError(
+                f"Invalid metric name {name!r}",
+                fix="Use letters, digits, '_', '-', '.', ' ' and '/' (at most 250 characters).",
+            )
+        number = as_metric(value)
+        if number is None:
+            raise UsageError(
+                f"Metric {name!r} must be a real number, got {type(value).__name__} {value!r}",
+                fix="Pass an int or float (a bool or string is a param: use log_param).",
+            )
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+            np_int = getattr(step, "__index__", None)
+            if np_int is None or isinstance(step, bool):
+                raise UsageError(f"Step for {name!r} must be an int, got {step!r}")
+            step = int(step)
+        record = {
+            "t": "metric",
+            "key": run.key,
+            "name": name,
+            "value": number,
+            "step": int(step or 0),
+            "ts": now_ms(),
+        }
+        run.logged_metrics.append(record)
+        if not run.dry_run:
+            self._write(record)
+
+    def log_param(self, name: str, value: Any) -> None:
+        run = self._require_active("log_param")
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            raise UsageError(
+                f"Invalid param name {name!r}",
+                fix="Use letters, digits, '_', '-', '.', ' ' and '/'.",
+            )
+        run.logged_params[name] = param_text(value)
+
+    def _require_active(self, what: str) -> TrackedRun:
+        if self.active is None:
+            raise NoActiveRunError(
+                f"nbmlops.{what} was called outside a tracked block",
+                fix="Call it inside a %%track cell or a `with nbmlops.track(...):` block.",
+            )
+        return self.active
+
+    def end(
+        self,
+        run: TrackedRun,
+        namespace: dict[str, Any],
+        error: BaseException | None,
+        wait: bool = False,
+    ) -> RunSummary:
+        """Capture what the block produced, journal it, hand it to the shipper. Never raises
+        for capture problems: they become notes on the summary. ``wait`` returns only once
+        the run is in MLflow (or ``ship_wait_seconds`` passed: then it stays journaled)."""
+        try:
+            ended = time.time()
+            try:
+                cap = capture_after(run.analysis, run.snapshot, namespace, run.options, run.staging)
+            except Exception as err:  # a capture bug must not hide the user's own result
+                cap = Capture(notes=[f"capture failed: {type(err).__name__}: {err}"])
+            cap.params.update(run.logged_params)
+            status, err_text = "FINISHED", None
+            if isinstance(error, KeyboardInterrupt):
+                status, err_text = "KILLED", "interrupted (KeyboardInterrupt)"
+            elif error is not None:
+                status = "FAILED"
+                err_text = f"{type(error).__name__}: {error}"
+            summary = RunSummary(
+                key=run.key,
+                name=run.name,
+                experiment=run.experiment,
+                status=status,
+                duration_s=ended - run.started,
+                dry_run=run.dry_run,
+                capture=cap,
+                logged_metric_count=len(run.logged_metrics),
+                tracking_uri=self.settings.resolved_tracking_uri,
+                error=err_text,
+            )
+            if run.dry_run:
+                return summary
+            tags = {"nbmlops.duration_s": f"{ended - run.started:.3f}"}
+            if run.git is not None:
+                try:
+                    tags.update(run.git.result(timeout=5))
+                except Exception:
+                    pass
+            if err_text:
+                tags["nbmlops.error"] = err_text[:5000]
+            self._stage_text(run, "code/cell.py", run.source)
+            if error is not None:
+                tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+                self._stage_text(run, "traceback.txt", tb)
+            ts = int(ended * 1000)
+            self._summaries[run.key] = summary
+            self._write(
+                {
+                    "t": "end",
+                    "key": run.key,
+                    "ts": ts,
+                    "status": status,
+                    "experiment": run.experiment,
+                    "params": cap.params,
+                    "metrics": [
+                        {"name": k, "value": v, "step": 0, "ts": ts} for k, v in cap.metrics.items()
+                    ],
+                    "tags": tags,
+                    "datasets": [d.to_dict() for d in cap.data],
+                    "models": cap.models,
+                    "figures": cap.figures,
+                    "modules": imported_top_level_modules(),
+                }
+            )
+            try:
+                self.segment.sync()
+            except OSError:
+                pass
+            if wait:
+                self.shipper.flush(self.settings.ship_wait_seconds)
+            summary.run_id = summary.run_id or self.shipper.run_ids.get(run.key)
+            summary.ui_url = ui_url(self.settings)
+            return summary
+        finally:
+            self.active = None
+
+    @staticmethod
+    def _stage_text(run: TrackedRun, rel: str, text: str) -> None:
+        assert run.staging is not None
+        path = run.staging / "artifacts" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def ui_url(settings: Settings) -> str | None:
+    """URL of an ``nbmlops ui`` serving this store, if one is running."""
+    import json
+
+    info = settings.home_dir / "ui.json"
+    try:
+        data = json.loads(info.read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if data.get("tracking_uri") != settings.resolved_tracking_uri:
+        return None
+    return data.get("url")
+
+
+_tracker: Tracker | None = None
+_tracker_lock = threading.Lock()
+
+
+def get_tracker(settings: Settings | None = None) -> Tracker:
+    """This process's tracker, created on first use from nbmlops.yaml and NBMLOPS_* settings."""
+    global _tracker
+    with _tracker_lock:
+        if _tracker is None:
+            _tracker = Tracker(settings or load_settings())
+        return _tracker
+
+
+def current_tracker() -> Tracker | None:
+    return _tracker
+
+
+def reset_tracker() -> None:
+    """Close this process's tracker (flushing within its limit); the next use makes a new one."""
+    global _tracker
+    with _tracker_lock:
+        if _tracker is not None:
+            _tracker.close()
+        _tracker = None

@@ -1,0 +1,524 @@
+"""Ship journal records to MLflow: in a background thread for the live process, and by replay
+for segments whose process died.
+
+Shipping one run is idempotent, so a retry after any failure (store locked, server down,
+process killed mid-ship) never duplicates anything:
+* the MLflow run is found again by its ``nbmlops.run_key`` tag before a new one is created;
+* metrics carry the timestamps recorded in the journal, and MLflow's SQL stores drop exact
+  duplicates; the sidecar also remembers how many were shipped;
+* params, tags, dataset inputs and artifacts are upserts;
+* a model is looked up by (run, name) before it is logged;
+* the run is set terminated last, so a FINISHED run is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nbmlops.config import Settings
+from nbmlops.core.tracking import store
+from nbmlops.core.tracking.context import environment_report
+from nbmlops.core.tracking.journal import (
+    Journal,
+    RunRecords,
+    ShipState,
+    mark_shipped,
+    now_ms,
+    read_segment,
+    read_ship_state,
+)
+
+log = logging.getLogger("nbmlops.shipper")
+
+RUN_KEY_TAG = "nbmlops.run_key"
+BATCH_METRICS = 1000  # MLflow's log_batch limits
+BATCH_PARAMS = 100
+BATCH_TAGS = 100
+_PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
+
+
+def _permanent(err: BaseException) -> bool:
+    code = getattr(err, "error_code", None)
+    return code in _PERMANENT_CODES
+
+
+@dataclass
+class ShipStats:
+    """Counters the UI and tests read: nothing is ever dropped silently."""
+
+    runs_started: int = 0
+    runs_finished: int = 0
+    runs_killed: int = 0
+    metrics: int = 0
+    models: int = 0
+    retries: int = 0
+    part_errors: list[str] = field(default_factory=list)
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class RunShipper:
+    """Puts journal runs into one MLflow store. No thread of its own."""
+
+    def __init__(self, settings: Settings, stats: ShipStats | None = None):
+        self.settings = settings
+        self.stats = stats or ShipStats()
+        self._client = None
+        self._experiments: dict[str, str] = {}
+        self._pip_requirements: list[str] | None = None
+        self._env_cache: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = store.open_client(self.settings)
+        return self._client
+
+    def _experiment(self, name: str) -> str:
+        if name not in self._experiments:
+            self._experiments[name] = store.experiment_id(
+                self.client, name, self.settings.resolved_artifact_location
+            )
+        return self._experiments[name]
+
+    # --- start ------------------------------------------------------------------------------
+    def ship_start(self, segment: Path, run: RunRecords, state: ShipState, careful: bool) -> str:
+        if run.key in state.run_ids:
+            return state.run_ids[run.key]
+        start = run.start or {}
+        exp_id = self._experiment(start.get("experiment") or "Default")
+        run_id = self._find_run(exp_id, run.key) if careful else None
+        if run_id is None:
+            tags = dict(start.get("tags", {}))
+            tags[RUN_KEY_TAG] = run.key
+            created = self.client.create_run(
+                exp_id,
+                start_time=start.get("ts", run.last_ts or now_ms()),
+                tags=tags,
+                run_name=start.get("name"),
+            )
+            run_id = created.info.run_id
+            self.stats.runs_started += 1
+        mark_shipped(segment, {"key": run.key, "run_id": run_id})
+        state.run_ids[run.key] = run_id
+        return run_id
+
+    def _find_run(self, exp_id: str, key: str) -> str | None:
+        found = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
+
+    # --- end --------------------------------------------------------------------------------
+    def ship_end(
+        self,
+        segment: Path,
+        staging_root: Path,
+        run: RunRecords,
+        state: ShipState,
+        careful: bool,
+        killed: str | None = None,
+    ) -> str:
+        from mlflow.entities import Metric, Param, RunTag
+
+        if run.start is None:  # the start line was torn: rebuild what we can
+            run.start = {"name": None, "experiment": (run.end or {}).get("experiment"), "tags": {}}
+        run_id = self.ship_start(
+            segment, run, state, careful=careful or run.key not in state.run_ids
+        )
+        end = run.end or {}
+        staging = staging_root / run.key
+
+        metrics = [
+            Metric(m["name"], float(m["value"]), int(m["ts"]), int(m.get("step") or 0))
+            for m in [*run.metrics, *end.get("metrics", [])]
+        ]
+        done = state.metrics_done.get(run.key, 0)
+        for i in range(done, len(metrics), BATCH_METRICS):
+            chunk = metrics[i : i + BATCH_METRICS]
+            self.client.log_batch(run_id, metrics=chunk)
+            mark_shipped(segment, {"key": run.key, "metrics_done": i + len(chunk)})
+            self.stats.metrics += len(chunk)
+        state.metrics_done[run.key] = len(metrics)
+
+        params = [Param(k, str(v)) for k, v in end.get("params", {}).items()]
+        for i in range(0, len(params), BATCH_PARAMS):
+            self._part(
+                run_id, "params", self.client.log_batch, run_id, params=params[i : i + BATCH_PARAMS]
+            )
+        tags = dict(end.get("tags", {}))
+        if killed:
+            tags["nbmlops.failure"] = "killed"
+            tags["nbmlops.status_reason"] = killed
+        tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, len(tag_list), BATCH_TAGS):
+            self._part(
+                run_id, "tags", self.client.log_batch, run_id, tags=tag_list[i : i + BATCH_TAGS]
+            )
+
+        datasets = end.get("datasets", [])
+        if datasets:
+            self._part(
+                run_id,
+                "datasets",
+                self.client.log_inputs,
+                run_id,
+                datasets=self._dataset_inputs(run, datasets),
+            )
+
+        artifacts = staging / "artifacts"
+        modules = end.get("modules")
+        if modules:
+            artifacts.mkdir(parents=True, exist_ok=True)
+            env = self._environment(tuple(modules))
+            (artifacts / "environment.json").write_text(json.dumps(env, indent=2))
+        if artifacts.is_dir() and any(artifacts.iterdir()):
+            self.client.log_artifacts(run_id, str(artifacts))
+
+        exp_id = self._experiment((run.start or {}).get("experiment") or "Default")
+        for entry in end.get("models", []):
+            self._part(
+                run_id, f"model {entry['name']}", self._ship_model, run_id, exp_id, staging, entry
+            )
+
+        status = "FAILED" if killed else end.get("status", "FINISHED")
+        end_ts = end.get("ts") or run.last_ts or now_ms()
+        self.client.set_terminated(run_id, status=status, end_time=end_ts)
+        mark_shipped(segment, {"key": run.key, "finished": True, "status": status})
+        state.finished.add(run.key)
+        self.stats.runs_finished += 1
+        if killed:
+            self.stats.runs_killed += 1
+        shutil.rmtree(staging, ignore_errors=True)
+        return run_id
+
+    def _part(self, run_id: str, what: str, fn, *args, **kwargs) -> None:
+        """Ship one part; a permanent refusal is recorded on the run instead of retried forever."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:
+            if not _permanent(err):
+                raise
+            msg = f"{what}: {err}"
+            self.stats.part_errors.append(msg)
+            log.warning("nbmlops: MLflow refused %s of run %s", msg, run_id)
+            try:
+                self.client.set_tag(
+                    run_id, f"nbmlops.ship_error.{what.replace(' ', '_')}", str(err)[:4000]
+                )
+            except Exception:
+                pass
+
+    def _dataset_inputs(self, run: RunRecords, datasets: list[dict[str, Any]]):
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        source_name = (run.start or {}).get("tags", {}).get("mlflow.source.name", "")
+        out = []
+        for d in datasets:
+            if d.get("role") != "input":
+                continue
+            schema = None
+            if d.get("schema"):
+                schema = json.dumps(
+                    {"mlflow_colspec": [{"name": k, "type": v} for k, v in d["schema"].items()]}
+                )
+            profile = json.dumps({"shape": d["shape"], "nbytes": d["nbytes"], "kind": d["kind"]})
+            source = json.dumps(
+                {"tags": {"mlflow.source.name": source_name, "nbmlops.variable": d["name"]}}
+            )
+            ds = Dataset(
+                name=d["name"],
+                digest=d["digest"],
+                source_type="code",
+                source=source,
+                schema=schema,
+                profile=profile,
+            )
+            out.append(
+                DatasetInput(ds, [InputTag("mlflow.data.context", d.get("context", "input"))])
+            )
+        return out
+
+    def _environment(self, modules: tuple[str, ...]) -> dict[str, Any]:
+        if modules not in self._env_cache:
+            self._env_cache[modules] = environment_report(list(modules))
+        return self._env_cache[modules]
+
+    def pip_requirements(self) -> list[str]:
+        """Worked out once per process from installed versions: MLflow's own inference runs a
+        subprocess per model (about 6 s)."""
+        if self._pip_requirements is None:
+            from importlib.metadata import PackageNotFoundError, version
+
+            reqs = []
+            for dist in ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle"):
+                try:
+                    reqs.append(f"{dist}=={version(dist)}")
+                except PackageNotFoundError:
+                    continue
+            self._pip_requirements = reqs
+        return self._pip_requirements
+
+    def _ship_model(self, run_id: str, exp_id: str, staging: Path, entry: dict[str, Any]) -> None:
+        import mlflow.sklearn
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import Model, infer_signature
+
+        name = entry["name"]
+        existing = self.client.search_logged_models(
+            [exp_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
+        )
+        if any(str(m.status) in ("READY", "LoggedModelStatus.READY") for m in existing):
+            return
+        if "file" not in entry:
+            return
+        # Only our own staging folder is unpickled: it was written by this project's kernel.
+        model = pickle.loads((staging / entry["file"]).read_bytes())  # noqa: S301
+        example = None
+        signature = None
+        if entry.get("example") and (staging / entry["example"]).exists():
+            example = pickle.loads((staging / entry["example"]).read_bytes())  # noqa: S301
+            try:
+                signature = infer_signature(example, model.predict(example))
+            except Exception as err:
+                log.info("nbmlops: no signature for %s: %s", name, err)
+                signature = infer_signature(example)
+        tags = {
+            "nbmlops.class": entry.get("class", ""),
+            "nbmlops.trained_on": entry.get("trained_on", ""),
+        }
+        logged = self.client.create_logged_model(exp_id, name=name, source_run_id=run_id, tags=tags)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / "model"
+                mlflow_model = Model(
+                    artifact_path=logged.artifact_location,
+                    model_uuid=logged.model_id,
+                    run_id=run_id,
+                    model_id=logged.model_id,
+                )
+                mlflow.sklearn.save_model(
+                    model,
+                    path=str(local),
+                    mlflow_model=mlflow_model,
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=self.pip_requirements(),
+                )
+                self.client.log_model_artifacts(logged.model_id, str(local))
+            self.client.finalize_logged_model(logged.model_id, "READY")
+        except Exception:
+            try:
+                self.client.finalize_logged_model(logged.model_id, "FAILED")
+            except Exception:
+                pass
+            raise
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        self.stats.models += 1
+
+
+@dataclass
+class ReplayReport:
+    segments: int = 0
+    runs_finished: int = 0
+    runs_killed: int = 0
+    metrics: int = 0
+    torn_lines: int = 0
+    archived: int = 0
+    errors: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+
+def replay_orphans(
+    shipper: RunShipper, journal: Journal, exclude: Path | None = None
+) -> ReplayReport:
+    """Ship every run of every dead process's segment; close runs left open as killed."""
+    report = ReplayReport()
+    for orphan in journal.claim_orphans(exclude=exclude):
+        report.segments += 1
+        contents = read_segment(orphan.path)
+        state = read_ship_state(orphan.path)
+        report.torn_lines += contents.torn_lines
+        complete = True
+        host_pid = orphan.path.stem.rsplit("-", 1)[0]
+        for key, run in contents.runs.items():
+            if key in state.finished:
+                continue
+            killed = None
+            if run.end is None:
+                killed = (
+                    f"the process {host_pid} ended while the run was open "
+                    f"(last journal record at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(run.last_ts / 1000))} UTC)"
+                )
+            try:
+                before = shipper.stats.metrics
+                run_id = shipper.ship_end(
+                    orphan.path, orphan.staging_dir, run, state, careful=True, killed=killed
+                )
+                report.run_ids.append(run_id)
+                report.metrics += shipper.stats.metrics - before
+                report.runs_finished += 1
+                if killed:
+                    report.runs_killed += 1
+            except Exception as err:
+                complete = False
+                report.errors.append(f"{orphan.path.name} run {key}: {type(err).__name__}: {err}")
+                break  # the store is likely down: keep the rest for the next replay
+        if complete:
+            orphan.archive()
+            report.archived += 1
+    return report
+
+
+_STOP = object()
+
+
+def _quiet_libraries() -> None:
+    """Output of this thread lands in whatever cell runs now: keep MLflow's chatter out of it."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    for name in ("mlflow.store.db.utils", "alembic", "mlflow.models.model", "mlflow.store.db"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class BackgroundShipper:
+    """The live process's shipper thread. Cells hand it records; it never blocks them."""
+
+    def __init__(
+        self, settings: Settings, journal: Journal, segment_path: Path, staging_root: Path
+    ):
+        self.settings = settings
+        self.journal = journal
+        self.segment_path = segment_path
+        self.staging_root = staging_root
+        self.stats = ShipStats()
+        self.shipper = RunShipper(settings, self.stats)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._runs: dict[str, RunRecords] = {}
+        self._state = ShipState()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._pending = 0
+        self.replay_report: ReplayReport | None = None
+        self.run_ids: dict[str, str] = {}
+        self.listeners: list[Any] = []  # called as fn(key, run_id, experiment_id) once shipped
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="nbmlops-shipper", daemon=True)
+            self._thread.start()
+
+    def submit(self, record: dict[str, Any]) -> None:
+        with self._idle:
+            self._pending += 1
+        self._queue.put(record)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted is in MLflow; False on timeout (it stays journaled)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def stop(self, timeout: float) -> bool:
+        flushed = self.flush(timeout)
+        self._stopping.set()
+        self._queue.put(_STOP)
+        return flushed
+
+    def _loop(self) -> None:
+        _quiet_libraries()
+        self._replay()
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            self._process_with_retry(item)
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+    def _replay(self) -> None:
+        try:
+            self.replay_report = replay_orphans(
+                self.shipper, self.journal, exclude=self.segment_path
+            )
+        except Exception as err:  # never let replay kill the live shipper
+            self.stats.last_error = f"replay: {type(err).__name__}: {err}"
+            log.warning("nbmlops: replay of unshipped runs failed: %s", err)
+
+    def _process_with_retry(self, record: dict[str, Any]) -> None:
+        delay = 0.2
+        attempt = 0
+        while True:
+            try:
+                if record.get("t") != "metric" and not store.reachable(
+                    self.settings.resolved_tracking_uri
+                ):
+                    raise ConnectionError(
+                        f"tracking server {self.settings.resolved_tracking_uri} unreachable"
+                    )
+                self._process(record, careful=attempt > 0)
+                return
+            except Exception as err:
+                attempt += 1
+                self.stats.retries += 1
+                self.stats.last_error = f"{type(err).__name__}: {err}"
+                if attempt == 1:
+                    log.warning(
+                        "nbmlops: cannot ship to MLflow yet (%s); will retry, runs are kept in the journal",
+                        err,
+                    )
+                if self._stopping.is_set():
+                    return  # stays in the journal; the next start replays it
+                self._stopping.wait(delay)
+                if self._stopping.is_set():
+                    return
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
+    def _process(self, record: dict[str, Any], careful: bool) -> None:
+        key = record["key"]
+        kind = record.get("t")
+        run = self._runs.setdefault(key, RunRecords(key))
+        if kind == "start":
+            run.start = record
+            self.run_ids[key] = self.shipper.ship_start(
+                self.segment_path, run, self._state, careful
+            )
+        elif kind == "metric":
+            run.metrics.append(record)
+        elif kind == "end":
+            run.end = record
+            run_id = self.shipper.ship_end(
+                self.segment_path, self.staging_root, run, self._state, careful
+            )
+            self.run_ids[key] = run_id
+            self._runs.pop(key, None)
+            exp_id = self.shipper._experiments.get(record.get("experiment") or "")
+            for fn in list(self.listeners):
+                try:
+                    fn(key, run_id, exp_id)
+                except Exception:
+                    log.debug("nbmlops: shipped-listener failed", exc_info=True)

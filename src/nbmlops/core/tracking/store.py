@@ -1,0 +1,116 @@
+"""Opening the MLflow store safely from many processes.
+
+MLflow creates the SQLite schema on first use with alembic; processes starting together race
+on it ("table already exists", "duplicate column name"). We create it once under an exclusive
+file lock and switch the database to WAL (persistent in the file) so readers never block the
+writer. MLflow already sets ``busy_timeout`` on its SQLite sessions; the shipper retries what
+still fails with "database is locked".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from nbmlops.config import Settings
+from nbmlops.exceptions import StoreError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+_ready_lock = threading.Lock()
+_ready: set[str] = set()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    if path in ("", ":memory:"):
+        return None
+    return Path(unquote(path) if not path.startswith("/") else "/" + unquote(path.lstrip("/")))
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_http(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def open_client(settings: Settings) -> MlflowClient:
+    """An MlflowClient on the configured store, its schema created once across processes."""
+    from mlflow import MlflowClient
+
+    uri = settings.resolved_tracking_uri
+    db = sqlite_path(uri)
+    if db is not None and uri not in _ready:
+        with _ready_lock, _file_lock(db.with_name(db.name + ".init.lock")):
+            if uri not in _ready:
+                db.parent.mkdir(parents=True, exist_ok=True)
+                con = sqlite3.connect(db, timeout=60)
+                try:
+                    con.execute("PRAGMA journal_mode=WAL")
+                finally:
+                    con.close()
+                client = MlflowClient(uri)
+                try:
+                    client.search_experiments(max_results=1)  # creates the schema
+                except Exception as err:
+                    raise StoreError(
+                        f"Cannot open the MLflow store {uri}: {err}",
+                        fix="Check that the folder is writable and on a local disk "
+                        "(SQLite must not live on a network filesystem).",
+                    ) from err
+                _ready.add(uri)
+                return client
+    return MlflowClient(uri)
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Get or create the experiment ``name`` (safe when another process creates it too)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def reachable(uri: str, timeout: float = 2.0) -> bool:
+    """Cheap probe for an HTTP tracking server (MLflow's own client retries for minutes)."""
+    if not is_http(uri):
+        return True
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            return 200 <= resp.status < 500
+    except Exception:
+        return False
+
+
+def describe(uri: str) -> dict[str, Any]:
+    return {"tracking_uri": uri, "kind": "sqlite" if sqlite_path(uri) else urlparse(uri).scheme}

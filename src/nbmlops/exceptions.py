@@ -1,0 +1,50 @@
+"""Errors nbmlops raises. Each one says what was wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+
+class NbmlopsError(Exception):
+    """Root of every nbmlops error.
+
+    ``what`` says what went wrong, ``where`` names the place (a file, a cell, a store),
+    ``fix`` says what the user can do about it. ``str(err)`` joins them into one paragraph.
+    """
+
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
+        self.what = what
+        self.where = where
+        self.fix = fix
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        parts = [self.what]
+        if self.where:
+            parts.append(f"(in {self.where})")
+        msg = " ".join(parts)
+        if self.fix:
+            msg += f". {self.fix}" if not msg.endswith(".") else f" {self.fix}"
+        return msg
+
+
+class ConfigError(NbmlopsError, ValueError):
+    """A setting in nbmlops.yaml or an NBMLOPS_* variable is invalid."""
+
+
+class UsageError(NbmlopsError, ValueError):
+    """A public entry point was called with bad arguments."""
+
+
+class UndigestibleError(NbmlopsError, TypeError):
+    """A value cannot be content-digested (unsupported type or layout)."""
+
+
+class StoreError(NbmlopsError):
+    """The tracking or data store could not be reached or written."""
+
+
+class NoActiveRunError(NbmlopsError, RuntimeError):
+    """A logging call was made outside a tracked cell or ``nbmlops.track`` block."""
+
+
+class MissingDependencyError(NbmlopsError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

@@ -1,0 +1,1 @@
+"""IPython adapters: the only package that imports IPython."""

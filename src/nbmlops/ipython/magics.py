@@ -1,0 +1,231 @@
+"""``%%track`` and ``%track``: parse the magic line, run the cell, hand the rest to the core."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from nbmlops.core.tracking.capture import CaptureOptions
+from nbmlops.core.tracking.context import CellOrigin, locate_cell, notebook_from_environment
+from nbmlops.core.tracking.report import summary_html, summary_text
+from nbmlops.core.tracking.session import RunSummary, get_tracker
+from nbmlops.exceptions import NbmlopsError
+
+
+class SummaryView:
+    """Displays a RunSummary: HTML in notebooks, text elsewhere."""
+
+    def __init__(self, summary: RunSummary):
+        self.summary = summary
+
+    def _repr_html_(self) -> str:
+        return summary_html(self.summary)
+
+    def __repr__(self) -> str:
+        return summary_text(self.summary)
+
+
+def _split_params(values: list[str] | None) -> tuple[dict[str, str], set[str]]:
+    explicit: dict[str, str] = {}
+    forced: set[str] = set()
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not key.isidentifier() and not key.replace(".", "_").replace("-", "_").isidentifier():
+            raise NbmlopsError(
+                f"Bad --param {item!r}", fix="Write --param name=value or --param name."
+            )
+        if sep:
+            explicit[key] = value
+        else:
+            forced.add(key)
+    return explicit, forced
+
+
+@magics_class
+class TrackMagics(Magics):
+    def __init__(self, shell: Any):
+        super().__init__(shell)
+        self._notebook: str | None = None
+        self._handles: dict[str, Any] = {}
+        self._listener_added = False
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="Run name (default: cell-<execution count>).")
+    @argument("-e", "--experiment", help="Experiment name (default: the notebook's name).")
+    @argument(
+        "-p",
+        "--param",
+        action="append",
+        metavar="K=V|NAME",
+        help="Add a param K=V, or force variable NAME to be recorded as a param.",
+    )
+    @argument("-m", "--metric", action="append", metavar="NAME", help="Force NAME to be a metric.")
+    @argument("-i", "--ignore", action="append", metavar="NAME", help="Never capture NAME.")
+    @argument(
+        "--dry-run",
+        action="store_true",
+        help="Run the cell and show what would be captured; log nothing.",
+    )
+    @argument("--no-models", action="store_true", help="Do not log fitted models.")
+    @argument("--no-data", action="store_true", help="Do not digest data.")
+    @argument("--no-figures", action="store_true", help="Do not log figures.")
+    @line_cell_magic
+    def track(self, line: str, cell: str | None = None) -> Any:
+        """Track a cell as an MLflow run: params, metrics, models, data, figures, code.
+
+        As a line magic: ``%track off`` / ``%track on`` switch capture, ``%track status`` shows
+        the store and the shipping state, ``%track sync`` waits until everything is in MLflow.
+        """
+        __tracebackhide__ = True
+        if cell is None:
+            return self._line(line.strip())
+        args = parse_argstring(self.track, line)
+        tracker = get_tracker()
+        if not tracker.enabled:
+            return self._execute(cell)
+        explicit, forced = _split_params(args.param)
+        options = CaptureOptions(
+            params=explicit,
+            force_params=forced,
+            force_metrics=set(args.metric or []),
+            ignore=set(args.ignore or []),
+            models=not args.no_models,
+            data=not args.no_data,
+            figures=not args.no_figures,
+        )
+        code = self.shell.transform_cell(cell)
+        origin = self._origin(line, cell)
+        run = tracker.begin(
+            code,
+            self.shell.user_ns,
+            origin=origin,
+            name=args.name,
+            experiment=args.experiment,
+            options=options,
+            dry_run=args.dry_run,
+        )
+        error: BaseException | None = None
+        try:
+            return self._execute(cell, code)
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            summary = tracker.end(run, self.shell.user_ns, error, wait=self._wait(origin))
+            self._show(summary)
+
+    def _wait(self, origin: CellOrigin) -> bool:
+        """Batch kernels (papermill/nbclient send no cellId) are killed about 2.5 s after their
+        last cell, so there a tracked cell waits for its run to reach MLflow."""
+        mode = get_tracker().settings.ship
+        if mode != "auto":
+            return mode == "wait"
+        return origin.cell_id is None and "ipykernel" in sys.modules
+
+    def _line(self, word: str) -> Any:
+        tracker = get_tracker()
+        if word in ("", "status"):
+            shipper = tracker.shipper
+            print(
+                f"nbmlops tracking is {'on' if tracker.enabled else 'off'}\n"
+                f"  store    {tracker.settings.resolved_tracking_uri}\n"
+                f"  journal  {tracker.settings.journal_dir}\n"
+                f"  pending  {shipper.pending} record(s) to ship; "
+                f"last error: {shipper.stats.last_error or 'none'}"
+            )
+        elif word == "off":
+            tracker.enabled = False
+            print("nbmlops: %%track cells now run without capture (`%track on` to resume)")
+        elif word == "on":
+            tracker.enabled = True
+            print("nbmlops: %%track capture is on")
+        elif word == "sync":
+            ok = tracker.flush(60)
+            print(
+                "nbmlops: everything is in MLflow"
+                if ok
+                else f"nbmlops: {tracker.shipper.pending} record(s) still waiting "
+                f"({tracker.shipper.stats.last_error}); they stay in the journal"
+            )
+        else:
+            from IPython.core.error import UsageError
+
+            raise UsageError(
+                f"%track takes on, off, status or sync; got {word!r}. "
+                "For a tracked cell write %%track [name] on the first line."
+            )
+
+    def _origin(self, line: str, cell: str) -> CellOrigin:
+        shell = self.shell
+        parent = getattr(shell, "parent_header", None) or {}
+        cell_id = (parent.get("metadata") or {}).get("cellId") if isinstance(parent, dict) else None
+        if self._notebook is None:
+            self._notebook = notebook_from_environment(shell.user_ns)
+        raw = f"%%track {line}".rstrip() + "\n" + cell
+        notebook, index = locate_cell(raw, self._notebook)
+        if notebook and self._notebook is None:
+            self._notebook = notebook
+        return CellOrigin(
+            source_name=notebook,
+            source_type="NOTEBOOK",
+            cell_id=cell_id,
+            cell_index=index,
+            execution_count=getattr(shell, "execution_count", None),
+        )
+
+    def _execute(self, cell: str, code: str | None = None) -> Any:
+        """Run the cell's code in the user namespace; exceptions propagate unchanged."""
+        __tracebackhide__ = True
+        shell = self.shell
+        code = code if code is not None else shell.transform_cell(cell)
+        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        tree = ast.parse(code, filename=filename)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Interactive(body=[tree.body.pop()])
+        exec(shell.compile(tree, filename, "exec"), shell.user_ns)  # noqa: S102 - the user's own cell
+        if last is not None:
+            exec(shell.compile(last, filename, "single"), shell.user_ns)  # noqa: S102
+        return None
+
+    def _show(self, summary: RunSummary) -> None:
+        try:
+            handle = display(SummaryView(summary), display_id=True)
+        except Exception:
+            print(summary_text(summary), file=sys.stderr)
+            return
+        if summary.dry_run or handle is None:
+            return
+        if not self._listener_added:
+            get_tracker().add_listener(self._on_shipped)
+            self._listener_added = True
+        self._handles[summary.key] = (handle, summary)
+        if summary.shipped:  # shipped before we registered
+            self._on_shipped(summary)
+
+    def _on_shipped(self, summary: RunSummary) -> None:
+        entry = self._handles.pop(summary.key, None)
+        if entry is not None:
+            from nbmlops.core.tracking.session import ui_url
+
+            summary.ui_url = ui_url(get_tracker().settings)
+            entry[0].update(SummaryView(summary))
+
+
+def load(ipython: Any) -> None:
+    ipython.register_magics(TrackMagics)
+    get_tracker().start()  # replays what dead kernels left, in the background
+
+
+def unload(ipython: Any) -> None:
+    from nbmlops.core.tracking.session import reset_tracker
+
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("track", None)
+    reset_tracker()

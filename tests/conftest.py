@@ -1,0 +1,153 @@
+"""Shared fixtures: an isolated project folder, real notebooks run by papermill in real
+kernels, and the tracking store in two lanes (embedded SQLite, and the server lane's
+``mlflow server`` on PostgreSQL, whose fixtures live in tests/server/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+# No test may reach outside this machine: MLflow's telemetry is off for us and our kernels.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+pytest_plugins = ["tests.server_fixtures"]
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No outside setting leaks into a test."""
+    for var in list(os.environ):
+        if var.startswith("NBMLOPS_") or var in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME"):
+            monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_tracker() -> Iterator[None]:
+    """Each test gets this process's tracker anew (settings are read per project folder)."""
+    from nbmlops.core.tracking.session import reset_tracker
+
+    reset_tracker()
+    yield
+    reset_tracker()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the working folder."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@dataclass
+class Lane:
+    """Where runs go: the embedded SQLite store, or an MLflow server on PostgreSQL."""
+
+    name: str
+    project: Path
+    env: dict[str, str] = field(default_factory=dict)
+    uri: str = ""
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    def runs(self, experiment: str) -> list[Any]:
+        client = self.client()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return []
+        return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("server", marks=pytest.mark.server)])
+def lane(request: pytest.FixtureRequest, project: Path, monkeypatch: pytest.MonkeyPatch) -> Lane:
+    if request.param == "sqlite":
+        uri = f"sqlite:///{project / '.nbmlops' / 'mlflow.db'}"
+        return Lane("sqlite", project, {}, uri)
+    server = request.getfixturevalue("mlflow_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    return Lane("server", project, {"MLFLOW_TRACKING_URI": server.uri}, server.uri)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def write_notebook(path: Path, cells: list[str], parameters: str | None = None) -> Path:
+    """A notebook of code cells; ``parameters`` becomes a papermill 'parameters' cell first."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    if parameters is not None:
+        cell = nbformat.v4.new_code_cell(parameters)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def run_papermill(
+    notebook: Path,
+    cwd: Path,
+    parameters: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run a notebook with the papermill CLI in a real kernel (a separate process, as users do)."""
+    out = notebook.with_name(notebook.stem + ".out.ipynb")
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(notebook),
+        str(out),
+        "-k",
+        "python3",
+        "--cwd",
+        str(cwd),
+        "--no-progress-bar",
+    ]
+    for key, value in (parameters or {}).items():
+        cmd += ["-p", key, str(value)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"papermill failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def outputs_text(notebook: Path) -> str:
+    """All text the executed notebook shows (streams, results, errors)."""
+    nb = nbformat.read(str(notebook), as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                parts.append(out["text"])
+            for key in ("text/plain", "text/html"):
+                if key in out.get("data", {}):
+                    parts.append(out["data"][key])
+            if out.get("output_type") == "error":
+                parts.append(out["ename"] + ": " + out["evalue"])
+    return "\n".join(parts)
