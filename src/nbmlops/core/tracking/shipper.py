@@ -385,6 +385,21 @@ def replay_orphans(
 _STOP = object()
 
 
+def _store_error(settings: Settings, err: BaseException, attempt: int) -> str:
+    """One line naming the store and the cause (SQLAlchemy errors carry pages of SQL)."""
+    text = str(err).strip()
+    cause = text.splitlines()[0] if text else type(err).__name__
+    for known in ("database is locked", "Connection refused", "unreachable", "disk I/O error"):
+        if known in text:
+            cause = known
+            break
+    return (
+        f"cannot write to the MLflow store {settings.resolved_tracking_uri}: "
+        f"{type(err).__name__}: {cause[:300]} (attempt {attempt}; retrying, "
+        "the run is safe in the journal)"
+    )
+
+
 def _quiet_libraries() -> None:
     """Output of this thread lands in whatever cell runs now: keep MLflow's chatter out of it."""
     import warnings
@@ -485,12 +500,9 @@ class BackgroundShipper:
             except Exception as err:
                 attempt += 1
                 self.stats.retries += 1
-                self.stats.last_error = f"{type(err).__name__}: {err}"
+                self.stats.last_error = _store_error(self.settings, err, attempt)
                 if attempt == 1:
-                    log.warning(
-                        "nbmlops: cannot ship to MLflow yet (%s); will retry, runs are kept in the journal",
-                        err,
-                    )
+                    log.warning("nbmlops: %s", self.stats.last_error)
                 if self._stopping.is_set():
                     return  # stays in the journal; the next start replays it
                 self._stopping.wait(delay)
