@@ -26,7 +26,7 @@ written to ``bench/results/bench_track.json``.
 
     .venv/bin/python bench/bench_track.py            # 50 tracked cells, 10 hand-written (~5 min)
     .venv/bin/python bench/bench_track.py --quick    # 10 tracked, 3 hand-written (~1 min)
-    .venv/bin/python bench/bench_track.py --profile  # also cProfile a few tracked cells
+    .venv/bin/python bench/bench_track.py --profile --breakdown  # where the added wait goes
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import platform
 import pstats
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -255,6 +256,41 @@ def bench_durable(nb: Notebook, cells: int) -> dict[str, Any]:
     }
 
 
+BREAKDOWN = {  # variant -> extra %%track arguments (None: untracked)
+    "untracked": None,
+    "%%track": "",
+    "%%track --no-figures": "--no-figures ",
+    "%%track --no-models": "--no-models ",
+    "%%track --no-figures --no-models --no-data": "--no-figures --no-models --no-data ",
+    "%%track --dry-run (capture only: no staging, journal or shipping)": "--dry-run ",
+}
+
+
+def bench_breakdown(nb: Notebook, cells: int) -> dict[str, list[float]]:
+    """Where the added wait goes: the tracked cell with parts of the capture switched off,
+    interleaved like section 1; added wait per iteration against its untracked cell."""
+    times: dict[str, list[float]] = {v: [] for v in BREAKDOWN}
+    names = list(BREAKDOWN)
+    for i in range(cells):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for variant in order:
+            nb.flush()
+            extra = BREAKDOWN[variant]
+            code = (
+                untracked_cell()
+                if extra is None
+                else tracked_cell(f"breakdown-{i}", extra=f"-e bench-breakdown {extra}")
+            )
+            times[variant].append(nb.run(code))
+    nb.flush()
+    base = times["untracked"]
+    return {
+        v: [t - b for t, b in zip(xs, base, strict=True)]
+        for v, xs in times.items()
+        if v != "untracked"
+    }
+
+
 def profile_tracked(nb: Notebook, cells: int) -> str:
     """cProfile of the main thread over a few tracked cells (the shipper thread is not in it)."""
     prof = cProfile.Profile()
@@ -296,7 +332,9 @@ def kernel_time(statement: str, project: Path, env: dict[str, str]) -> dict[str,
         "_mods = sorted(m for m in ('mlflow', 'pandas', 'sklearn', 'sqlalchemy') "
         "if m in sys.modules)"
     )
-    km, kc = start_new_kernel(kernel_name="python3", cwd=str(project), env=env)
+    km, kc = start_new_kernel(
+        kernel_name="python3", cwd=str(project), env=env, stderr=subprocess.DEVNULL
+    )
     try:
         reply = kc.execute_interactive(
             code,
@@ -373,7 +411,8 @@ def report(res: dict[str, Any], console: Any) -> list[dict[str, Any]]:
     )
     if h < n:
         console.print(
-            f"[dim]Only {h} of {n} iterations included a hand-written cell (~6 s each); "
+            f"[dim]Only {h} of {n} iterations included a hand-written cell "
+            f"({pct(s1['cell_seconds']['hand'], 50):.1f} s each at p50); "
             "each is paired with the untracked cell of its own iteration. The back-to-back row "
             "is added wait against the interleaved untracked p50 while the shipper is busy.[/dim]"
         )
@@ -385,6 +424,17 @@ def report(res: dict[str, Any], console: Any) -> list[dict[str, Any]]:
             "pass": ratio >= GOAL_ADDED_WAIT,
         }
     )
+
+    if "breakdown" in res:
+        bd = res["breakdown"]
+        t = Table(
+            title=f"1b. Where the added wait goes ({len(next(iter(bd.values())))} iterations)"
+        )
+        for col in ("variant", "added p50", "added p95"):
+            t.add_column(col, justify="left" if col == "variant" else "right")
+        for variant, added in bd.items():
+            t.add_row(variant, ms(pct(added, 50)), ms(pct(added, 95)))
+        console.print(t)
 
     s2 = res["durable"]
     hand_total = sum(s1["cell_seconds"]["hand"])
@@ -486,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hand-cells", type=int, help="hand-written cells timed; default 10")
     parser.add_argument("--repeat", type=int, help="fresh kernels per statement; default 3")
     parser.add_argument("--profile", action="store_true", help="cProfile 5 tracked cells")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the tracked cell with parts of the capture switched off",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp project folder")
     args = parser.parse_args(argv)
     cells = args.cells or (10 if args.quick else 50)
@@ -540,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
             assert res["cells"]["finished_runs"] == cells, res["cells"]
             res["cells"]["finished_hand_runs"] = finished_runs(uri, "bench-hand", "hand-") - 1
             assert res["cells"]["finished_hand_runs"] == res["cells"]["hand_cells"]
+            if args.breakdown:
+                res["breakdown"] = bench_breakdown(nb, max(10, cells // 2))
             if args.profile:
                 res["profile"] = profile_tracked(nb, 5)
 

@@ -6,6 +6,7 @@ import ast
 import sys
 from typing import Any
 
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
@@ -52,6 +53,7 @@ class TrackMagics(Magics):
     def __init__(self, shell: Any):
         super().__init__(shell)
         self._notebook: str | None = None
+        self._notebook_looked_up = False
         self._handles: dict[str, Any] = {}
         self._listener_added = False
 
@@ -85,7 +87,11 @@ class TrackMagics(Magics):
         __tracebackhide__ = True
         if cell is None:
             return self._line(line.strip())
-        args = parse_argstring(self.track, line)
+        try:
+            args = parse_argstring(self.track, line)
+        except IPythonUsageError as err:
+            usage = " ".join(self.track.parser.format_usage().replace("::", "").split())
+            raise IPythonUsageError(f"{err}\nusage: %{usage}\n(%%track? shows the help)") from None
         tracker = get_tracker()
         if not tracker.enabled:
             return self._execute(cell)
@@ -154,9 +160,7 @@ class TrackMagics(Magics):
                 f"({tracker.shipper.stats.last_error}); they stay in the journal"
             )
         else:
-            from IPython.core.error import UsageError
-
-            raise UsageError(
+            raise IPythonUsageError(
                 f"%track takes on, off, status or sync; got {word!r}. "
                 "For a tracked cell write %%track [name] on the first line."
             )
@@ -165,8 +169,9 @@ class TrackMagics(Magics):
         shell = self.shell
         parent = getattr(shell, "parent_header", None) or {}
         cell_id = (parent.get("metadata") or {}).get("cellId") if isinstance(parent, dict) else None
-        if self._notebook is None:
+        if not self._notebook_looked_up:
             self._notebook = notebook_from_environment(shell.user_ns)
+            self._notebook_looked_up = True
         raw = f"%%track {line}".rstrip() + "\n" + cell
         notebook, index = locate_cell(raw, self._notebook)
         if notebook and self._notebook is None:

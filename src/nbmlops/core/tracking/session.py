@@ -100,6 +100,7 @@ class Tracker:
         self._listeners: list[Callable[[RunSummary], None]] = []
         self._summaries: dict[str, RunSummary] = {}
         self._closed = False
+        self.user = settings.resolved_user
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -239,7 +240,7 @@ class Tracker:
     def _start_tags(self, run: TrackedRun) -> dict[str, str]:
         o = run.origin
         tags = {
-            "mlflow.user": self.settings.resolved_user,
+            "mlflow.user": self.user,
             "mlflow.source.type": o.source_type,
             "mlflow.note.content": f"```python\n{run.source.strip()}\n```",
             "nbmlops.pid": str(os.getpid()),

@@ -44,12 +44,32 @@ RUN_KEY_TAG = "nbmlops.run_key"
 BATCH_METRICS = 1000  # MLflow's log_batch limits
 BATCH_PARAMS = 100
 BATCH_TAGS = 100
-_PERMANENT_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+_TRANSIENT_TEXT = (
+    "database is locked",
+    "onnection",
+    "timed out",
+    "Timeout",
+    "unreachable",
+    "Max retries exceeded",
+    "disk I/O error",
+    " 502",
+    " 503",
+    " 504",
+)
 
 
-def _permanent(err: BaseException) -> bool:
-    code = getattr(err, "error_code", None)
-    return code in _PERMANENT_CODES
+def transient(err: BaseException) -> bool:
+    """Will trying again help? True for an unreachable, overloaded or locked store; False for
+    a refusal that would be the same next time (a bad value, an unsaveable model)."""
+    if isinstance(err, FileNotFoundError):
+        return False  # a staged file is gone: trying again cannot bring it back
+    if isinstance(err, (ConnectionError, TimeoutError, OSError)):
+        return True
+    if getattr(err, "error_code", None) in _TRANSIENT_CODES:
+        return True
+    text = f"{type(err).__name__}: {err}"
+    return any(t in text for t in _TRANSIENT_TEXT)
 
 
 @dataclass
@@ -62,6 +82,7 @@ class ShipStats:
     metrics: int = 0
     models: int = 0
     retries: int = 0
+    stuck_records: int = 0
     part_errors: list[str] = field(default_factory=list)
     last_error: str | None = None
 
@@ -205,11 +226,13 @@ class RunShipper:
         return run_id
 
     def _part(self, run_id: str, what: str, fn, *args, **kwargs) -> None:
-        """Ship one part; a permanent refusal is recorded on the run instead of retried forever."""
+        """Ship one optional part (params, tags, datasets, a model). A refusal that would repeat
+        is recorded on the run (tag and counters) instead of being retried forever; an
+        unreachable or locked store is retried with the whole run."""
         try:
             fn(*args, **kwargs)
         except Exception as err:
-            if not _permanent(err):
+            if transient(err):
                 raise
             msg = f"{what}: {err}"
             self.stats.part_errors.append(msg)
@@ -316,6 +339,7 @@ class RunShipper:
                     signature=signature,
                     input_example=example,
                     pip_requirements=self.pip_requirements(),
+                    skops_trusted_types=_own_skops_types(model),
                 )
                 self.client.log_model_artifacts(logged.model_id, str(local))
             self.client.finalize_logged_model(logged.model_id, "READY")
@@ -327,6 +351,17 @@ class RunShipper:
             raise
         self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         self.stats.models += 1
+
+
+def _own_skops_types(model: Any) -> list[str] | None:
+    """Types MLflow's skops format asks to be trusted (tree node storage, ...). This model was
+    fitted by the user's own cell in this project, so its types are the user's own."""
+    try:
+        import skops.io as sio
+
+        return list(sio.get_untrusted_types(data=sio.dumps(model))) or None
+    except Exception:
+        return None
 
 
 @dataclass
@@ -383,6 +418,7 @@ def replay_orphans(
 
 
 _STOP = object()
+_MAX_STUCK_ATTEMPTS = 5
 
 
 def _store_error(settings: Settings, err: BaseException, attempt: int) -> str:
@@ -503,6 +539,12 @@ class BackgroundShipper:
                 self.stats.last_error = _store_error(self.settings, err, attempt)
                 if attempt == 1:
                     log.warning("nbmlops: %s", self.stats.last_error)
+                if not transient(err) and attempt >= _MAX_STUCK_ATTEMPTS:
+                    # Something about this record fails every time: stop blocking the runs
+                    # behind it. It stays in the journal; the next replay tries it again.
+                    self.stats.stuck_records += 1
+                    log.error("nbmlops: giving up on a journal record for now: %s", err)
+                    return
                 if self._stopping.is_set():
                     return  # stays in the journal; the next start replays it
                 self._stopping.wait(delay)
