@@ -63,3 +63,21 @@ def test_bad_yaml_and_non_mapping(project: Path):
 def test_ignore_list_from_env():
     s = load_settings(environ={"NBMLOPS_IGNORE": "a, b,,c"})
     assert s.ignore == ["a", "b", "c"]
+
+
+def test_a_stray_store_above_an_unrelated_folder_is_not_taken(tmp_path: Path):
+    (tmp_path / ".nbmlops").mkdir()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    assert find_project_dir(work) == work
+
+
+def test_inside_a_repository_the_store_at_its_root_is_shared(tmp_path: Path):
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".nbmlops").mkdir()
+    (repo / "notebooks").mkdir()
+    assert find_project_dir(repo / "notebooks") == repo
+    (tmp_path / "nbmlops.yaml").write_text("{}\n")  # outside the repository: not looked at
+    (repo / ".nbmlops").rmdir()
+    assert find_project_dir(repo / "notebooks") == repo / "notebooks"

@@ -2,8 +2,8 @@
 
 Precedence, lowest first: built-in defaults, ``nbmlops.yaml`` in the project folder,
 environment variables. ``MLFLOW_TRACKING_URI`` is honoured (``NBMLOPS_TRACKING_URI`` wins over it).
-The project folder is the nearest folder, from the working folder upwards, that holds
-``nbmlops.yaml`` or ``.nbmlops``; the working folder when there is none.
+The project folder is found from the working folder upwards (see ``find_project_dir``);
+it is the working folder when nothing marks another one.
 """
 
 from __future__ import annotations
@@ -95,11 +95,23 @@ def _os_user() -> str:
 
 
 def find_project_dir(start: Path | None = None) -> Path:
-    """Nearest folder from ``start`` upwards holding nbmlops.yaml or .nbmlops, else ``start``."""
+    """The project folder for ``start`` (default: the working folder).
+
+    Inside a git repository: the nearest folder up to the repository root that holds
+    nbmlops.yaml or .nbmlops. Outside one: the nearest folder upwards holding nbmlops.yaml,
+    or ``start`` itself when it holds .nbmlops. Otherwise ``start``. (A stray .nbmlops in
+    /tmp or a home folder must not capture every folder below it.)
+    """
     start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / CONFIG_FILE).is_file() or (folder / HOME_DIR).is_dir():
+    chain = (start, *start.parents)
+    repo_root = next((f for f in chain if (f / ".git").exists()), None)
+    for folder in chain:
+        if (folder / CONFIG_FILE).is_file():
             return folder
+        if (folder / HOME_DIR).is_dir() and (repo_root is not None or folder == start):
+            return folder
+        if folder == repo_root:
+            break
     return start
 
 

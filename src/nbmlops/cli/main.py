@@ -149,7 +149,7 @@ def main() -> None:
     try:
         app()
     except NbmlopsError as err:
-        err_console.print(f"[red]error:[/red] {err}")
+        print(f"error: {err}", file=sys.stderr)  # one unwrapped paragraph, paths intact
         sys.exit(2)
 
 
