@@ -25,6 +25,7 @@ demo: env
 test: env system
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
 test-fast: env

@@ -9,7 +9,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from nbmlops.config import Settings, load_settings
 from nbmlops.core.tracking.capture import CaptureOptions
@@ -135,7 +135,7 @@ class track:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         assert self.run is not None and self._frame is not None
         self.summary = get_tracker().end(self.run, _namespace(self._frame), exc)
         self._frame = None

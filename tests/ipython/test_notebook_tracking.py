@@ -250,3 +250,60 @@ def test_four_parallel_papermill_runs_into_one_new_sqlite_store(project: Path):
             (i, float(i * seed)) for i in range(200)
         ]
     assert sorted(int(r.data.metrics["score"]) for r in runs) == sorted(list(range(1, 5)) * 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", [8, 32])
+def test_many_kernels_start_together_on_a_new_sqlite_store(project: Path, kernels: int):
+    """8 and 32 papermill runs start at once on a store that does not exist yet, each
+    logging hundreds of metrics: every run present and FINISHED with exact counts, and no
+    lock or migration error reaches anyone."""
+    name = unique(f"swarm{kernels}")
+    cell = (
+        "%%track swarm\nfor i in range(300):\n    nbmlops.log_metric('m', i + seed, step=i)\n"
+        "last = float(seed)"
+    )
+    nb = write_notebook(
+        project / f"{name}.ipynb",
+        ["%load_ext nbmlops\nimport nbmlops", cell],
+        parameters="seed = 0\n",
+    )
+    procs = []
+    for seed in range(kernels):
+        out = project / f"{name}-{seed}.out.ipynb"
+        cmd = [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(nb),
+            str(out),
+            "-k",
+            "python3",
+            "--cwd",
+            str(project),
+            "--no-progress-bar",
+            "-p",
+            "seed",
+            str(seed),
+            "--execution-timeout",
+            "600",
+        ]
+        procs.append(
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    errors = []
+    for p in procs:
+        _out, err = p.communicate(timeout=900)
+        if p.returncode != 0 or "database is locked" in err or "already exists" in err:
+            errors.append(err[-2000:])
+    assert not errors, errors[0]
+    lane = Lane("sqlite", project, {}, f"sqlite:///{project / '.nbmlops' / 'mlflow.db'}")
+    runs = lane.runs(name)
+    assert len(runs) == kernels
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(int(r.data.metrics["last"]) for r in runs) == list(range(kernels))
+    client = lane.client()
+    for r in runs:
+        seed = int(r.data.metrics["last"])
+        hist = client.get_metric_history(r.info.run_id, "m")
+        assert sorted((m.step, m.value) for m in hist) == [(i, float(i + seed)) for i in range(300)]

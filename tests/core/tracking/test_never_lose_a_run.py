@@ -226,3 +226,43 @@ def test_a_dead_tracking_server_then_recovery(
     assert len(lane.runs(exp)) == 3
     for run in lane.runs(exp):
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 50
+
+
+def test_a_normal_exit_with_the_store_down_says_where_the_runs_are(project: Path):
+    proc = run_script(
+        project,
+        """
+        import nbmlops
+        with nbmlops.track("offline", experiment="offline"):
+            x = 2 ** 0.5
+    """,
+        env={"NBMLOPS_TRACKING_URI": "http://127.0.0.1:9", "NBMLOPS_EXIT_FLUSH_SECONDS": "1"},
+    )
+    assert "could not reach http://127.0.0.1:9 before exit" in proc.stderr
+    assert "nbmlops sync" in proc.stderr
+    report = sync_journal(load_settings(project))
+    assert report.runs_finished == 1
+
+
+@pytest.mark.server
+def test_a_postgresql_backend_without_a_server(project: Path, postgres_server):
+    """MLFLOW_TRACKING_URI may name the database itself (postgresql://, psycopg2 driver)."""
+    url = postgres_server.create_database(unique("direct"))
+    assert url.startswith("postgresql://")
+    run_script(
+        project,
+        """
+        import nbmlops
+        with nbmlops.track("direct-db", experiment="direct"):
+            alpha = 0.3
+            loss = alpha * 2
+    """,
+        env={"MLFLOW_TRACKING_URI": url},
+    )
+    from mlflow import MlflowClient
+
+    from nbmlops.core.tracking.store import normalize_uri
+
+    client = MlflowClient(normalize_uri(url))
+    [run] = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 0.6}

@@ -630,9 +630,9 @@ class _ArrowHasher:
         else:
             raw = np.frombuffer(buf, dtype=np.uint8)[off * width : (off + n) * width]
         if isnull is not None:
-            raw = raw.reshape(n, width).copy()
-            raw[isnull] = 0
-            raw = raw.reshape(-1)
+            rows = raw.reshape(n, width).copy()
+            rows[isnull] = 0
+            raw = rows.reshape(-1)
         self.values.data(raw)
 
     def _feed_varwidth(self, arr: Any, n: int, isnull: Any) -> None:

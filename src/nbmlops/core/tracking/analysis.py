@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ def _literal(node: ast.AST) -> Any:
         return _NOT_LITERAL
 
 
-def _stored_names(nodes: list[ast.AST]) -> set[str]:
+def _stored_names(nodes: Sequence[ast.AST]) -> set[str]:
     out: set[str] = set()
     for node in nodes:
         for sub in ast.walk(node):
@@ -160,7 +161,9 @@ class _Scanner(ast.NodeVisitor):
         for stmt in node.body:
             self.visit(stmt)
 
-    def _visit_scope(self, node: ast.AST, args: ast.arguments | None, body: list[ast.AST]) -> None:
+    def _visit_scope(
+        self, node: ast.AST, args: ast.arguments | None, body: Sequence[ast.AST]
+    ) -> None:
         scope = _stored_names(body)
         if args is not None:
             scope |= _stored_names([args])
@@ -211,8 +214,11 @@ class _Scanner(ast.NodeVisitor):
     def visit_ListComp(self, node: ast.ListComp) -> None:
         self._visit_comprehension(node, [node.elt])
 
-    visit_SetComp = visit_ListComp
-    visit_GeneratorExp = visit_ListComp
+    def visit_SetComp(self, node: ast.SetComp) -> None:
+        self._visit_comprehension(node, [node.elt])
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
+        self._visit_comprehension(node, [node.elt])
 
     def visit_DictComp(self, node: ast.DictComp) -> None:
         self._visit_comprehension(node, [node.key, node.value])

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ def imported_top_level_modules() -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _module_to_distributions() -> dict[str, list[str]]:
+def _module_to_distributions() -> Mapping[str, list[str]]:
     from importlib.metadata import packages_distributions
 
     return packages_distributions()

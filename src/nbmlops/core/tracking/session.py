@@ -139,8 +139,19 @@ class Tracker:
             if self._closed:
                 return
             self._closed = True
-            if self._shipper is not None:
-                self._shipper.stop(self.settings.exit_flush_seconds)
+            if self._shipper is not None and not self._shipper.stop(
+                self.settings.exit_flush_seconds
+            ):
+                import sys
+
+                print(
+                    f"nbmlops: {self._shipper.pending} journal record(s) could not reach "
+                    f"{self.settings.resolved_tracking_uri} before exit "
+                    f"({self._shipper.stats.last_error}); they are safe in "
+                    f"{self.settings.journal_dir} and ship at the next start or with "
+                    "`nbmlops sync`",
+                    file=sys.stderr,
+                )
             if self._segment is not None:
                 try:
                     self._segment.sync()

@@ -34,7 +34,17 @@ def sqlite_path(uri: str) -> Path | None:
     path = uri.removeprefix("sqlite:///")
     if path in ("", ":memory:"):
         return None
-    return Path(unquote(path) if not path.startswith("/") else "/" + unquote(path.lstrip("/")))
+    return Path(unquote(path))
+
+
+def normalize_uri(uri: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 when only it is here."""
+    if uri.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+            return "postgresql+psycopg2://" + uri.removeprefix("postgresql://")
+    return uri
 
 
 @contextmanager
@@ -56,7 +66,7 @@ def open_client(settings: Settings) -> MlflowClient:
     """An MlflowClient on the configured store, its schema created once across processes."""
     from mlflow import MlflowClient
 
-    uri = settings.resolved_tracking_uri
+    uri = normalize_uri(settings.resolved_tracking_uri)
     db = sqlite_path(uri)
     if db is not None and uri not in _ready:
         with _ready_lock, _file_lock(db.with_name(db.name + ".init.lock")):
