@@ -22,6 +22,24 @@ HOME_DIR = ".nbmlops"
 ENV_PREFIX = "NBMLOPS_"
 
 
+class DatasetAccess(BaseModel):
+    """Who may read and who may commit a dataset (user names; "*" means everyone)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    read: list[str] = Field(default_factory=lambda: ["*"])
+    commit: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class AccessRules(BaseModel):
+    """Access rules in nbmlops.yaml. Dataset keys are names or fnmatch patterns (``raw-*``);
+    the first matching key applies, a dataset matched by none is open to everyone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    datasets: dict[str, DatasetAccess] = Field(default_factory=dict)
+
+
 class Settings(BaseModel):
     """Every setting nbmlops reads. Field descriptions are the user-facing documentation."""
 
@@ -56,6 +74,16 @@ class Settings(BaseModel):
     capture_data: bool = Field(True, description="Digest frames and arrays the cell reads")
     capture_figures: bool = Field(True, description="Log matplotlib figures the cell draws")
     ignore: list[str] = Field(default_factory=list, description="Names never captured")
+    data_url: str | None = Field(
+        None, description="Data store: a folder or fsspec URL; default <home>/data"
+    )
+    access: AccessRules = Field(
+        default_factory=AccessRules, description="Who may read and commit which datasets"
+    )
+    openlineage_url: str | None = Field(
+        None, description="OpenLineage HTTP endpoint (e.g. Marquez); default a file in <home>"
+    )
+    openlineage_namespace: str = Field("nbmlops", description="OpenLineage job namespace")
 
     @property
     def home_dir(self) -> Path:
@@ -76,11 +104,20 @@ class Settings(BaseModel):
 
     @property
     def resolved_user(self) -> str:
+        """NBMLOPS_USER (or ``user:``), then JupyterHub's JUPYTERHUB_USER, then the OS user."""
         return self.user or os.environ.get("JUPYTERHUB_USER") or _os_user()
 
     @property
     def journal_dir(self) -> Path:
         return self.home_dir / "journal"
+
+    @property
+    def resolved_data_url(self) -> str:
+        return self.data_url or str(self.home_dir / "data")
+
+    @property
+    def audit_path(self) -> Path:
+        return self.home_dir / "audit.jsonl"
 
     @property
     def uses_default_store(self) -> bool:
