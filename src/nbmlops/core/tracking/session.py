@@ -237,6 +237,7 @@ class Tracker:
             run.git = self._pool.submit(git_state, self.settings.project_dir)
             self._write(
                 {
+                    "datasets": [d.to_dict() for d in snapshot.data_inputs.values()],
                     "t": "start",
                     "key": key,
                     "ts": int(run.started * 1000),

@@ -72,6 +72,99 @@ def transient(err: BaseException) -> bool:
     return any(t in text for t in _TRANSIENT_TEXT)
 
 
+class RunLineage:
+    """Lineage side effects of shipping a run: the local lineage records and OpenLineage
+    events. Both are best effort: they never stop a run from reaching MLflow."""
+
+    def __init__(self, settings: Settings):
+        from nbmlops.core.lineage.openlineage import LineageEmitter
+        from nbmlops.core.lineage.store import LineageStore
+
+        self.settings = settings
+        self.store = LineageStore(settings.home_dir / "lineage.db")
+        self.emitter = LineageEmitter(settings)
+        self._data_store: Any = None
+        self.errors: list[str] = []
+
+    def versions(self, digest: str) -> list[str]:
+        """Committed data versions with this content (``NAME@k``), oldest first."""
+        try:
+            if self._data_store is None:
+                from nbmlops.core.data.store import DataStore
+
+                self._data_store = DataStore(self.settings.resolved_data_url)
+            return [v.ref for v in self._data_store.find_digest(digest)]
+        except Exception:
+            return []
+
+    @staticmethod
+    def _job(run: RunRecords) -> str:
+        start = run.start or {}
+        return f"{start.get('experiment') or 'Default'}.{start.get('name') or 'run'}"
+
+    @staticmethod
+    def _source(run: RunRecords) -> str | None:
+        note = (run.start or {}).get("tags", {}).get("mlflow.note.content", "")
+        return note.removeprefix("```python\n").removesuffix("\n```") or None
+
+    def start(self, run: RunRecords, run_id: str) -> None:
+        start = run.start or {}
+        self.emitter.emit(
+            "START",
+            run_key=run.key,
+            job_name=self._job(run),
+            ts_ms=start.get("ts") or now_ms(),
+            datasets=start.get("datasets", []),
+            run_id=run_id,
+            source_code=self._source(run),
+            versions=self.versions,
+        )
+
+    def end(
+        self,
+        run: RunRecords,
+        run_id: str,
+        status: str,
+        end_ts: int,
+        model_ids: dict[str, str],
+        killed: str | None,
+    ) -> None:
+        start, end = run.start or {}, run.end or {}
+        datasets = end.get("datasets") or start.get("datasets", [])
+        models = end.get("models", [])
+        try:
+            self.store.record_run(
+                run.key,
+                run_id=run_id,
+                name=start.get("name") or "run",
+                experiment=start.get("experiment") or "Default",
+                status=status,
+                start_ms=start.get("ts") or end_ts,
+                end_ms=end_ts,
+                source=start.get("tags", {}).get("mlflow.source.name"),
+                datasets=datasets,
+                models=models,
+                tracking_uri=self.settings.resolved_tracking_uri,
+                logged_model_ids=model_ids,
+            )
+        except Exception as err:
+            self.errors.append(f"lineage record of {run.key}: {err}")
+            log.warning("nbmlops: lineage not recorded for run %s: %s", run_id, err)
+        state = {"FINISHED": "COMPLETE", "KILLED": "ABORT"}.get(status, "FAIL")
+        self.emitter.emit(
+            state,
+            run_key=run.key,
+            job_name=self._job(run),
+            ts_ms=end_ts,
+            datasets=datasets,
+            models=models,
+            run_id=run_id,
+            source_code=self._source(run),
+            error=killed or end.get("tags", {}).get("nbmlops.error"),
+            versions=self.versions,
+        )
+
+
 @dataclass
 class ShipStats:
     """Counters the UI and tests read: nothing is ever dropped silently."""
@@ -100,6 +193,7 @@ class RunShipper:
         self._experiments: dict[str, str] = {}
         self._pip_requirements: list[str] | None = None
         self._env_cache: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.lineage = RunLineage(settings)
 
     @property
     def client(self):
@@ -132,6 +226,7 @@ class RunShipper:
             )
             run_id = created.info.run_id
             self.stats.runs_started += 1
+            self.lineage.start(run, run_id)
         mark_shipped(segment, {"key": run.key, "run_id": run_id})
         state.run_ids[run.key] = run_id
         return run_id
@@ -209,14 +304,18 @@ class RunShipper:
             self.client.log_artifacts(run_id, str(artifacts))
 
         exp_id = self._experiment((run.start or {}).get("experiment") or "Default")
+        model_ids: dict[str, str] = {}
         for entry in end.get("models", []):
-            self._part(
+            model_id = self._part(
                 run_id, f"model {entry['name']}", self._ship_model, run_id, exp_id, staging, entry
             )
+            if model_id:
+                model_ids[entry["name"]] = model_id
 
         status = "FAILED" if killed else end.get("status", "FINISHED")
         end_ts = end.get("ts") or run.last_ts or now_ms()
         self.client.set_terminated(run_id, status=status, end_time=end_ts)
+        self.lineage.end(run, run_id, status, end_ts, model_ids, killed)
         mark_shipped(segment, {"key": run.key, "finished": True, "status": status})
         state.finished.add(run.key)
         self.stats.runs_finished += 1
@@ -225,12 +324,12 @@ class RunShipper:
         shutil.rmtree(staging, ignore_errors=True)
         return run_id
 
-    def _part(self, run_id: str, what: str, fn, *args, **kwargs) -> None:
+    def _part(self, run_id: str, what: str, fn, *args, **kwargs) -> Any:
         """Ship one optional part (params, tags, datasets, a model). A refusal that would repeat
         is recorded on the run (tag and counters) instead of being retried forever; an
         unreachable or locked store is retried with the whole run."""
         try:
-            fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except Exception as err:
             if transient(err):
                 raise
@@ -294,7 +393,9 @@ class RunShipper:
             self._pip_requirements = reqs
         return self._pip_requirements
 
-    def _ship_model(self, run_id: str, exp_id: str, staging: Path, entry: dict[str, Any]) -> None:
+    def _ship_model(
+        self, run_id: str, exp_id: str, staging: Path, entry: dict[str, Any]
+    ) -> str | None:
         import mlflow.sklearn
         from mlflow.entities import LoggedModelOutput
         from mlflow.models import Model, infer_signature
@@ -303,10 +404,11 @@ class RunShipper:
         existing = self.client.search_logged_models(
             [exp_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
         )
-        if any(str(m.status) in ("READY", "LoggedModelStatus.READY") for m in existing):
-            return
+        ready = [m for m in existing if str(m.status).rsplit(".", 1)[-1] == "READY"]
+        if ready:
+            return ready[0].model_id
         if "file" not in entry:
-            return
+            return None
         # Only our own staging folder is unpickled: it was written by this project's kernel.
         model = pickle.loads((staging / entry["file"]).read_bytes())  # noqa: S301
         example = None
@@ -351,6 +453,7 @@ class RunShipper:
             raise
         self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         self.stats.models += 1
+        return logged.model_id
 
 
 def _own_skops_types(model: Any) -> list[str] | None:

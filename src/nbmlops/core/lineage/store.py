@@ -1,0 +1,187 @@
+"""The project's lineage records: runs and the data and models they read and produced.
+
+Written by the shipper once a run is in MLflow (so lineage never shows a run MLflow lacks),
+from the same journal records, in a local SQLite file (WAL, busy timeout, idempotent upserts).
+Data nodes are keyed by content digest: a data version committed before or after a run
+with the same content links to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, attrs TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edges (
+    src TEXT NOT NULL, dst TEXT NOT NULL, kind TEXT NOT NULL, label TEXT NOT NULL,
+    PRIMARY KEY (src, dst, kind, label)
+);
+CREATE INDEX IF NOT EXISTS edges_dst ON edges (dst);
+"""
+
+
+def data_node(digest: str) -> str:
+    return f"data:{digest}"
+
+
+def run_node(run_key: str) -> str:
+    return f"run:{run_key}"
+
+
+def model_node(run_key: str, name: str) -> str:
+    return f"model:{run_key}/{name}"
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: str  # "data" | "run" | "model"
+    label: str
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Edge:
+    src: str
+    dst: str
+    kind: str  # "input" | "output" | "produced" | "trained_on"
+    label: str
+
+
+class LineageStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            con.execute("PRAGMA busy_timeout = 30000")
+            if not self._ready:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+                self._ready = True
+            yield con
+        finally:
+            con.close()
+
+    def record_run(
+        self,
+        run_key: str,
+        *,
+        run_id: str | None,
+        name: str,
+        experiment: str,
+        status: str,
+        start_ms: int,
+        end_ms: int | None,
+        source: str | None,
+        datasets: list[dict[str, Any]],
+        models: list[dict[str, Any]],
+        tracking_uri: str,
+        logged_model_ids: dict[str, str] | None = None,
+    ) -> None:
+        """Upsert one run with its data inputs/outputs and models (idempotent)."""
+        import time
+
+        now = int(time.time() * 1000)
+        rnode = run_node(run_key)
+        nodes: list[tuple[str, str, str, str, int]] = [
+            (
+                rnode,
+                "run",
+                name,
+                json.dumps(
+                    {
+                        "run_id": run_id,
+                        "run_key": run_key,
+                        "experiment": experiment,
+                        "status": status,
+                        "start_ms": start_ms,
+                        "end_ms": end_ms,
+                        "source": source,
+                        "tracking_uri": tracking_uri,
+                    }
+                ),
+                now,
+            )
+        ]
+        edges: list[tuple[str, str, str, str]] = []
+        read = {d["digest"] for d in datasets if d.get("role") != "output"}
+        for d in datasets:
+            if d.get("role") == "output" and d["digest"] in read:
+                continue  # bound again unchanged: not a new output (and no self-loop)
+            dnode = data_node(d["digest"])
+            nodes.append(
+                (
+                    dnode,
+                    "data",
+                    d["name"],
+                    json.dumps(
+                        {
+                            "digest": d["digest"],
+                            "data_kind": d.get("kind"),
+                            "shape": d.get("shape"),
+                            "schema": d.get("schema"),
+                        }
+                    ),
+                    now,
+                )
+            )
+            if d.get("role") == "output":
+                edges.append((rnode, dnode, "output", d["name"]))
+            else:
+                edges.append((dnode, rnode, "input", d["name"]))
+        by_name = {d["name"]: d for d in datasets if d.get("role") == "input"}
+        for m in models:
+            mnode = model_node(run_key, m["name"])
+            attrs = {
+                "class": m.get("class"),
+                "run_id": run_id,
+                "run_key": run_key,
+                "model_id": (logged_model_ids or {}).get(m["name"]),
+            }
+            nodes.append((mnode, "model", m["name"], json.dumps(attrs), now))
+            edges.append((rnode, mnode, "produced", m["name"]))
+            trained = by_name.get(m.get("trained_on") or "")
+            if trained is not None:
+                edges.append((data_node(trained["digest"]), mnode, "trained_on", trained["name"]))
+        with self._lock, self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")  # read-then-write safely across processes
+            for node in nodes:
+                # a data node keeps the first variable name it was seen under as its label
+                con.execute(
+                    "INSERT INTO nodes VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                    "attrs=excluded.attrs, updated_ms=excluded.updated_ms, "
+                    "label=CASE WHEN nodes.kind='data' THEN nodes.label ELSE excluded.label END",
+                    node,
+                )
+            con.executemany("INSERT OR IGNORE INTO edges VALUES (?,?,?,?)", edges)
+            con.execute("COMMIT")
+
+    def nodes(self) -> list[Node]:
+        if not self.path.exists():
+            return []
+        with self._lock, self._connect() as con:
+            rows = con.execute("SELECT id, kind, label, attrs FROM nodes").fetchall()
+        return [Node(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def edges(self) -> list[Edge]:
+        if not self.path.exists():
+            return []
+        with self._lock, self._connect() as con:
+            rows = con.execute("SELECT src, dst, kind, label FROM edges").fetchall()
+        return [Edge(*r) for r in rows]
