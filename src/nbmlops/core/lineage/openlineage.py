@@ -42,7 +42,9 @@ class LineageEmitter:
     def client(self) -> Any:
         if self._client is None:
             from openlineage.client import OpenLineageClient
+            from openlineage.client.transport import Transport
 
+            transport: Transport
             if self.settings.openlineage_url:
                 from openlineage.client.transport.http import HttpConfig, HttpTransport
 
