@@ -48,3 +48,41 @@ class NoActiveRunError(NbmlopsError, RuntimeError):
 
 class MissingDependencyError(NbmlopsError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ValidationFailed(NbmlopsError):
+    """A DataFrame failed schema validation or drifted from its reference.
+
+    ``report`` is the :class:`nbmlops.core.data.validate.ValidationReport` that failed; call
+    ``report.to_table()`` or ``report.schema_errors`` to see what went wrong.
+    """
+
+    def __init__(
+        self,
+        report: object,
+        *,
+        what: str | None = None,
+        where: str | None = None,
+        fix: str | None = None,
+    ):
+        self.report = report
+        super().__init__(what or "data validation failed", where=where, fix=fix)
+
+
+class AccessDenied(NbmlopsError, PermissionError):
+    """The user may not read or commit a dataset under the access rules in nbmlops.yaml."""
+
+
+class DataStoreError(StoreError):
+    """The data store could not be written or read (disk full, permissions, an unsafe path)."""
+
+
+class DatasetNotFoundError(NbmlopsError, KeyError):
+    """No dataset (or no such version of it) in the data store; the message lists what exists."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return self._message()
+
+
+class IntegrityError(StoreError):
+    """Bytes in the data store do not match the content digest recorded for them."""

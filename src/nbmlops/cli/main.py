@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -143,6 +144,146 @@ def ui(
         proc.wait(10)
     finally:
         info.unlink(missing_ok=True)
+
+
+data_app = typer.Typer(
+    help="Versioned data: commit, ls, log, show, diff, checkout.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+def _versions_table(title: str, versions) -> Table:
+    import datetime as dt
+
+    table = Table(title=title)
+    for col in (
+        "version",
+        "kind",
+        "shape",
+        "digest",
+        "bytes",
+        "author",
+        "created (UTC)",
+        "message",
+    ):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(
+            v.ref,
+            v.kind,
+            "x".join(map(str, v.shape)),
+            v.digest[:12],
+            str(v.nbytes),
+            v.author,
+            dt.datetime.fromtimestamp(v.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            v.message,
+        )
+    return table
+
+
+@data_app.command("commit")
+def data_commit(
+    path: str = typer.Argument(..., help="A local file or folder."),
+    name: str = typer.Option(None, "--name", "-n", help="Dataset name (default: the file name)."),
+    message: str = typer.Option("", "-m", "--message", help="What this version is."),
+) -> None:
+    """Store a version of a file or folder (frames and arrays: use %data or nbmlops.data)."""
+    from nbmlops import data
+
+    if not os.path.exists(path):
+        raise NbmlopsError(f"No file or folder {path!r}", fix="Give a path that exists.")
+    result = data.commit(path, name, message)
+    v = result.version
+    state = "new version" if result.created else "unchanged: same content as"
+    console.print(f"{state} {v.ref} (#{v.digest[:12]}, {result.bytes_written} bytes written)")
+
+
+@data_app.command("ls")
+def data_ls() -> None:
+    """Every dataset and its latest version."""
+    from nbmlops import data
+
+    console.print(_versions_table("datasets", data.ls()))
+
+
+@data_app.command("log")
+def data_log(name: str) -> None:
+    """All versions of a dataset."""
+    from nbmlops import data
+
+    console.print(_versions_table(f"versions of {name}", data.log(name)))
+
+
+@data_app.command("show")
+def data_show(ref: str) -> None:
+    """One version, with its schema and profile, as JSON."""
+    from nbmlops import data
+
+    console.print_json(json.dumps(data.show(ref).to_dict(), default=str))
+
+
+@data_app.command("diff")
+def data_diff(
+    a: str, b: str, key: str = typer.Option(None, help="Comma-separated key columns.")
+) -> None:
+    """What changed between two versions of a frame."""
+    from nbmlops import data
+
+    keys = [k.strip() for k in key.split(",")] if key else None
+    console.print(data.diff(a, b, key=keys).summary())
+
+
+@data_app.command("checkout")
+def data_checkout(
+    ref: str,
+    dest: str = typer.Argument(None, help="Where to write it (files and folders)."),
+) -> None:
+    """Write a version to disk: files and folders as they were, frames as Parquet."""
+    from nbmlops import data
+
+    version = data.show(ref)
+    if version.kind in ("file", "folder"):
+        path = data.checkout(ref, dest)
+    else:
+        path = Path(dest or f"{version.name}-{version.version}.parquet")
+        value = data.load(ref)
+        frame = value.to_frame() if hasattr(value, "to_frame") else value
+        if not hasattr(frame, "to_parquet"):
+            import numpy as np
+
+            path = path.with_suffix(".npy")
+            np.save(path, frame, allow_pickle=False)
+        else:
+            frame.to_parquet(path)
+    console.print(f"{version.ref} written to {path}")
+
+
+@app.command()
+def lineage(
+    what: str = typer.Argument(..., help="NAME@k, an MLflow run id, runs:/ID/NAME or a model id."),
+    png: Path = typer.Option(None, "--png", help="Also draw the graph into this PNG file."),
+) -> None:
+    """Upstream and downstream of a data version, run or model."""
+    from nbmlops.core.lineage.graph import LineageGraph
+    from nbmlops.core.lineage.store import LineageStore
+    from nbmlops.data import store
+
+    s = _settings()
+    graph = LineageGraph(LineageStore(s.home_dir / "lineage.db"), store(s))
+    view = graph.view(graph.resolve(what))
+    console.print(graph.to_text(view))
+    if png is not None:
+        graph.draw(view).savefig(png, dpi=120)
+        console.print(f"drawn to {png}")
+
+
+def _mount_audit() -> None:
+    from nbmlops.cli import audit
+
+    app.add_typer(audit.app, name="audit", help="The hash-chained audit log: log, verify.")
+
+
+_mount_audit()
 
 
 def main() -> None:

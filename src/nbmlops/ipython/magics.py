@@ -77,6 +77,11 @@ class TrackMagics(Magics):
     @argument("--no-models", action="store_true", help="Do not log fitted models.")
     @argument("--no-data", action="store_true", help="Do not digest data.")
     @argument("--no-figures", action="store_true", help="Do not log figures.")
+    @argument(
+        "--snapshot",
+        action="store_true",
+        help="Commit the frames and arrays the cell reads as data versions before it runs.",
+    )
     @line_cell_magic
     def track(self, line: str, cell: str | None = None) -> Any:
         """Track a cell as an MLflow run: params, metrics, models, data, figures, code.
@@ -118,6 +123,8 @@ class TrackMagics(Magics):
         )
         error: BaseException | None = None
         try:
+            if args.snapshot and not args.dry_run:
+                self._snapshot(run)
             return self._execute(cell, code)
         except BaseException as err:
             error = err
@@ -125,6 +132,15 @@ class TrackMagics(Magics):
         finally:
             summary = tracker.end(run, self.shell.user_ns, error, wait=self._wait(origin))
             self._show(summary)
+
+    def _snapshot(self, run: Any) -> None:
+        """Commit each data input as a version named after its variable; the run records
+        ``data.<var> = NAME@k``. A refusal (access rules) fails the run before the cell runs."""
+        from nbmlops import data
+
+        for name in run.snapshot.data_inputs:
+            result = data.commit(self.shell.user_ns[name], name, message=f"snapshot for {run.name}")
+            get_tracker().log_param(f"data.{name}", result.version.ref)
 
     def _wait(self, origin: CellOrigin) -> bool:
         """Batch kernels (papermill/nbclient send no cellId) are killed about 2.5 s after their
@@ -224,7 +240,10 @@ class TrackMagics(Magics):
 
 
 def load(ipython: Any) -> None:
+    from nbmlops.ipython.data_magics import DataMagics
+
     ipython.register_magics(TrackMagics)
+    ipython.register_magics(DataMagics)
     get_tracker().start()  # replays what dead kernels left, in the background
 
 
@@ -232,5 +251,6 @@ def unload(ipython: Any) -> None:
     from nbmlops.core.tracking.session import reset_tracker
 
     for kind in ("line", "cell"):
-        ipython.magics_manager.magics[kind].pop("track", None)
+        for name in ("track", "data", "validate", "lineage"):
+            ipython.magics_manager.magics[kind].pop(name, None)
     reset_tracker()

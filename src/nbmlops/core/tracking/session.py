@@ -310,6 +310,17 @@ class Tracker:
             )
         run.logged_params[name] = param_text(value)
 
+    def stage_artifact(self, rel: str, content: str | bytes) -> None:
+        """Add an artifact file to the active run (shipped with it)."""
+        run = self._require_active("stage_artifact")
+        if run.staging is None:  # dry run
+            return
+        path = (run.staging / "artifacts" / rel).resolve()
+        if not path.is_relative_to((run.staging / "artifacts").resolve()):
+            raise UsageError(f"Artifact path {rel!r} leaves the run's artifact folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+
     def _require_active(self, what: str) -> TrackedRun:
         if self.active is None:
             raise NoActiveRunError(

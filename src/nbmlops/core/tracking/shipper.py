@@ -368,9 +368,11 @@ class RunShipper:
                 schema=schema,
                 profile=profile,
             )
-            out.append(
-                DatasetInput(ds, [InputTag("mlflow.data.context", d.get("context", "input"))])
-            )
+            tags = [InputTag("mlflow.data.context", d.get("context", "input"))]
+            versions = self.lineage.versions(d["digest"])
+            if versions:  # the same content was committed as a data version
+                tags.append(InputTag("nbmlops.data_version", ", ".join(versions)))
+            out.append(DatasetInput(ds, tags))
         return out
 
     def _environment(self, modules: tuple[str, ...]) -> dict[str, Any]:
