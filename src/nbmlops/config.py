@@ -84,6 +84,10 @@ class Settings(BaseModel):
         None, description="OpenLineage HTTP endpoint (e.g. Marquez); default a file in <home>"
     )
     openlineage_namespace: str = Field("nbmlops", description="OpenLineage job namespace")
+    trusted_loader_modules: list[str] = Field(
+        default_factory=list,
+        description="Custom MLflow loader modules you trust to be imported when loading models",
+    )
 
     @property
     def home_dir(self) -> Path:

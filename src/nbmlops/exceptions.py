@@ -86,3 +86,8 @@ class DatasetNotFoundError(NbmlopsError, KeyError):
 
 class IntegrityError(StoreError):
     """Bytes in the data store do not match the content digest recorded for them."""
+
+
+class UnsafeModelError(NbmlopsError):
+    """A model's files are unsafe to load: paths leaving its folder, an undeclared loader
+    module, files that do not match their recorded digest, or unsafe pickle content."""

@@ -1,0 +1,1 @@
+"""Model registry on MLflow: versions, aliases, gates, roles, cards, safety checks."""
