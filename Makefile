@@ -40,6 +40,8 @@ format: env
 
 bench: env
 	$(PY) bench/bench_track.py
+	$(PY) bench/bench_data.py
+	$(PY) bench/bench_serve.py
 
 ui: env
 	$(VENV)/bin/nbmlops ui
