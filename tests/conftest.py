@@ -105,6 +105,50 @@ def write_notebook(path: Path, cells: list[str], parameters: str | None = None) 
     return path
 
 
+def papermill_command(
+    notebook: Path, out: Path, cwd: Path, parameters: dict[str, Any] | None = None
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(notebook),
+        str(out),
+        "-k",
+        "python3",
+        "--cwd",
+        str(cwd),
+        "--no-progress-bar",
+        "--execution-timeout",
+        "600",
+    ]
+    for key, value in (parameters or {}).items():
+        cmd += ["-p", key, str(value)]
+    return cmd
+
+
+def run_papermill_parallel(
+    notebook: Path, cwd: Path, parameter_sets: list[dict[str, Any]], timeout: float = 900
+) -> list[tuple[int, str]]:
+    """Start one papermill process per parameter set at once; (exit code, stderr) of each."""
+    procs = []
+    for i, params in enumerate(parameter_sets):
+        out = notebook.with_name(f"{notebook.stem}-{i}.out.ipynb")
+        procs.append(
+            subprocess.Popen(
+                papermill_command(notebook, out, cwd, params),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    for proc in procs:
+        _out, err = proc.communicate(timeout=timeout)
+        results.append((proc.returncode, err))
+    return results
+
+
 def run_papermill(
     notebook: Path,
     cwd: Path,

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import Lane, outputs_text, run_papermill, unique, write_notebook
+from tests.conftest import (
+    Lane,
+    outputs_text,
+    run_papermill,
+    run_papermill_parallel,
+    unique,
+    write_notebook,
+)
 
 pytestmark = [pytest.mark.kernel]
 
@@ -211,28 +218,7 @@ def test_four_parallel_papermill_runs_into_one_new_sqlite_store(project: Path):
         for k in range(3)
     ]
     nb = write_notebook(project / f"{name}.ipynb", cells, parameters=PARAMS)
-    procs = []
-    for seed in range(1, 5):
-        out = project / f"{name}-{seed}.out.ipynb"
-        cmd = [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(nb),
-            str(out),
-            "-k",
-            "python3",
-            "--cwd",
-            str(project),
-            "--no-progress-bar",
-            "-p",
-            "seed",
-            str(seed),
-        ]
-        procs.append(
-            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    results = run_papermill_parallel(nb, project, [{"seed": seed} for seed in range(1, 5)])
     for code, err in results:
         assert code == 0, err[-3000:]
         assert "database is locked" not in err
@@ -268,34 +254,12 @@ def test_many_kernels_start_together_on_a_new_sqlite_store(project: Path, kernel
         ["%load_ext nbmlops\nimport nbmlops", cell],
         parameters="seed = 0\n",
     )
-    procs = []
-    for seed in range(kernels):
-        out = project / f"{name}-{seed}.out.ipynb"
-        cmd = [
-            sys.executable,
-            "-m",
-            "papermill",
-            str(nb),
-            str(out),
-            "-k",
-            "python3",
-            "--cwd",
-            str(project),
-            "--no-progress-bar",
-            "-p",
-            "seed",
-            str(seed),
-            "--execution-timeout",
-            "600",
-        ]
-        procs.append(
-            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
-    errors = []
-    for p in procs:
-        _out, err = p.communicate(timeout=900)
-        if p.returncode != 0 or "database is locked" in err or "already exists" in err:
-            errors.append(err[-2000:])
+    results = run_papermill_parallel(nb, project, [{"seed": seed} for seed in range(kernels)])
+    errors = [
+        err[-2000:]
+        for code, err in results
+        if code != 0 or "database is locked" in err or "already exists" in err
+    ]
     assert not errors, errors[0]
     lane = Lane("sqlite", project, {}, f"sqlite:///{project / '.nbmlops' / 'mlflow.db'}")
     runs = lane.runs(name)
