@@ -13,7 +13,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from nbmlops.exceptions import ConfigError
 
@@ -38,6 +44,176 @@ class AccessRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     datasets: dict[str, DatasetAccess] = Field(default_factory=dict)
+
+
+# --- registry: roles and promotion gates per model -----------------------------------------
+
+ROLE_NAMES = ("viewer", "developer", "approver", "admin")
+GATE_NAMES = ("metric", "beats_champion", "validation", "card", "scan", "approval")
+
+
+class _Strict(BaseModel):
+    """Refuses unknown keys naming the valid ones (pydantic alone says only "extra input")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in data if k not in cls.model_fields)
+            if unknown:
+                raise ValueError(
+                    f"unknown key {', '.join(repr(k) for k in unknown)}; valid: "
+                    + ", ".join(cls.model_fields)
+                )
+        return data
+
+
+class MetricGateSpec(_Strict):
+    """The version's run metric ``name`` must lie within [min, max]."""
+
+    name: str = Field(min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> MetricGateSpec:
+        if self.min is None and self.max is None:
+            raise ValueError(f"metric gate {self.name!r} needs min or max (or both)")
+        return self
+
+
+class BeatsChampionSpec(_Strict):
+    """Evaluate candidate and current holder on a holdout data version; the candidate must
+    score at least ``min_delta`` better (ties pass with the default 0)."""
+
+    metric: str = Field(
+        min_length=1,
+        description="accuracy/acc, f1, precision, recall, balanced_accuracy, r2, mae, mse, rmse",
+    )
+    holdout: str = Field(min_length=1, description="data version NAME@k (or NAME for latest)")
+    target: str = Field(min_length=1, description="target column of the holdout frame")
+    higher_is_better: bool | None = Field(default=None, description="default: from the metric")
+    min_delta: float = 0.0
+
+
+class ValidationGateSpec(_Strict):
+    """``data`` must pass nbmlops.data.validate against reference version ``against``."""
+
+    against: str = Field(min_length=1)
+    data: str = Field(min_length=1)
+
+
+class ScanGateSpec(_Strict):
+    allow_incomplete: bool = Field(
+        default=False,
+        description="accept a scan that could not check everything (never a flagged one)",
+    )
+
+
+class ApprovalGateSpec(_Strict):
+    count: int = Field(default=1, ge=1, description="approvals needed from distinct approvers")
+
+
+class GateSpec(_Strict):
+    """One gate: a mapping with exactly one of the gate names as its key."""
+
+    metric: MetricGateSpec | None = None
+    beats_champion: BeatsChampionSpec | None = None
+    validation: ValidationGateSpec | None = None
+    card: bool | None = None
+    scan: bool | ScanGateSpec | None = None
+    approval: bool | ApprovalGateSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_gate(cls, data: Any) -> Any:
+        if isinstance(data, str) and data in GATE_NAMES:
+            return {data: True}
+        if not isinstance(data, dict) or len(data) != 1:
+            raise ValueError(
+                f"a gate is a mapping with one key, one of {', '.join(GATE_NAMES)} "
+                f"(e.g. '- metric: {{name: acc, min: 0.8}}'), got {data!r}"
+            )
+        return data
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in GATE_NAMES if getattr(self, name) is not None)
+
+
+class ModelRoles(_Strict):
+    """User names per role ("*" means everyone). Roles rank viewer < developer < approver <
+    admin; each includes the ones below it."""
+
+    viewer: list[str] = Field(default_factory=lambda: ["*"])
+    developer: list[str] = Field(default_factory=list)
+    approver: list[str] = Field(default_factory=list)
+    admin: list[str] = Field(default_factory=list)
+
+
+class ModelRule(_Strict):
+    """Roles and promotion gates of the models a key of ``registry.models`` matches."""
+
+    roles: ModelRoles | None = Field(default=None, description="omitted: everyone has every role")
+    gates: dict[str, list[GateSpec]] = Field(
+        default_factory=dict, description="alias -> gates a version must pass to get it"
+    )
+    protected_aliases: list[str] = Field(
+        default_factory=lambda: ["champion"],
+        description="aliases only approvers may move (others: developers)",
+    )
+
+
+class RegistryScanSettings(_Strict):
+    pip_audit: Literal["auto", "off"] = Field(
+        default="auto",
+        description="'auto' audits a model's pinned requirements with pip-audit when its "
+        "vulnerability database answers (else the scan is 'incomplete'); 'off' skips it",
+    )
+    vulnerability_service: Literal["osv", "pypi"] = "osv"
+    probe_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    audit_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    trusted_pickle_modules: list[str] = Field(
+        default_factory=list,
+        description="packages whose classes a model's pickles may import, beyond numpy, "
+        "scipy, pandas, scikit-learn and the standard containers",
+    )
+
+
+class RegistrySettings(_Strict):
+    """``registry:`` in nbmlops.yaml. Model keys are names or fnmatch patterns; the first
+    matching key applies; a model no key matches has open roles and no gates."""
+
+    models: dict[str, ModelRule] = Field(default_factory=dict)
+    scan: RegistryScanSettings = Field(default_factory=RegistryScanSettings)
+    lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="how long a promotion waits for another one on the same model",
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _explain(cls, data: Any, handler: Any) -> Any:
+        # Name the exact place (registry.models['churn*'].gates.champion[0]...): the
+        # top-level error report of load_settings only knows the key 'registry'.
+        try:
+            return handler(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            path = "registry" + "".join(
+                f"[{p}]"
+                if isinstance(p, int)
+                else (f".{p}" if str(p).isidentifier() else f"[{str(p)!r}]")
+                for p in first["loc"]
+                if p not in ("MetricGateSpec", "ScanGateSpec", "ApprovalGateSpec", "bool")
+            )
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            got = first.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            raise ValueError(f"{path}: {msg}{shown}") from None
 
 
 class Settings(BaseModel):
@@ -87,6 +263,11 @@ class Settings(BaseModel):
     trusted_loader_modules: list[str] = Field(
         default_factory=list,
         description="Custom MLflow loader modules you trust to be imported when loading models",
+    )
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings,
+        description="Model registry: roles and promotion gates per model (registry.models), "
+        "security scan options (registry.scan)",
     )
 
     @property

@@ -91,3 +91,52 @@ class IntegrityError(StoreError):
 class UnsafeModelError(NbmlopsError):
     """A model's files are unsafe to load: paths leaving its folder, an undeclared loader
     module, files that do not match their recorded digest, or unsafe pickle content."""
+
+
+class RoleDenied(AccessDenied):
+    """The user lacks the registry role an action on a model needs (roles in nbmlops.yaml)."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        user: str,
+        model: str,
+        needed: str,
+        rule: str,
+        where: str | None = None,
+        fix: str | None = None,
+    ):
+        self.user = user
+        self.model = model
+        self.needed = needed
+        self.rule = rule
+        super().__init__(what, where=where, fix=fix)
+
+
+class ModelNotFound(NbmlopsError, KeyError):
+    """No such registered model, version or logged model; the message lists what exists."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return self._message()
+
+
+class GateRefused(NbmlopsError):
+    """A promotion failed one or more gates; ``results`` holds every gate's result (passed
+    ones too), ``failed`` only the failed ones. Nothing was changed."""
+
+    def __init__(
+        self, what: str, results: list, *, where: str | None = None, fix: str | None = None
+    ):
+        self.results = list(results)
+        self.failed = [r for r in self.results if not r.passed]
+        super().__init__(what, where=where, fix=fix)
+
+
+class RegistryBusy(StoreError):
+    """Another promotion, rollback or approval of the same model holds its lock."""
+
+
+class ConcurrentChange(NbmlopsError):
+    """The alias moved between the moment a promotion was decided and the moment it was to
+    be written (another promotion won). Nothing was changed."""

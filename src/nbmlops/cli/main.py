@@ -277,13 +277,18 @@ def lineage(
         console.print(f"drawn to {png}")
 
 
-def _mount_audit() -> None:
-    from nbmlops.cli import audit
+def _mount_subcommands() -> None:
+    from nbmlops.cli import audit, registry
 
     app.add_typer(audit.app, name="audit", help="The hash-chained audit log: log, verify.")
+    app.add_typer(
+        registry.app,
+        name="model",
+        help="The model registry: register, promote, rollback, approve, versions, history.",
+    )
 
 
-_mount_audit()
+_mount_subcommands()
 
 
 def main() -> None:

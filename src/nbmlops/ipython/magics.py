@@ -239,11 +239,16 @@ class TrackMagics(Magics):
             entry[0].update(SummaryView(summary))
 
 
+_REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
+
+
 def load(ipython: Any) -> None:
     from nbmlops.ipython.data_magics import DataMagics
+    from nbmlops.ipython.registry_magics import RegistryMagics
 
     ipython.register_magics(TrackMagics)
     ipython.register_magics(DataMagics)
+    ipython.register_magics(RegistryMagics)
     get_tracker().start()  # replays what dead kernels left, in the background
 
 
@@ -251,6 +256,6 @@ def unload(ipython: Any) -> None:
     from nbmlops.core.tracking.session import reset_tracker
 
     for kind in ("line", "cell"):
-        for name in ("track", "data", "validate", "lineage"):
+        for name in ("track", "data", "validate", "lineage", *_REGISTRY_MAGICS):
             ipython.magics_manager.magics[kind].pop(name, None)
     reset_tracker()

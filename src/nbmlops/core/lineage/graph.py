@@ -205,7 +205,13 @@ class LineageGraph:
         )
         ax.set_title(f"lineage of {self.label(view.focus, g)}", fontsize=9)
         ax.axis("off")
-        ax.margins(0.2)
+        xs = [x for x, _ in pos.values()]
+        ys = [y for _, y in pos.values()]
+        # room for the labels under the nodes, also when every node sits on one row
+        xpad = max(0.25, (max(xs) - min(xs)) * 0.12)
+        ypad = max(0.3, (max(ys) - min(ys)) * 0.2)
+        ax.set_xlim(min(xs) - xpad, max(xs) + xpad)
+        ax.set_ylim(min(ys) - ypad - 0.15, max(ys) + ypad)
         fig.tight_layout()
         return fig
 
