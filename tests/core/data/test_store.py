@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fsspec
@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 import nbmlops.core.data.store as store_module
-from nbmlops.core.data.hashing import digest_value
+from nbmlops.core.data.hashing import digest_file, digest_value
 from nbmlops.core.data.store import (
     CommitResult,
     DatasetVersion,
@@ -728,3 +728,352 @@ def test_clean_orphans_spares_commits_in_flight(tmp_path: Path) -> None:
     )
     assert store.clean_orphans(older_than=0) == 2
     assert temps(store) == [] and store.verify() == []
+
+
+# ------------------------------------------------------------------------------------------
+# File commits: one read, and none for unchanged files (the stat cache)
+# ------------------------------------------------------------------------------------------
+
+OLD = 1_700_000_000 * 10**9  # an mtime far older than any commit below: cache entries trusted
+
+
+@pytest.fixture(autouse=True)
+def private_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Stores that are not local keep their stat cache under ~/.cache: keep it in tmp_path."""
+    cache_home = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    return cache_home
+
+
+def write_old(path: Path, data: bytes, mtime_ns: int = OLD) -> Path:
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return path
+
+
+def same_size_other_bytes(path: Path) -> bytes:
+    """Overwrite ``path`` in place (same inode) with different bytes of the same length and
+    put its mtime back: only a read can tell it changed."""
+    st = path.stat()
+    data = path.read_bytes()
+    other = bytes(b ^ 0xFF for b in data[:64]) + data[64:]
+    path.write_bytes(other)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    return other
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every pass over a source or object file the store makes (one ``_pump`` call each)."""
+    calls: list[str] = []
+    real = store_module._pump
+
+    def pump(src: object, name: object, size_hint: int, out: object = None, *rest: object):
+        calls.append("copy" if out is not None else "hash")
+        return real(src, name, size_hint, out, *rest)
+
+    monkeypatch.setattr(store_module, "_pump", pump)
+    return calls
+
+
+def test_file_commit_reads_once_and_matches_digest_file(
+    store: DataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_CHUNK", 64 << 10)  # many chunks, one odd tail
+    monkeypatch.setattr(store_module, "_SMALL_CHUNK", 4 << 10)
+    data = np.random.default_rng(5).bytes((1 << 20) + 12_345)
+    src = write_old(tmp_path / "data.bin", data)
+    reads = count_reads(monkeypatch)
+
+    result = store.commit(src, "data")
+
+    assert result.created and result.bytes_written == len(data)
+    assert result.version.digest == digest_file(src).digest == digest_value(data).digest
+    if store._backend.local:
+        assert reads == ["copy"]  # hashed while it was copied: a single pass
+    else:
+        assert reads == ["hash", "copy"]  # hashed, then uploaded (checked again)
+    assert objects(store) == [f"objects/{result.version.digest[:2]}/{result.version.digest}.bin"]
+    assert temps(store) == []
+    out = store.checkout_path("data", tmp_path / "out.bin")
+    assert out.read_bytes() == data
+    assert store.verify() == []
+
+    # the same bytes under another name, or inside a folder: stored once, nothing rewritten
+    copy = tmp_path / "folder" / "copy.bin"
+    copy.parent.mkdir()
+    write_old(copy, data)
+    other = store.commit(copy, "other")
+    assert other.created and other.bytes_written == 0
+    assert other.version.digest == result.version.digest
+    tree = store.commit(copy.parent, "tree")
+    assert tree.created and len(objects(store)) == 2  # the file's object + the manifest
+
+
+def test_recommitting_an_unchanged_file_reads_nothing(
+    store: DataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_user_cache: Path
+) -> None:
+    src = write_old(tmp_path / "data.csv", b"a,b\n" + b"1,2\n" * 5000)
+    first = store.commit(src, "data").version
+    if store._backend.local:
+        assert (Path(store.url) / "cache" / "stat.db").is_file()
+    else:
+        assert (private_user_cache / "nbmlops" / "stat.db").is_file()
+    reads = count_reads(monkeypatch)
+
+    again = store.commit(src, "data")
+    assert (again.created, again.bytes_written, again.version) == (False, 0, first)
+    assert reads == []
+
+    # Evidence without timing: new bytes under the recorded (size, mtime, inode) are not
+    # seen, because the file is not read at all.
+    same_size_other_bytes(src)
+    assert digest_file(src).digest != first.digest
+    fooled = store.commit(src, "data")
+    assert (fooled.created, fooled.version) == (False, first)
+    assert reads == []
+    # another name for the same file: a new version pointing at the stored object, no read
+    alias = store.commit(src, "alias")
+    assert alias.created and alias.bytes_written == 0 and alias.version.digest == first.digest
+    assert reads == []
+
+
+def test_stat_cache_entries_are_invalidated_by_size_mtime_and_inode(
+    store: DataStore, tmp_path: Path
+) -> None:
+    src = write_old(tmp_path / "data.bin", b"x" * 10_000)
+    v1 = store.commit(src, "data").version
+
+    # a different mtime: read again, the change is seen
+    other = same_size_other_bytes(src)
+    os.utime(src, ns=(OLD + 10**9, OLD + 10**9))
+    v2 = store.commit(src, "data").version
+    assert v2.version == 2 and v2.digest == digest_value(other).digest != v1.digest
+
+    # a different size, mtime put back: read again
+    write_old(src, b"y" * 10_001, OLD + 10**9)
+    v3 = store.commit(src, "data").version
+    assert v3.version == 3 and v3.digest == digest_value(b"y" * 10_001).digest
+
+    # another file renamed over it (a new inode), same size and mtime: read again
+    new = write_old(tmp_path / "new.bin", b"z" * 10_001, OLD + 10**9)
+    os.replace(new, src)
+    v4 = store.commit(src, "data").version
+    assert v4.version == 4 and v4.digest == digest_value(b"z" * 10_001).digest
+    assert store.verify() == []
+
+
+def test_a_file_modified_just_before_its_commit_is_read_again(
+    store: DataStore, tmp_path: Path
+) -> None:
+    """Racy git: a change within the mtime granularity right after the read would keep size
+    and mtime; an entry recorded for a file younger than RACY_NS is therefore not trusted."""
+    src = tmp_path / "fresh.bin"
+    src.write_bytes(b"0123456789" * 1000)  # mtime: now, i.e. within 2 s of the commit
+    v1 = store.commit(src, "fresh").version
+
+    other = same_size_other_bytes(src)  # same size, mtime and inode as recorded
+    v2 = store.commit(src, "fresh").version
+    assert v2.version == 2 and v2.digest == digest_value(other).digest != v1.digest
+
+    # once the file is old enough when it is read, its entry is trusted
+    os.utime(src, ns=(OLD, OLD))
+    v3 = store.commit(src, "fresh").version
+    assert v3 == v2  # unchanged content; this read recorded a trusted entry
+    same_size_other_bytes(src)
+    assert store.commit(src, "fresh").version == v2  # not read: trusted now
+
+
+def test_recommitting_an_unchanged_folder_reads_nothing(
+    store: DataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    for k in range(5):
+        write_old(root / "sub" / f"part-{k}.csv", f"k,{k}\n".encode() * 1000)
+    write_old(root / "readme.txt", b"hello\n")
+    first = store.commit(root, "tree").version
+    reads = count_reads(monkeypatch)
+
+    assert store.commit(root, "tree").version == first
+    same_size_other_bytes(root / "sub" / "part-3.csv")
+    assert store.commit(root, "tree").version == first  # not read: cached
+    assert reads == []
+
+    write_old(root / "readme.txt", b"hello, world\n")  # size changed: only this file is read
+    second = store.commit(root, "tree").version
+    assert second.version == 2
+    assert reads == (["copy"] if store._backend.local else ["hash", "copy"])  # upload: 2nd
+    out = store.checkout_path("tree@2", tmp_path / "out")
+    assert (out / "readme.txt").read_bytes() == b"hello, world\n"
+    assert store.verify() == []
+
+
+def test_a_cached_digest_whose_object_is_gone_is_read_again(tmp_path: Path) -> None:
+    store = DataStore(tmp_path / "store")
+    data = b"abc" * 10_000
+    src = write_old(tmp_path / "data.bin", data)
+    v = store.commit(src, "data").version
+    obj = tmp_path / "store" / "objects" / v.digest[:2] / f"{v.digest}.bin"
+    obj.unlink()
+    assert store.verify()  # the version's object is missing
+
+    again = store.commit(src, "data")
+    assert (again.created, again.version, again.bytes_written) == (False, v, len(data))
+    assert obj.read_bytes() == data and store.verify() == []
+
+
+def test_a_same_size_change_after_a_commit_is_stored(
+    store: DataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same size as the latest version: hashed first (probably unchanged), then stored."""
+    src = write_old(tmp_path / "data.bin", b"a" * 50_000)
+    store.commit(src, "data")
+    write_old(src, b"b" * 50_000, OLD + 10**9)
+    reads = count_reads(monkeypatch)
+    v2 = store.commit(src, "data").version
+    assert v2.version == 2 and v2.digest == digest_value(b"b" * 50_000).digest
+    assert reads[0] == "hash" and "copy" in reads
+    assert store.checkout_path("data@2", tmp_path / "out.bin").read_bytes() == b"b" * 50_000
+    assert store.verify() == [] and temps(store) == []
+
+
+def test_a_file_changing_while_it_is_committed_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DataStore(tmp_path / "store")
+    src = write_old(tmp_path / "data.bin", b"q" * 100_000)
+    real = store_module._pump
+
+    def pump_then_append(src_file: object, name: object, hint: int, *rest: object):
+        result = real(src_file, name, hint, *rest)
+        with open(src, "ab") as f:  # a writer appends while the commit is in flight
+            f.write(b"more")
+        return result
+
+    monkeypatch.setattr(store_module, "_pump", pump_then_append)
+    with pytest.raises(DataStoreError, match="changed while it was being committed"):
+        store.commit(src, "data")
+    monkeypatch.undo()
+    assert objects(store) == [] and temps(store) == [] and store.names() == []
+    assert not (tmp_path / "store" / "cache" / "stat.db").exists()  # nothing recorded
+    v = store.commit(src, "data").version
+    assert v.digest == digest_value(b"q" * 100_000 + b"more").digest
+
+
+def test_recommitting_an_unchanged_frame_writes_nothing(tmp_path: Path) -> None:
+    store = DataStore(tmp_path / "store")
+    df = mixed_frame(50)
+    first = store.commit(df, "frame").version
+
+    def snapshot() -> dict[str, tuple[int, int]]:
+        return {
+            str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in (tmp_path / "store").rglob("*")
+        }
+
+    before = snapshot()
+    again = store.commit(df.copy(), "frame")
+    assert (again.created, again.bytes_written, again.version) == (False, 0, first)
+    assert snapshot() == before
+    assert not (tmp_path / "store" / "cache").exists()  # frames never touch the stat cache
+
+
+def test_a_damaged_stat_cache_is_ignored(tmp_path: Path) -> None:
+    store = DataStore(tmp_path / "store")
+    src = write_old(tmp_path / "data.bin", b"d" * 1000)
+    v = store.commit(src, "data").version
+    (tmp_path / "store" / "cache" / "stat.db").write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "store" / "cache" / f"stat.db{suffix}").unlink(missing_ok=True)
+    assert store.commit(src, "data").version == v  # read again; the database is rebuilt
+    same_size_other_bytes(src)
+    assert store.commit(src, "data").version == v  # the rebuilt cache answered: no read
+    write_old(src, b"e" * 1000, OLD + 10**9)
+    assert store.commit(src, "data").version.version == 2
+
+
+def test_a_cache_folder_linked_out_of_the_store_is_not_used(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    store = DataStore(tmp_path / "store")
+    store.commit(np.arange(3), "fine")
+    (tmp_path / "store" / "cache").symlink_to(outside, target_is_directory=True)
+    src = write_old(tmp_path / "data.bin", b"s" * 5000)
+
+    v = store.commit(src, "data").version
+    assert store.commit(src, "data").version == v
+    assert list(outside.iterdir()) == []  # nothing written through the link
+    assert store.verify() == []
+
+
+def test_large_files_start_their_write_back_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of at least 2 x _EARLY_FLUSH bytes get an _EarlyFlush (a helper thread that
+    fdatasyncs while they are written), at commit and at checkout; same bytes either way."""
+    monkeypatch.setattr(store_module, "_CHUNK", 16 << 10)
+    monkeypatch.setattr(store_module, "_SMALL_CHUNK", 4 << 10)
+    monkeypatch.setattr(store_module, "_EARLY_FLUSH", 64 << 10)
+    flushed: list[int] = []
+    real_wrote = store_module._EarlyFlush.wrote
+
+    def wrote(self: store_module._EarlyFlush, n: int) -> None:
+        flushed.append(n)
+        real_wrote(self, n)
+
+    monkeypatch.setattr(store_module._EarlyFlush, "wrote", wrote)
+    data = np.random.default_rng(9).bytes(1 << 20)
+    src = write_old(tmp_path / "big.bin", data)
+    store = DataStore(tmp_path / "store")
+
+    v = store.commit(src, "big").version
+    assert sum(flushed) == len(data) and v.digest == digest_file(src).digest
+    flushed.clear()
+    assert store.checkout_path("big", tmp_path / "out.bin").read_bytes() == data
+    assert sum(flushed) == len(data)
+    assert store.verify() == [] and temps(store) == []
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_early_flush_syncs_in_the_background_and_reports_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_EARLY_FLUSH", 1000)
+    synced: list[int] = []
+    failing = [False]
+
+    def fdatasync(fd: int) -> None:
+        if failing[0]:
+            raise OSError(5, "Input/output error")
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with open(tmp_path / "a", "wb") as f:
+        with store_module._early_flush(f.fileno(), 1999) as none:
+            assert none is None  # small file: no thread
+        with store_module._early_flush(f.fileno(), 2000) as flush:
+            assert flush is not None
+            flush.wrote(999)
+            flush.wrote(1)  # 1000 bytes since the last sync: wake the helper
+            wait_for(lambda: synced == [f.fileno()])
+
+        failing[0] = True
+        with (
+            pytest.raises(OSError, match="Input/output error"),
+            store_module._early_flush(f.fileno(), 2000) as failed,
+        ):
+            assert failed is not None
+            failed.wrote(1000)
+            wait_for(lambda: failed.error is not None)

@@ -21,28 +21,39 @@ interrupted commits are removed by :meth:`DataStore.clean_orphans`.
 Every path is built from validated names and hex digests; on local stores each path is also
 resolved and must stay under the root, so a symbolic link planted in the store cannot make
 nbmlops read or write outside it.
+
+Committing a local file reads it once: on a local store its bytes go to a temp file under
+``objects/`` while they are hashed, and the temp file is then renamed to its digest's name (or
+dropped when that object exists). A stat cache (``cache/stat.db`` under a local store's root,
+``~/.cache/nbmlops/stat.db`` for other stores) remembers the digest of every committed file by
+(path, size, mtime, inode, device), so committing an unchanged file or folder again reads none
+of its bytes; see :class:`_StatCache` for when an entry is trusted.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
 import re
 import socket
+import sqlite3
 import sys
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 import xxhash
 
-from nbmlops.core.data.hashing import digest_file, digest_value
+from nbmlops.core.data.hashing import digest_value
 from nbmlops.exceptions import (
     DatasetNotFoundError,
     DataStoreError,
@@ -77,7 +88,9 @@ _VERSION_RE = re.compile(r"([1-9][0-9]{0,17})\.json")
 _OBJECT_RE = re.compile(r"objects/([0-9a-f]{2})/([0-9a-f]{16,128})(\.[a-z]+)")
 _TEMP_MARK = ".tmp-"
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
-_CHUNK = 8 << 20
+_CHUNK = 8 << 20  # file commits and checkouts read and write in chunks of this size
+_SMALL_CHUNK = 64 << 10  # the smallest buffer allocated for a (small) file
+_EARLY_FLUSH = 64 << 20  # a file written to the store starts its write-back every this many bytes
 _PARQUET_KEY = b"nbmlops"  # schema metadata key marking how a parquet object maps back
 
 
@@ -382,6 +395,45 @@ class _LocalBackend:
         finally:
             _unlink_quiet(tmp)
 
+    def ingest(self, src: Path, fmt: str = "bytes") -> tuple[str, int, int, os.stat_result]:
+        """Store the bytes of the local file ``src`` reading them once; (digest, size, bytes
+        written, the file's stat before the read).
+
+        The bytes are hashed while they are copied to a temp file under ``objects/``; once the
+        digest is known the temp file is fsynced and renamed to the object's name, or dropped
+        when that object is already stored. Raises DataStoreError if ``src`` changed while it
+        was read (nothing is kept), UsageError if it cannot be read.
+        """
+        objects = self.path("objects")
+        self._makedirs(objects)
+        self.path("objects")  # re-check: it exists now and resolves for real
+        tmp = os.path.join(objects, "incoming" + _EXT[fmt] + _temp_suffix())
+        try:
+            with _open_source(src) as s:
+                before = os.fstat(s.fileno())
+                _advise_sequential(s)
+                # O_EXCL: never follows a link planted at the temp name
+                with open(tmp, "xb", buffering=0) as out:
+                    with _early_flush(out.fileno(), before.st_size) as flush:
+                        digest, n = _pump(s, src, before.st_size, out, flush)
+                    _check_unchanged(src, s, before, n)
+                    rel = _object_rel(digest, fmt)
+                    final = self.path(rel)
+                    if os.path.exists(final):  # already stored (by any name, any process)
+                        return digest, n, 0, before
+                    out.flush()
+                    os.fsync(out.fileno())
+            folder = os.path.dirname(final)
+            self._makedirs(folder)
+            self.path(rel)
+            if os.path.exists(final):  # another process stored the same content meanwhile
+                return digest, n, 0, before
+            os.replace(tmp, final)
+            _fsync_dir(folder)
+            return digest, n, n, before
+        finally:
+            _unlink_quiet(tmp)
+
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create ``rel`` with ``data`` unless it exists (then False); never half-written."""
         final = self.path(rel)
@@ -572,6 +624,7 @@ class _Payload:
     source: str | None = None
     files: list[tuple[str, Path, str, int]] | None = None  # folders: (relpath, path, digest, n)
     manifest: bytes | None = None
+    prewritten: int = 0  # payload bytes already stored while the source was read
 
 
 def _object_rel(digest: str, fmt: str) -> str:
@@ -583,9 +636,10 @@ def _version_rel(name: str, k: int) -> str:
 
 
 def _prepare(obj: Any) -> _Payload:
-    """Digest ``obj`` and decide how it is stored (no store access)."""
-    if isinstance(obj, str | os.PathLike):
-        return _prepare_path(obj)
+    """Digest a frame, series or array and decide how it is stored (no store access).
+
+    Paths are not handled here: their commit reads and stores in one pass
+    (:meth:`DataStore._prepare_source`)."""
     pd = sys.modules.get("pandas")
     np = sys.modules.get("numpy")
     if pd is not None and isinstance(obj, pd.DataFrame | pd.Series):
@@ -615,7 +669,8 @@ def _prepare(obj: Any) -> _Payload:
     )
 
 
-def _prepare_path(obj: str | os.PathLike[str]) -> _Payload:
+def _source_path(obj: str | os.PathLike[str]) -> Path:
+    """The local path a commit reads, or UsageError (URLs, bytes paths)."""
     text = os.fspath(obj)
     if isinstance(text, bytes):
         raise UsageError("Pass a str or pathlib.Path, not a bytes path")
@@ -624,31 +679,12 @@ def _prepare_path(obj: str | os.PathLike[str]) -> _Payload:
             f"commit() reads local files and folders only, got the URL {text!r}",
             fix="Download it first, or load it into a DataFrame and commit that",
         )
-    path = Path(text).expanduser()
-    try:
-        if path.is_dir():
-            return _prepare_folder(path.resolve())
-        if path.is_file():
-            cd = digest_file(path)
-            return _Payload(
-                "file",
-                "bytes",
-                cd.digest,
-                [cd.nbytes],
-                None,
-                value=path,
-                source=str(path.resolve()),
-            )
-    except OSError as err:
-        raise UsageError(f"Cannot read {path}: {err.strerror or err}") from None
-    raise UsageError(
-        f"No such file or folder: {path}",
-        fix="Pass the path of an existing local file or folder (or a DataFrame / array)",
-    )
+    return Path(text).expanduser()
 
 
-def _prepare_folder(root: Path) -> _Payload:
-    files: list[tuple[str, Path, str, int]] = []
+def _walk_folder(root: Path) -> list[tuple[str, Path]]:
+    """(relative posix path, path) of every file below ``root``, checked before any read."""
+    files: list[tuple[str, Path]] = []
     for folder, dirs, names in os.walk(root, followlinks=False):
         linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
         if linked:
@@ -665,8 +701,11 @@ def _prepare_folder(root: Path) -> _Payload:
                     f"{path} is not a regular file (a broken link, a socket or a pipe)",
                     fix="Remove it from the folder before committing",
                 )
-            cd = digest_file(path)
-            files.append((path.relative_to(root).as_posix(), path, cd.digest, cd.nbytes))
+            files.append((path.relative_to(root).as_posix(), path))
+    return files
+
+
+def _folder_payload(root: Path, files: list[tuple[str, Path, str, int]], written: int) -> _Payload:
     manifest = _manifest_bytes({rel: {"digest": d, "nbytes": n} for rel, _, d, n in files})
     digest = xxhash.xxh3_128(manifest).hexdigest()  # == digest_value(manifest)
     return _Payload(
@@ -679,6 +718,7 @@ def _prepare_folder(root: Path) -> _Payload:
         source=str(root),
         files=files,
         manifest=manifest,
+        prewritten=written,
     )
 
 
@@ -690,18 +730,314 @@ def _copy_verified(src: Path, digest: str) -> Callable[[BinaryIO], object]:
     """A writer that copies ``src`` and fails if its bytes no longer have ``digest``."""
 
     def write(f: BinaryIO) -> None:
-        h = xxhash.xxh3_128()
-        with open(src, "rb") as s:
-            while chunk := s.read(_CHUNK):
-                h.update(chunk)
-                f.write(chunk)
-        if h.hexdigest() != digest:
-            raise DataStoreError(
-                f"{src} changed while it was being committed",
-                fix="Commit it again once nothing is writing to it",
-            )
+        with _open_source(src) as s:
+            size = os.fstat(s.fileno()).st_size
+            _advise_sequential(s)
+            actual, _ = _pump(s, src, size, f)
+        if actual != digest:
+            raise _changed(src)
 
     return write
+
+
+# --------------------------------------------------------------------------------------------
+# Reading local files: once, in large chunks, into one reused buffer
+# --------------------------------------------------------------------------------------------
+
+
+def _changed(src: Path | str) -> DataStoreError:
+    return DataStoreError(
+        f"{src} changed while it was being committed",
+        fix="Commit it again once nothing is writing to it; nothing partial was kept",
+    )
+
+
+def _unreadable(src: Path | str, err: OSError) -> UsageError:
+    return UsageError(f"Cannot read {src}: {err.strerror or err}")
+
+
+def _open_source(src: Path | str) -> Any:
+    """The unbuffered file object of a file to commit (read errors are the caller's)."""
+    try:
+        return open(src, "rb", buffering=0)
+    except OSError as err:
+        raise _unreadable(src, err) from None
+
+
+def _advise_sequential(f: Any) -> None:
+    """Tell the kernel ``f`` is read front to back once: a larger read-ahead."""
+    try:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (AttributeError, OSError, ValueError):
+        pass  # not on this platform / file system
+
+
+def _buffer(size_hint: int) -> memoryview:
+    """A buffer of _CHUNK bytes, smaller for a small file (allocating 8 MiB costs ~1 ms)."""
+    return memoryview(bytearray(max(_SMALL_CHUNK, min(_CHUNK, size_hint + 1))))
+
+
+class _EarlyFlush:
+    """Write-back of a large file started while it is still being written.
+
+    The kernel starts writing dirty pages to disk only once they make up a good share of
+    memory, so a 1 GB copy followed by fsync would first fill the page cache, then wait for
+    the whole gigabyte to reach the disk. A helper thread calls fdatasync every _EARLY_FLUSH
+    bytes instead (the GIL is released meanwhile): the disk works while the copy goes on, and
+    the final fsync waits for the tail only. An error it meets is raised by ``stop``'s caller
+    (fsync errors are reported once per open file, so it must not be lost).
+    """
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._since = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="nbmlops-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        sync = getattr(os, "fdatasync", os.fsync)
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                sync(self._fd)
+            except OSError as err:
+                self.error = err
+                return
+
+    def wrote(self, n: int) -> None:
+        self._since += n
+        if self._since >= _EARLY_FLUSH:
+            self._since = 0
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+
+@contextmanager
+def _early_flush(fd: int, size: int) -> Iterator[_EarlyFlush | None]:
+    """An _EarlyFlush of ``fd`` for a file of ``size`` bytes (None for small files); stopped,
+    and its error raised, on leaving the block (before the file is closed)."""
+    if size < 2 * _EARLY_FLUSH:
+        yield None
+        return
+    flush = _EarlyFlush(fd)
+    try:
+        yield flush
+    finally:
+        flush.stop()
+    if flush.error is not None:
+        raise flush.error
+
+
+def _pump(
+    src: Any,
+    name: Path | str | None,
+    size_hint: int,
+    out: Any = None,
+    flush: _EarlyFlush | None = None,
+) -> tuple[str, int]:
+    """xxh3_128 hex digest and length of what is left in the file ``src``, writing every
+    chunk to ``out`` too when given (the single pass of a commit; ``flush`` is told of every
+    write). A read error is a UsageError naming ``name`` (the OSError itself when ``name`` is
+    None); a write error is the OSError itself (a store problem)."""
+    h = xxhash.xxh3_128()
+    view = _buffer(size_hint)
+    total = 0
+    while True:
+        try:
+            n = src.readinto(view)
+        except OSError as err:
+            if name is None:
+                raise
+            raise _unreadable(name, err) from None
+        if not n:
+            break
+        chunk = view[:n]
+        h.update(chunk)
+        if out is not None and not isinstance(out, io.RawIOBase):
+            out.write(bytes(chunk))  # a writer that might keep a reference: its own copy
+        elif out is not None:
+            while chunk:  # a raw write may take fewer bytes than given
+                done = out.write(chunk)
+                if done is None or done >= len(chunk):
+                    break
+                chunk = chunk[done:]
+            if flush is not None:
+                flush.wrote(n)
+        total += n
+    return h.hexdigest(), total
+
+
+def _check_unchanged(src: Path | str, f: Any, before: os.stat_result, n: int) -> None:
+    """Raise if the open file ``f`` changed (size, mtime) while it was read."""
+    after = os.fstat(f.fileno())
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or (
+        n != after.st_size
+    ):
+        raise _changed(src)
+
+
+def _hash_source(src: Path) -> tuple[str, int, os.stat_result, bool]:
+    """Digest of a local file, read once; (digest, size, stat before, unchanged meanwhile)."""
+    with _open_source(src) as f:
+        before = os.fstat(f.fileno())
+        _advise_sequential(f)
+        digest, n = _pump(f, src, before.st_size)
+        after = os.fstat(f.fileno())
+    stable = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    return digest, n, before, stable and n == after.st_size
+
+
+def _stat_source(path: Path) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as err:
+        raise _unreadable(path, err) from None
+
+
+# --------------------------------------------------------------------------------------------
+# The stat cache: digests of local files that have not changed since they were committed
+# --------------------------------------------------------------------------------------------
+
+# An entry is trusted only if the file's mtime was at least this much older than the moment
+# its bytes began to be read. Otherwise a write landing right after the read, within the same
+# mtime tick (1-2 s on FAT, SMB and some NFS mounts; a kernel clock tick on ext4), would leave
+# size and mtime as recorded while the content changed, and the stale digest would be trusted
+# from then on: the "racy git" problem. A racy file is simply read again at its next commit,
+# which then records a trusted entry. (Like make or rsync's quick check, the cache is fooled
+# by a tool that rewrites a file and then restores its size and mtime on purpose.)
+RACY_NS = 2_000_000_000
+
+_STAT_TABLE = (
+    "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, key TEXT NOT NULL, "
+    "mtime_ns INTEGER NOT NULL, hashed_ns INTEGER NOT NULL, digest TEXT NOT NULL)"
+)
+
+
+class _Entry(NamedTuple):
+    path: str
+    key: str
+    mtime_ns: int
+    hashed_ns: int
+    digest: str
+
+
+def _stat_key(st: os.stat_result) -> str:
+    # text: st_ino and st_dev may not fit a signed 64-bit SQLite integer
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+
+
+def _user_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "nbmlops")
+
+
+class _StatCache:
+    """(absolute path, size, mtime_ns, inode, device) -> xxh3_128 digest, in SQLite (WAL).
+
+    Purely an optimisation: any problem with the database (locked, read-only, on a file
+    system without shared memory for WAL) turns the cache off for this commit, which then
+    reads the files as if it were empty; a damaged database is replaced by a new one when
+    entries are next written. Entries are written once the commit has read its files, in one
+    transaction.
+    """
+
+    def __init__(self, db: str | None, make_folder: Callable[[], None] | None = None):
+        self.db = db
+        self._make_folder = make_folder
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Entry] = []
+        self._damaged = False
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
+        if self._conn is not None or self.db is None:
+            return self._conn
+        if not create and (self._damaged or not os.path.exists(self.db)):
+            return None
+        try:
+            if create and self._make_folder is not None:
+                self._make_folder()
+            try:
+                conn = self._open(self.db)
+            except sqlite3.DatabaseError as err:
+                if isinstance(err, sqlite3.OperationalError):
+                    raise  # busy, locked, unavailable: not damaged
+                if not create:
+                    self._damaged = True  # recreated when entries are written
+                    return None
+                for suffix in ("", "-wal", "-shm"):
+                    _unlink_quiet(self.db + suffix)
+                conn = self._open(self.db)
+        except (sqlite3.Error, OSError, NbmlopsError):
+            self.db = None  # no cache for this commit
+            return None
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    def _open(db: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(db, timeout=2.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_STAT_TABLE)
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def get(self, path: str, st: os.stat_result) -> str | None:
+        """The digest recorded for this very file, if the entry is trusted (see RACY_NS)."""
+        conn = self._connect(create=False)
+        if conn is None:
+            return None
+        try:
+            row = conn.execute(
+                "SELECT digest FROM stat WHERE path = ? AND key = ? AND mtime_ns < hashed_ns - ?",
+                (path, _stat_key(st), RACY_NS),
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        digest = row[0] if row else None
+        return digest if isinstance(digest, str) and _DIGEST_RE.fullmatch(digest) else None
+
+    def add(self, path: str, st: os.stat_result, digest: str, hashed_ns: int) -> None:
+        """Record that ``path`` with stat ``st`` has ``digest``; ``hashed_ns`` is the wall
+        time at which its read started (what the racy check compares the mtime with)."""
+        self._pending.append(_Entry(path, _stat_key(st), st.st_mtime_ns, hashed_ns, digest))
+
+    def close(self) -> None:
+        try:
+            if self._pending:
+                conn = self._connect(create=True)
+                if conn is not None:
+                    with conn:  # one transaction
+                        conn.execute("BEGIN IMMEDIATE")
+                        conn.executemany(
+                            "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", self._pending
+                        )
+        except sqlite3.Error:
+            pass
+        finally:
+            self._pending = []
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> _StatCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _frame_to_parquet(value: Any, kind: str, digest: str) -> Any:
@@ -770,12 +1106,7 @@ def _parquet_to_value(source: Any) -> Any:
 
 
 def _stream_digest(f: BinaryIO) -> tuple[str, int]:
-    h = xxhash.xxh3_128()
-    n = 0
-    while chunk := f.read(_CHUNK):
-        h.update(chunk)
-        n += len(chunk)
-    return h.hexdigest(), n
+    return _pump(f, None, _CHUNK)
 
 
 def _write_cause(err: OSError) -> str:
@@ -856,13 +1187,21 @@ class DataStore:
         ``obj`` is a pandas DataFrame or Series, a numpy array (not of Python objects), or the
         path of a local file or folder. Disk-full and other write errors raise DataStoreError
         and leave no partial object or version behind.
+
+        A local file is read once (hashed while it is stored); a file already committed to
+        this store and unchanged since (same path, size, mtime, inode, device) is not read
+        at all.
         """
         validate_name(name)
         if not isinstance(message, str) or not isinstance(author, str):
             raise UsageError("message and author must be strings", where="DataStore.commit")
-        payload = _prepare(obj)
+        source = _source_path(obj) if isinstance(obj, str | os.PathLike) else None
+        payload = _prepare(obj) if source is None else None
         try:
             self._sweep_now_and_then()
+            if payload is None:
+                assert source is not None
+                payload = self._prepare_source(source, name)
             return self._commit(payload, name, message, author)
         except OSError as err:
             raise DataStoreError(
@@ -872,11 +1211,123 @@ class DataStore:
                 "partial was kept",
             ) from err
 
+    def _prepare_source(self, path: Path, name: str) -> _Payload:
+        """Digest a local file or folder, storing its bytes on the way (see ``_digest_source``).
+
+        Files whose stat-cache entry is trusted and whose object is in the store are not read
+        at all, so committing unchanged data again costs a few stat calls.
+        """
+        try:
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError as err:
+            raise _unreadable(path, err) from None
+        if not (is_dir or is_file):
+            raise UsageError(
+                f"No such file or folder: {path}",
+                fix="Pass the path of an existing local file or folder (or a DataFrame / array)",
+            )
+        latest = self._latest_of(name)
+        with self._stat_cache() as cache:
+            if is_file:
+                source = str(path.resolve())
+                st = _stat_source(path)
+                # The latest version holds a file of the same size: probably this one again.
+                likely = (
+                    latest is not None and latest.kind == "file" and latest.nbytes == st.st_size
+                )
+                digest, n, written = self._digest_source(path, source, st, cache, likely)
+                return _Payload(
+                    "file",
+                    "bytes",
+                    digest,
+                    [n],
+                    None,
+                    value=path,
+                    source=source,
+                    prewritten=written,
+                )
+            root = path.resolve()
+            entries = _walk_folder(root)  # every file checked before anything is read
+            previous: dict[str, dict[str, Any]] = {}
+            if latest is not None and latest.kind == "folder":
+                try:
+                    previous = self._read_manifest(latest)
+                except (IntegrityError, ValueError):
+                    previous = {}
+            files: list[tuple[str, Path, str, int]] = []
+            written = 0
+            for rel, file in entries:
+                st = _stat_source(file)
+                before = previous.get(rel)
+                likely = before is not None and before.get("nbytes") == st.st_size
+                digest, n, w = self._digest_source(file, str(file), st, cache, likely)
+                files.append((rel, file, digest, n))
+                written += w
+            return _folder_payload(root, files, written)
+
+    def _digest_source(
+        self, path: Path, source: str, st: os.stat_result, cache: _StatCache, likely: bool
+    ) -> tuple[str, int, int]:
+        """(digest, size, bytes stored) of one local file, reading it at most once if it can.
+
+        1. A trusted stat-cache entry whose object is in the store: no read at all.
+        2. On a local store, when the file is not ``likely`` already stored: one pass that
+           hashes the bytes and writes them to the store at once (``_LocalBackend.ingest``).
+        3. Otherwise hash only (the object then usually exists: nothing to write). On a local
+           store a miss falls back to the one-pass store; elsewhere ``_store_payload`` uploads
+           the file later, checking its digest again.
+        """
+        b = self._backend
+        cached = cache.get(source, st)
+        if cached is not None and b.exists(_object_rel(cached, "bytes")):
+            return cached, st.st_size, 0
+        if isinstance(b, _LocalBackend) and not likely:
+            hashed_ns = time.time_ns()
+            digest, n, written, before = b.ingest(path)
+            cache.add(source, before, digest, hashed_ns)
+            return digest, n, written
+        hashed_ns = time.time_ns()
+        digest, n, before, stable = _hash_source(path)
+        if not isinstance(b, _LocalBackend):
+            if not stable:
+                raise _changed(path)
+            cache.add(source, before, digest, hashed_ns)
+            return digest, n, 0
+        if stable:
+            cache.add(source, before, digest, hashed_ns)
+            if b.exists(_object_rel(digest, "bytes")):
+                return digest, n, 0
+        hashed_ns = time.time_ns()
+        digest, n, written, before = b.ingest(path)  # new content after all
+        cache.add(source, before, digest, hashed_ns)
+        return digest, n, written
+
+    def _stat_cache(self) -> _StatCache:
+        """The stat cache of this store: ``<root>/cache/stat.db`` on a local store (created
+        at the first file commit), the user's ``~/.cache/nbmlops/stat.db`` otherwise."""
+        b = self._backend
+        if isinstance(b, _LocalBackend):
+            try:
+                db = b.path("cache/stat.db")
+            except DataStoreError:
+                return _StatCache(None)  # a link planted at cache/: no cache, never outside
+
+            def make_folder() -> None:
+                b._makedirs(os.path.dirname(db))
+                b.path("cache/stat.db")
+
+            return _StatCache(db, make_folder)
+        folder = _user_cache_dir()
+        return _StatCache(
+            os.path.join(folder, "stat.db"), lambda: os.makedirs(folder, exist_ok=True)
+        )
+
     def _commit(self, p: _Payload, name: str, message: str, author: str) -> CommitResult:
         latest = self._latest_of(name)
         if latest is not None and (latest.digest, latest.format) == (p.digest, p.format):
-            return CommitResult(latest, False, 0)
+            return CommitResult(latest, False, p.prewritten)
         written, nbytes = self._store_payload(p)
+        written += p.prewritten
         profile = None
         if p.kind in ("dataframe", "series"):
             from nbmlops.core.data.profile import profile_frame
@@ -1182,23 +1633,29 @@ class DataStore:
     def _copy_out(self, rel: str, target: Path, v: DatasetVersion, digest: str) -> None:
         tmp = str(target) + _temp_suffix()
         try:
-            h = xxhash.xxh3_128()
-            with self._backend.open_read(rel) as src, open(tmp, "xb") as out:
-                while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
+            with self._backend.open_read(rel) as src, open(tmp, "xb", buffering=0) as out:
+                if isinstance(self._backend, _LocalBackend):
+                    _advise_sequential(src)
+                size = self._size_hint(rel)
+                with _early_flush(out.fileno(), size) as flush:
+                    hexdigest, _ = _pump(src, None, size, out, flush)
                 os.fsync(out.fileno())
             if v.format in ("parquet", "npy") and rel == _object_rel(v.digest, v.format):
                 value = _parquet_to_value(tmp) if v.format == "parquet" else _load_npy(tmp)
                 actual = digest_value(value).digest
             else:
-                actual = h.hexdigest()
+                actual = hexdigest
             if actual != digest:
                 raise self._mismatch(rel, v.ref, digest, actual)
             os.replace(tmp, target)
         finally:
             _unlink_quiet(tmp)
+
+    def _size_hint(self, rel: str) -> int:
+        try:
+            return self._backend.size(rel)
+        except (OSError, ValueError, NotImplementedError):
+            return _CHUNK
 
     # -- checking --------------------------------------------------------------------------
 
