@@ -42,6 +42,7 @@ bench: env
 	$(PY) bench/bench_track.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_panels.py
 
 ui: env
 	$(VENV)/bin/nbmlops ui

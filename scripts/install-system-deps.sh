@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite uses, only when they are missing.
+# Installs the Debian packages the test suite uses (PostgreSQL for the server lane, chromium
+# for the browser tests), only when they are missing.
 set -euo pipefail
 
 need=()
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+# The browser tests drive Debian's chromium through Playwright (`playwright install` cannot
+# download browsers here).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -10,7 +10,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "log_metric", "log_metrics", "log_param", "sync", "track"]
+__all__ = [
+    "__version__",
+    "data",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "panels",
+    "sync",
+    "track",
+]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -27,10 +36,10 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def __getattr__(name: str) -> Any:
     # The public API lives in nbmlops.api; importing it lazily keeps `%load_ext nbmlops` fast.
-    if name == "data":
+    if name in ("data", "panels"):
         import importlib
 
-        return importlib.import_module("nbmlops.data")
+        return importlib.import_module(f"nbmlops.{name}")
     if name in {"track", "log_metric", "log_metrics", "log_param", "sync", "settings"}:
         from nbmlops import api
 

@@ -76,6 +76,15 @@ class ContentDigest:
 # --------------------------------------------------------------------------------------------
 
 
+def loaded_module(name: str, attr: str) -> Any:
+    """``sys.modules[name]`` once it is fully imported (has ``attr``), else None.
+
+    Another thread (the shipper importing mlflow) may be half-way through importing it.
+    """
+    module = sys.modules.get(name)
+    return module if module is not None and hasattr(module, attr) else None
+
+
 def is_digestible(obj: Any) -> bool:
     """Cheap type check: would :func:`digest_value` accept ``obj``?
 
@@ -84,12 +93,12 @@ def is_digestible(obj: Any) -> bool:
     """
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return True
-    pd = sys.modules.get("pandas")
+    pd = loaded_module("pandas", "Series")
     if pd is not None and isinstance(obj, (pd.DataFrame, pd.Series)):
         return True
-    np = sys.modules.get("numpy")
+    np = loaded_module("numpy", "ndarray")
     if np is not None and isinstance(obj, np.ndarray):
-        ma = sys.modules.get("numpy.ma")
+        ma = loaded_module("numpy.ma", "MaskedArray")
         if ma is not None and isinstance(obj, ma.MaskedArray):
             return False
         if not obj.dtype.hasobject:
@@ -111,7 +120,7 @@ def digest_value(obj: Any) -> ContentDigest:
     """
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return _digest_bytes(obj)
-    pd = sys.modules.get("pandas")
+    pd = loaded_module("pandas", "Series")
     if pd is not None:
         if isinstance(obj, pd.DataFrame):
             return _digest_frame(obj)
@@ -122,7 +131,7 @@ def digest_value(obj: Any) -> ContentDigest:
                 "a pandas Index cannot be digested on its own",
                 fix="Digest idx.to_series() or idx.to_frame() instead",
             )
-    np = sys.modules.get("numpy")
+    np = loaded_module("numpy", "ndarray")
     if np is not None and isinstance(obj, np.ndarray):
         return _digest_ndarray(obj)
     raise UndigestibleError(
@@ -208,7 +217,7 @@ def _label(name: Any) -> str:
     """Stable text for a column / index label: ``'a'`` and ``1`` and ``'1'`` all differ."""
     if isinstance(name, str):
         return "s:" + str(name)
-    np = sys.modules.get("numpy")
+    np = loaded_module("numpy", "floating")
     if np is not None and isinstance(name, (np.integer, np.floating, np.bool_)):
         name = name.item()  # np.int64(1) labels the same column as 1
     if type(name).__repr__ is object.__repr__:

@@ -167,9 +167,11 @@ class LineageGraph:
 
         g = view.graph
         if g.number_of_nodes() > max_nodes:
-            keep = sorted(
-                g.nodes, key=lambda n: nx.shortest_path_length(g.to_undirected(), view.focus, n)
-            )[:max_nodes]
+            # the nearest nodes to the focus, by one breadth-first search
+            distance = nx.single_source_shortest_path_length(
+                g.to_undirected(as_view=True), view.focus
+            )
+            keep = sorted(distance, key=distance.__getitem__)[:max_nodes]
             g = g.subgraph(keep).copy()
         for node, layer in _layers(g).items():
             g.nodes[node]["layer"] = layer

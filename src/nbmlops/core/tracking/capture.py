@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbmlops.core.data.hashing import digest_value, is_digestible
+from nbmlops.core.data.hashing import digest_value, is_digestible, loaded_module
 from nbmlops.core.tracking.analysis import CellAnalysis
 from nbmlops.exceptions import UndigestibleError
 
@@ -94,7 +94,7 @@ def is_scalar(value: Any) -> bool:
         return True
     if isinstance(value, numbers.Number) and not isinstance(value, complex):
         return True
-    np = sys.modules.get("numpy")
+    np = loaded_module("numpy", "generic")
     return bool(np is not None and isinstance(value, np.generic) and value.ndim == 0)
 
 
@@ -102,7 +102,7 @@ def as_metric(value: Any) -> float | None:
     """The value as a float if it is a real number and not a bool; else None."""
     if isinstance(value, bool):
         return None
-    np = sys.modules.get("numpy")
+    np = loaded_module("numpy", "floating")
     if np is not None and isinstance(value, np.bool_):
         return None
     if isinstance(value, numbers.Real) or (
@@ -118,7 +118,7 @@ def as_metric(value: Any) -> float | None:
 def param_text(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    np = sys.modules.get("numpy")
+    np = loaded_module("numpy", "generic")
     if np is not None and isinstance(value, np.generic):
         value = value.item()
     text = value if isinstance(value, str) else repr(value)
@@ -172,7 +172,7 @@ def snapshot_before(
 
 
 def _is_fitted_estimator(value: Any) -> bool:
-    base = sys.modules.get("sklearn.base")
+    base = loaded_module("sklearn.base", "BaseEstimator")
     if base is None or not isinstance(value, base.BaseEstimator) or isinstance(value, type):
         return False
     from sklearn.exceptions import NotFittedError

@@ -1,0 +1,49 @@
+"""Interactive panels for notebooks: ``nbmlops.panels.experiments()``, ``.lineage(obj)`` and
+``.dashboard()`` (what ``%mlops`` shows). Each returns an ipywidgets 8 widget; display it (make
+it a cell's last expression). Without a widget front end the saved output is a static HTML
+summary of the same data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nbmlops.widgets.dashboard import Dashboard, TabFactory
+    from nbmlops.widgets.experiments import ExperimentsPanel
+    from nbmlops.widgets.lineage import LineagePanel
+
+__all__ = ["dashboard", "experiments", "lineage", "register_tab"]
+
+
+def experiments(experiment: str | None = None, *, page_size: int = 50) -> ExperimentsPanel:
+    """The runs of ``experiment`` (default: ``experiment`` in nbmlops.yaml, else this
+    notebook's, else the most recently active one): filter, sort, select runs to compare their
+    params and metrics, curves and parallel coordinates. Refreshes when a tracked run lands."""
+    from nbmlops.widgets.experiments import ExperimentsPanel
+
+    return ExperimentsPanel(experiment, page_size=page_size)
+
+
+def lineage(obj: Any = None) -> LineagePanel:
+    """The lineage around ``obj``: a DataFrame/Series/array (by content), a model variable's
+    name (or the fitted estimator itself), ``NAME@k``, an MLflow run id, ``runs:/ID/NAME`` or a
+    logged model id; None for the most recent run. Pick a node to see its details."""
+    from nbmlops.widgets.lineage import LineagePanel
+
+    return LineagePanel(obj)
+
+
+def dashboard(tab: str | None = None) -> Dashboard:
+    """Every panel in one Tab widget (Experiments, Lineage, and tabs added by
+    :func:`register_tab`), opened on ``tab``."""
+    from nbmlops.widgets.dashboard import Dashboard
+
+    return Dashboard(select=tab)
+
+
+def register_tab(title: str, factory: TabFactory, **kwargs: Any) -> None:
+    """Add a tab to the dashboard; see :func:`nbmlops.widgets.dashboard.register_tab`."""
+    from nbmlops.widgets.dashboard import register_tab as register
+
+    register(title, factory, **kwargs)

@@ -1,0 +1,617 @@
+"""The experiments panel: the runs of an experiment as a filterable, sortable, paginated table;
+selected runs compared side by side, as metric curves and as parallel coordinates.
+
+State lives in traits (``text``, ``status``, ``sort_by``, ``ascending``, ``page``, ``selected``,
+``curve_metric``, ``experiment``, ``error``); every computation is a call into
+:mod:`nbmlops.core.experiments`. Reading the store and drawing run on the panel's worker thread,
+so a 1,000-run experiment shows progress instead of freezing the notebook. The panel refreshes
+itself (debounced) when a ``%%track`` cell's run reaches MLflow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from html import escape
+from typing import Any
+
+import ipywidgets as widgets
+from traitlets import Bool, Int, Tuple, Unicode, observe
+
+from nbmlops.config import Settings
+from nbmlops.core import experiments as core
+from nbmlops.core.tracking.session import RunSummary, Tracker, get_tracker
+from nbmlops.widgets._common import PanelMixin, Worker, log
+from nbmlops.widgets.html import compare_html, note_html, png_img, runs_table_html
+
+ALL = "ALL"
+
+
+class ExperimentsPanel(PanelMixin, widgets.VBox):
+    """Runs of one experiment: filter, sort, page, select, compare, plot."""
+
+    experiment = Unicode(None, allow_none=True, help="Experiment shown; None: the default one")
+    text = Unicode(
+        "", help="Filter: substrings of name, run id or param=value; or acc>0.9, lr<=0.01"
+    )
+    status = Unicode(ALL, help="Show only runs with this status; ALL for every run")
+    sort_by = Unicode("start", help="Column the table is sorted by (full or short name)")
+    ascending = Bool(False, help="Sort direction")
+    page = Int(0, help="Page of the table shown (0-based)")
+    page_size = Int(50, help="Rows per page")
+    selected = Tuple(help="Run ids selected for comparison")
+    curve_metric = Unicode("", help="Metric whose steps are plotted for the selected runs")
+    error = Unicode("", help="The last error, shown in the red box; '' when all is well")
+    loading = Bool(False, help="True while runs are being read from the store")
+
+    def __init__(
+        self,
+        experiment: str | None = None,
+        *,
+        settings: Settings | None = None,
+        page_size: int = 50,
+        max_runs: int = 5000,
+        refresh_debounce: float = 0.3,
+        autoload: bool = True,
+    ):
+        self.settings = settings or get_tracker().settings
+        self.max_runs = max_runs
+        self.refresh_debounce = refresh_debounce
+        self.runs = core.empty_runs()
+        self.view = self.runs
+        self.curve_figure: Any = None
+        self.parallel_figure: Any = None
+        self.load_seconds: float | None = None
+        self._lock = threading.RLock()
+        self._quiet = threading.local()
+        self._generation: dict[str, int] = {}
+        self._refresh_due = 0.0
+        self._refresh_pending = False
+        self._refresh_full = False
+        self._closed = False
+        self._loaded = threading.Event()
+        self.worker = Worker(self.show_error)
+        self._build_widgets()
+        super().__init__(
+            children=[
+                self.header,
+                self.error_box,
+                self.controls,
+                self.table,
+                self.pager,
+                self.lower,
+            ],
+            layout=widgets.Layout(width="100%"),
+        )
+        with self._quietly():
+            self.experiment = experiment
+            self.page_size = page_size
+        _listen(self)
+        if autoload:
+            self.reload()
+
+    # --- widgets ------------------------------------------------------------------------------
+    def _build_widgets(self) -> None:
+        w = widgets
+        self.experiment_menu = w.Dropdown(
+            description="Experiment", options=[], layout=w.Layout(width="320px")
+        )
+        self.refresh_button = w.Button(
+            description="Refresh", icon="refresh", layout=w.Layout(width="100px")
+        )
+        self.status_label = w.HTML("")
+        self.progress = w.IntProgress(
+            value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="180px", display="none")
+        )
+        self.header = w.HBox(
+            [self.experiment_menu, self.refresh_button, self.progress, self.status_label],
+            layout=w.Layout(align_items="center", flex_flow="row wrap"),
+        )
+        self.error_box = w.HTML("", layout=w.Layout(display="none"))
+        self.filter_box = w.Text(
+            placeholder="filter: name, id, lr=0.1, acc>0.9 …",
+            continuous_update=True,
+            layout=w.Layout(width="320px"),
+        )
+        self.status_menu = w.Dropdown(
+            options=[ALL, *core.STATUSES], value=ALL, layout=w.Layout(width="120px")
+        )
+        self.sort_menu = w.Dropdown(
+            description="Sort by", options=[("start", "start")], layout=w.Layout(width="260px")
+        )
+        self.order_button = w.ToggleButton(
+            value=True, description="descending", icon="sort-amount-desc", tooltip="sort order"
+        )
+        self.controls = w.HBox(
+            [self.filter_box, self.status_menu, self.sort_menu, self.order_button],
+            layout=w.Layout(flex_flow="row wrap"),
+        )
+        self.table = w.HTML("", layout=w.Layout(width="100%"))
+        self.prev_button = w.Button(description="◀", layout=w.Layout(width="40px"))
+        self.next_button = w.Button(description="▶", layout=w.Layout(width="40px"))
+        self.page_label = w.Label("")
+        self.pager = w.HBox([self.prev_button, self.page_label, self.next_button])
+        self.picker = w.SelectMultiple(options=[], rows=12, layout=w.Layout(width="300px"))
+        self.clear_button = w.Button(description="Clear selection", layout=w.Layout(width="300px"))
+        picker_box = w.VBox(
+            [
+                w.HTML("<b>Select runs to compare</b> (ctrl/shift-click)"),
+                self.picker,
+                self.clear_button,
+            ]
+        )
+        self.compare = w.HTML(note_html("Select runs in the list to compare them side by side."))
+        self.metric_menu = w.Dropdown(
+            description="Metric", options=[], layout=w.Layout(width="300px")
+        )
+        self.curve_note = w.HTML(note_html("Select runs to plot their metric curves."))
+        self.curve_image = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
+        self.parallel_note = w.HTML("")
+        self.parallel_image = w.Image(
+            format="png", layout=w.Layout(display="none", max_width="100%")
+        )
+        self.details = w.Tab(
+            children=[
+                w.VBox([self.compare], layout=w.Layout(overflow="auto")),
+                w.VBox([self.metric_menu, self.curve_note, self.curve_image]),
+                w.VBox([self.parallel_note, self.parallel_image]),
+            ],
+            titles=("Compare", "Curves", "Parallel"),
+            layout=w.Layout(flex="1 1 auto", min_width="0"),
+        )
+        self.lower = w.HBox([picker_box, self.details], layout=w.Layout(width="100%"))
+
+        # control widgets -> panel traits (the traits are the state; the widgets a view of it)
+        self.filter_box.observe(lambda c: self._set("text", c["new"]), "value")
+        self.status_menu.observe(lambda c: self._set("status", c["new"] or ALL), "value")
+        self.sort_menu.observe(lambda c: self._set("sort_by", c["new"] or "start"), "value")
+        self.order_button.observe(lambda c: self._set("ascending", not c["new"]), "value")
+        self.experiment_menu.observe(lambda c: self._set("experiment", c["new"]), "value")
+        self.picker.observe(lambda c: self._set("selected", tuple(c["new"])), "value")
+        self.metric_menu.observe(lambda c: self._set("curve_metric", c["new"] or ""), "value")
+        self.refresh_button.on_click(lambda _b: self._guard(self.reload))
+        self.prev_button.on_click(lambda _b: self._set("page", self.page - 1))
+        self.next_button.on_click(lambda _b: self._set("page", self.page + 1))
+        self.clear_button.on_click(lambda _b: self._set("selected", ()))
+
+    # --- plumbing -------------------------------------------------------------------------------
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Trait and widget changes made by the panel itself do not trigger its observers."""
+        before = getattr(self._quiet, "on", False)
+        self._quiet.on = True
+        try:
+            yield
+        finally:
+            self._quiet.on = before
+
+    @property
+    def _is_quiet(self) -> bool:
+        return getattr(self._quiet, "on", False)
+
+    def _set(self, name: str, value: Any) -> None:
+        if not self._is_quiet:
+            self._guard(setattr, self, name, value)
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        """Run a UI callback; a failure goes to the error box, never to the kernel log."""
+        try:
+            return fn(*args)
+        except Exception as err:
+            log.debug("panel callback failed", exc_info=True)
+            self.show_error(err)
+            return None
+
+    def _bump(self, what: str) -> int:
+        with self._lock:
+            self._generation[what] = self._generation.get(what, 0) + 1
+            return self._generation[what]
+
+    def _stale(self, what: str, generation: int) -> bool:
+        return self._closed or self._generation.get(what) != generation
+
+    # --- loading ------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read the runs again (on the worker thread); the table keeps its filter, sort and
+        selection. A failure shows in the error box and leaves the table as it was."""
+        generation = self._bump("runs")
+        self.worker.submit(lambda: self._load(generation))
+
+    def _load(self, generation: int) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        self.loading = True
+        _listen(self)  # again: %reload_ext makes a new tracker
+        try:
+            names = core.experiments(settings)
+            name = self.experiment or core.default_experiment(settings, _notebook())
+            with self._lock, self._quietly():
+                self.experiment_menu.options = names
+                self.experiment_menu.value = name if name in names else None
+            if name is None:
+                runs = core.empty_runs()
+            else:
+                self._progress(0, False, name)
+                runs = core.list_runs(
+                    settings,
+                    name,
+                    self.max_runs,
+                    progress=lambda n, done: self._progress(n, done, name),
+                )
+            if self._stale("runs", generation):
+                return
+            with self._lock:
+                keep = set(runs["run_id"])
+                with self._quietly():
+                    self.experiment = name
+                    self.selected = tuple(r for r in self.selected if r in keep)
+                self.runs = runs
+                self.load_seconds = time.perf_counter() - started
+                self._update_menus()
+                self._apply(reset_page=False)
+                self._draw_selection()
+            self.show_error(None)
+            self.status_label.value = self._status_text(name)
+        except Exception as err:
+            log.debug("loading runs failed", exc_info=True)
+            self.show_error(err)
+            self.status_label.value = ""
+        finally:
+            self.loading = False
+            self.progress.layout.display = "none"
+            self._loaded.set()
+
+    def _progress(self, count: int, done: bool, name: str) -> None:
+        self.progress.layout.display = "none" if done else "flex"
+        self.progress.max = max(count + core.PAGE, 1)
+        self.progress.value = count
+        if not done:
+            self.status_label.value = f"Loading runs of <b>{escape(name)}</b>… {count:,}"
+
+    def _status_text(self, name: str | None) -> str:
+        if name is None:
+            return "No experiments yet: run a <code>%%track</code> cell and they appear here."
+        took = f" in {self.load_seconds:.2f} s" if self.load_seconds is not None else ""
+        capped = f" (the newest {self.max_runs:,})" if len(self.runs) >= self.max_runs else ""
+        return (
+            f"{len(self.runs):,} runs{capped} in <b>{escape(name)}</b>, loaded{took} at "
+            f"{time.strftime('%H:%M:%S')}"
+        )
+
+    def _update_menus(self) -> None:
+        runs = self.runs
+        sortable = ["start", "name", "status", "duration", "user"]
+        options = [(c, c) for c in sortable]
+        options += [(f"param {core.short(c)}", c) for c in core.param_columns(runs)]
+        options += [(f"metric {core.short(c)}", c) for c in core.metric_columns(runs)]
+        sort_col = core.resolve_column(runs, self.sort_by) or "start"
+        metrics = [core.short(c) for c in core.metric_columns(runs)]
+        with self._quietly():
+            self.sort_menu.options = options
+            self.sort_menu.value = sort_col if sort_col in dict(options).values() else "start"
+            self.metric_menu.options = metrics
+            if self.curve_metric not in metrics:
+                self.curve_metric = metrics[0] if metrics else ""
+            self.metric_menu.value = self.curve_metric or None
+
+    # --- the table ----------------------------------------------------------------------------
+    def _apply(self, reset_page: bool = True) -> None:
+        """Filter and sort the runs (fast: pandas on at most a few thousand rows), then render."""
+        with self._lock:
+            view = core.filter_runs(self.runs, self.text, self.status)
+            column = core.resolve_column(view, self.sort_by)
+            if column is not None:
+                view = core.sort_runs(view, column, self.ascending)
+            self.view = view
+            if reset_page:
+                with self._quietly():
+                    self.page = 0
+            self._render_table()
+            self._update_picker()
+        if len(self.selected) < 2:
+            self._draw_parallel()
+
+    def _render_table(self) -> None:
+        page, number, pages = core.page_of(self.view, self.page, self.page_size)
+        if number != self.page:
+            with self._quietly():
+                self.page = number
+        sort_col = core.resolve_column(self.runs, self.sort_by) or ""
+        total, shown = len(self.runs), len(self.view)
+        caption = (f"{shown:,} of {total:,} runs" if shown != total else f"{total:,} runs") + (
+            f" in '{self.experiment}'" if self.experiment else ""
+        )
+        if self.runs.empty:
+            self.table.value = note_html(
+                "No runs to show yet." if self.experiment else "No experiments in this store yet."
+            )
+        else:
+            self.table.value = runs_table_html(
+                page,
+                sort_by=sort_col,
+                ascending=self.ascending,
+                selected=set(self.selected),
+                caption=caption,
+            )
+        first = number * self.page_size + 1 if shown else 0
+        last = min(shown, (number + 1) * self.page_size)
+        self.page_label.value = (
+            f"rows {first:,}-{last:,} of {shown:,} · page {number + 1} of {pages}"
+        )
+        self.prev_button.disabled = number == 0
+        self.next_button.disabled = number >= pages - 1
+
+    def _update_picker(self) -> None:
+        """The picker lists the filtered, sorted runs, plus selected runs filtered out (so a
+        filter never drops a selection)."""
+        labels = core.run_labels(self.runs)
+        in_view = list(self.view["run_id"][:2000])
+        extra = [r for r in self.selected if r not in set(in_view)]
+        options = [(labels.get(r, r[:8]) + " ·", r) for r in extra]
+        options += [(labels.get(r, r[:8]), r) for r in in_view]
+        with self._quietly():
+            self.picker.options = options
+            self.picker.value = tuple(r for r in self.selected if r in labels)
+
+    @observe("text", "status")
+    def _on_filter(self, change: dict[str, Any]) -> None:
+        with self._quietly():
+            self.filter_box.value = self.text
+            self.status_menu.value = (self.status or ALL).upper()
+        if not self._is_quiet:
+            self._guard(self._apply)
+
+    @observe("sort_by", "ascending")
+    def _on_sort(self, change: dict[str, Any]) -> None:
+        with self._quietly():
+            column = core.resolve_column(self.runs, self.sort_by)
+            if column is not None and column in _values(self.sort_menu):
+                self.sort_menu.value = column
+            self.order_button.value = not self.ascending
+            self.order_button.description = "ascending" if self.ascending else "descending"
+            self.order_button.icon = "sort-amount-asc" if self.ascending else "sort-amount-desc"
+        if not self._is_quiet:
+            self._guard(self._apply)
+
+    @observe("page", "page_size")
+    def _on_page(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet:
+            self._guard(self._render_table)
+            if len(self.selected) < 2:
+                self._guard(self._draw_parallel)
+
+    @observe("experiment")
+    def _on_experiment(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet and change["new"] != change["old"]:
+            with self._quietly():
+                self.selected = ()
+            self.reload()
+
+    # --- selection: compare, curves, parallel coordinates ------------------------------------
+    @observe("selected")
+    def _on_selected(self, change: dict[str, Any]) -> None:
+        if self._is_quiet:
+            return
+        self._guard(self._draw_selection)
+
+    def _draw_selection(self) -> None:
+        with self._lock:
+            with self._quietly():
+                self.picker.value = tuple(r for r in self.selected if r in _values(self.picker))
+            self._render_table()
+            self.compare.value = compare_html(core.compare_runs(self.runs, list(self.selected)))
+        self._draw_curves()
+        self._draw_parallel()
+
+    @observe("curve_metric")
+    def _on_metric(self, change: dict[str, Any]) -> None:
+        with self._quietly():
+            if self.curve_metric in self.metric_menu.options:
+                self.metric_menu.value = self.curve_metric
+        if not self._is_quiet:
+            self._guard(self._draw_curves)
+
+    def _draw_curves(self) -> None:
+        generation = self._bump("curves")
+        run_ids, key = list(self.selected), self.curve_metric
+        if not run_ids or not key:
+            self.curve_note.value = note_html(
+                "Select runs to plot their metric curves." if key else "These runs log no metrics."
+            )
+            self.curve_image.layout.display = "none"
+            self.curve_figure = None
+            return
+        self.curve_note.value = note_html(f"Reading the history of {key}…")
+        labels = core.run_labels(self.runs, run_ids)
+
+        def job() -> None:
+            if self._stale("curves", generation):
+                return
+            history = core.metric_history(self.settings, run_ids, key)
+            if self._stale("curves", generation):
+                return
+            if history.empty:
+                self.curve_note.value = note_html(f"The selected runs have no values of {key}.")
+                self.curve_image.layout.display = "none"
+                return
+            fig = core.curves_figure(history, labels, key)
+            png = core.figure_png(fig)
+            if self._stale("curves", generation):
+                return
+            self.curve_figure = fig
+            steps = history.groupby("run_id")["step"].nunique().max()
+            have = history["run_id"].nunique()
+            which = f"{have} run(s)" if have == len(run_ids) else f"{have} of {len(run_ids)} runs"
+            self.curve_note.value = note_html(f"{key} for {which}, up to {steps} step(s) each")
+            self.curve_image.value = png
+            self.curve_image.layout.display = "block"
+
+        self.worker.submit(job)
+
+    def _draw_parallel(self) -> None:
+        generation = self._bump("parallel")
+        if len(self.selected) >= 2:
+            run_ids = list(self.selected)
+            what = f"the {len(run_ids)} selected runs"
+        else:
+            page, _n, _p = core.page_of(self.view, self.page, self.page_size)
+            run_ids = list(page["run_id"])
+            what = f"the {len(run_ids)} runs on this page (select runs to narrow it)"
+        if len(run_ids) < 2:
+            self.parallel_note.value = note_html("Parallel coordinates need at least two runs.")
+            self.parallel_image.layout.display = "none"
+            return
+        runs = self.runs
+
+        def job() -> None:
+            if self._stale("parallel", generation):
+                return
+            time.sleep(0.15)  # typing in the filter: draw only the last state
+            if self._stale("parallel", generation):
+                return
+            frame = core.parallel_frame(runs, run_ids)
+            fig = core.parallel_figure(frame)
+            png = core.figure_png(fig)
+            if self._stale("parallel", generation):
+                return
+            self.parallel_figure = fig
+            self.parallel_note.value = note_html(f"Parallel coordinates of {what}")
+            self.parallel_image.value = png
+            self.parallel_image.layout.display = "block"
+
+        self.worker.submit(job)
+
+    # --- refresh when a tracked run reaches MLflow --------------------------------------------
+    def _run_shipped(self, summary: RunSummary) -> None:
+        """Called on the shipper thread; only schedules work (debounced)."""
+        if self._closed:
+            return
+        if self.experiment and summary.experiment != self.experiment:
+            self._schedule_refresh(menus_only=True)
+        else:
+            self._schedule_refresh()
+
+    def _schedule_refresh(self, menus_only: bool = False) -> None:
+        with self._lock:
+            self._refresh_due = time.monotonic() + self.refresh_debounce
+            self._refresh_full = self._refresh_full or not menus_only
+            if self._refresh_pending:
+                return
+            self._refresh_pending = True
+
+        def job() -> None:
+            while True:
+                with self._lock:
+                    left = self._refresh_due - time.monotonic()
+                    if left <= 0:
+                        self._refresh_pending = False
+                        full, self._refresh_full = self._refresh_full, False
+                        break
+                time.sleep(left)
+            if self._closed:
+                return
+            if full:
+                self._load(self._bump("runs"))
+            else:
+                names = core.experiments(self.settings)
+                with self._quietly():
+                    current = self.experiment_menu.value
+                    self.experiment_menu.options = names
+                    self.experiment_menu.value = current if current in names else None
+
+        self.worker.submit(job)
+
+    # --- static fallback and lifecycle ----------------------------------------------------------
+    def summary_html(self) -> str:
+        """The runs as saved in the notebook: what nbconvert and a kernel-less viewer show."""
+        from nbmlops.widgets.html import error_html
+
+        parts = [
+            '<div class="nbmlops-panel nbmlops-experiments">',
+            f"<div><b>nbmlops experiments</b> · {self._status_text(self.experiment)}</div>",
+        ]
+        if self.error:
+            parts.append(error_html(self.error))
+        if not self._loaded.is_set():
+            parts.append(note_html("Runs were still loading when this output was saved."))
+        elif not self.runs.empty:
+            page, _n, _p = core.page_of(self.view, self.page, self.page_size)
+            parts.append(
+                runs_table_html(
+                    page,
+                    sort_by=core.resolve_column(self.runs, self.sort_by) or "",
+                    ascending=self.ascending,
+                    selected=set(self.selected),
+                    caption=f"{len(self.view):,} of {len(self.runs):,} runs"
+                    + (f" (filter: {self.text})" if self.text else ""),
+                )
+            )
+            if self.selected:
+                parts.append(compare_html(core.compare_runs(self.runs, list(self.selected))))
+            if self.curve_image.value and self.curve_image.layout.display != "none":
+                parts.append(png_img(self.curve_image.value, "metric curves"))
+        parts.append("</div>")
+        return "".join(parts)
+
+    def close(self) -> None:
+        self._closed = True
+        _unlisten(self)
+        self.worker.close()
+        for child in (self.header, self.controls, self.pager, self.lower):
+            _close_tree(child)
+        self.error_box.close()
+        self.table.close()
+        super().close()
+
+
+def _values(menu: widgets.Widget) -> list[Any]:
+    return [o[1] if isinstance(o, tuple) else o for o in menu.options]
+
+
+def _close_tree(widget: widgets.Widget) -> None:
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    widget.close()
+
+
+def _notebook() -> str | None:
+    """The notebook this kernel runs, when the front end said (JupyterLab, VS Code)."""
+    import sys
+
+    from nbmlops.core.tracking.context import notebook_from_environment
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return notebook_from_environment(getattr(shell, "user_ns", None))
+
+
+# Panels listen through one function per tracker and weak references, so a closed or
+# forgotten panel costs nothing and never keeps the tracker's listener list growing.
+_panels: weakref.WeakSet[ExperimentsPanel] = weakref.WeakSet()
+_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+_listen_lock = threading.Lock()
+
+
+def _on_run_shipped(summary: RunSummary) -> None:
+    for panel in list(_panels):
+        try:
+            panel._run_shipped(summary)
+        except Exception:  # a panel problem must never disturb the shipper
+            log.debug("panel refresh failed", exc_info=True)
+
+
+def _listen(panel: ExperimentsPanel) -> None:
+    tracker = get_tracker()
+    with _listen_lock:
+        _panels.add(panel)
+        if tracker not in _trackers:
+            tracker.add_listener(_on_run_shipped)
+            _trackers.add(tracker)
+
+
+def _unlisten(panel: ExperimentsPanel) -> None:
+    with _listen_lock:
+        _panels.discard(panel)

@@ -1,0 +1,171 @@
+"""HTML for the panels' HTML widgets and their static fallback. Inline styles only: outputs
+are sanitised in untrusted notebooks and on GitHub, where <style> blocks are dropped."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FONT = "font-family:var(--jp-ui-font-family,sans-serif);font-size:12px"
+TABLE = f"border-collapse:collapse;{FONT};white-space:nowrap"
+TH = "text-align:left;padding:3px 8px;border-bottom:2px solid #bbb;background:#f4f4f4"
+TD = "padding:2px 8px;border-bottom:1px solid #e3e3e3"
+TH_KEY = "text-align:left;padding:2px 12px 2px 0;vertical-align:top;border-bottom:1px solid #e3e3e3"
+STATUS_COLOUR = {
+    "FINISHED": "#2e7d32",
+    "FAILED": "#c62828",
+    "KILLED": "#8e24aa",
+    "RUNNING": "#1565c0",
+    "SCHEDULED": "#6d6d6d",
+}
+_LOCAL_TZ = datetime.now().astimezone().tzinfo
+
+
+def error_html(text: str) -> str:
+    return (
+        '<div class="nbmlops-error" style="color:#8a1c1c;background:#fdecea;'
+        f'border:1px solid #e0a1a1;border-radius:3px;padding:6px 10px;{FONT}">'
+        f"<b>nbmlops:</b> {escape(text)}</div>"
+    )
+
+
+def note_html(text: str) -> str:
+    return f'<div style="color:#555;padding:4px 0;{FONT}">{escape(text)}</div>'
+
+
+def fmt(value: Any, column: str = "") -> str:
+    """A cell's text: 4 significant digits for numbers, local time for timestamps."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if column == "duration":
+            return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+        return f"{value:.4g}"
+    if hasattr(value, "tz_convert"):  # pandas Timestamp
+        try:
+            if value != value:  # NaT
+                return ""
+            return value.tz_convert(_LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S")
+        except (TypeError, ValueError):
+            return str(value)
+    return str(value)
+
+
+def runs_table_html(
+    page: pd.DataFrame,
+    *,
+    sort_by: str = "",
+    ascending: bool = True,
+    selected: tuple[str, ...] | set[str] = (),
+    caption: str = "",
+) -> str:
+    """One page of a runs frame as a table: selected runs marked, the sort column's header
+    with an arrow, params and metrics with their short names."""
+    from nbmlops.core.experiments import short
+
+    columns = [c for c in page.columns if c not in ("run_id", "end")]
+    arrow = " ▲" if ascending else " ▼"
+    head = ['<th style="' + TH + '">✓</th>', f'<th style="{TH}">run</th>']
+    for col in columns:
+        colour = (
+            "color:#5a4a00"
+            if col.startswith("params.")
+            else "color:#0b4f71"
+            if col.startswith("metrics.")
+            else ""
+        )
+        title = f' title="{escape(col)}"'
+        head.append(
+            f'<th style="{TH};{colour}"{title}>{escape(short(col))}'
+            f"{arrow if col == sort_by else ''}</th>"
+        )
+    chosen = set(selected)
+    body = []
+    records = page.to_dict("records")
+    for row in records:
+        rid = str(row["run_id"])
+        mark = "✓" if rid in chosen else ""
+        bg = "background:#fff8d6;" if rid in chosen else ""
+        cells = [f'<td style="{TD}">{mark}</td>', f'<td style="{TD};font-family:monospace">']
+        cells[-1] += f'<span title="{escape(rid)}">{escape(rid[:8])}</span></td>'
+        for col in columns:
+            value = row[col]
+            style = TD
+            if col == "status":
+                style += f";color:{STATUS_COLOUR.get(str(value), '#333')};font-weight:600"
+            elif isinstance(value, float):
+                style += ";text-align:right"
+            cells.append(f'<td style="{style}">{escape(fmt(value, col))}</td>')
+        body.append(f'<tr class="nbmlops-run" data-run-id="{escape(rid)}" style="{bg}">')
+        body[-1] += "".join(cells) + "</tr>"
+    cap = f'<div style="padding:2px 0 4px;{FONT}">{escape(caption)}</div>' if caption else ""
+    return (
+        f'{cap}<div style="overflow-x:auto;max-width:100%">'
+        f'<table class="nbmlops-runs" style="{TABLE}"><thead><tr>{"".join(head)}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def compare_html(table: pd.DataFrame) -> str:
+    """:func:`nbmlops.core.experiments.compare_runs`'s table: rows that differ highlighted."""
+    from nbmlops.core.experiments import short
+
+    if table.empty:
+        return note_html("Select runs in the list to compare them side by side.")
+    runs = [c for c in table.columns if c != "differs"]
+    head = f'<th style="{TH}"></th>' + "".join(f'<th style="{TH}">{escape(c)}</th>' for c in runs)
+    rows = []
+    for field, row in table.iterrows():
+        name = str(field)
+        bg = "background:#fff3c4;" if row["differs"] else ""
+        group = "param " if name.startswith("params.") else "metric " if "metrics." in name else ""
+        label = f'<td style="{TD};color:#666">{escape(group)}<b>{escape(short(name))}</b></td>'
+        cells = "".join(f'<td style="{TD}">{escape(fmt(row[c], name))}</td>' for c in runs)
+        rows.append(f'<tr style="{bg}">{label}{cells}</tr>')
+    return (
+        '<div style="overflow-x:auto;max-width:100%">'
+        f'<table class="nbmlops-compare" style="{TABLE}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def details_html(title: str, fields: list[tuple[str, Any]]) -> str:
+    """A node's details: a title and key/value rows (dict values become nested lists)."""
+    rows = []
+    for key, value in fields:
+        if value is None or value == "" or value == {} or value == []:
+            continue
+        if isinstance(value, dict):
+            inner = "".join(
+                f"<tr><td style='{TD};color:#555'>{escape(str(k))}</td>"
+                f"<td style='{TD}'>{escape(fmt(v))}</td></tr>"
+                for k, v in value.items()
+            )
+            shown = f'<table style="{TABLE}">{inner}</table>'
+        elif isinstance(value, list | tuple):
+            shown = escape(", ".join(fmt(v) for v in value))
+        else:
+            shown = escape(fmt(value))
+        rows.append(
+            f'<tr><th style="{TH_KEY}">{escape(key)}</th>'
+            f'<td style="{TD};white-space:normal">{shown}</td></tr>'
+        )
+    return (
+        f'<div class="nbmlops-details" style="{FONT}"><div style="font-weight:600;'
+        f'padding:2px 0 6px">{escape(title)}</div><table style="{TABLE}">{"".join(rows)}'
+        "</table></div>"
+    )
+
+
+def png_img(png: bytes, alt: str) -> str:
+    import base64
+
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{escape(alt)}" style="max-width:100%" src="data:image/png;base64,{data}"/>'
