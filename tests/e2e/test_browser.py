@@ -35,11 +35,7 @@ CHROMIUM_ARGS = [
 ]
 
 CELLS = [
-    "%load_ext nbmlops\n"
-    "import nbmlops\n"
-    "if 'mlops' not in get_ipython().magics_manager.magics['line']:  # older load()\n"
-    "    from nbmlops.ipython.panel_magics import PanelMagics\n"
-    "    get_ipython().register_magics(PanelMagics)",
+    "%load_ext nbmlops\nimport nbmlops",
     "%%track first-run\nimport pandas as pd\nalpha = 0.5\n"
     "raw = pd.DataFrame({'a': range(50), 'b': range(50)})\nscore = alpha * 3",
     "%%track second-run\nalpha = 0.25\n"

@@ -325,16 +325,13 @@ def test_lineage_panel_takes_run_ids_uris_and_estimators(tracked: Path):
 # --- the dashboard and %mlops -----------------------------------------------------------------------
 @pytest.fixture
 def shell(tracked: Path):
-    from nbmlops.ipython.panel_magics import PanelMagics
-
     sh = InteractiveShell.instance()
     sh.reset(new_session=True)
     sh.run_line_magic("load_ext", "nbmlops")
-    if "mlops" not in sh.magics_manager.magics["line"]:  # until magics.load registers it
-        sh.register_magics(PanelMagics)
+    assert "mlops" in sh.magics_manager.magics["line"]
     yield sh
     sh.run_line_magic("unload_ext", "nbmlops")
-    sh.magics_manager.magics["line"].pop("mlops", None)
+    assert "mlops" not in sh.magics_manager.magics["line"]
     sh.reset(new_session=True)
 
 

@@ -89,8 +89,8 @@ def summary_html(s: RunSummary) -> str:
     if s.run_url:
         link = f' · <a href="{html.escape(s.run_url)}" target="_blank">open in MLflow</a>'
     rows = "".join(
-        f"<tr><td style='padding:0 8px 0 0;color:#57606a;vertical-align:top'>{html.escape(k)}</td>"
-        f"<td style='padding:0'>{html.escape(v)}</td></tr>"
+        f"<tr><td style='padding:0 8px 0 0;color:#57606a;vertical-align:top;text-align:left'>"
+        f"{html.escape(k)}</td><td style='padding:0;text-align:left'>{html.escape(v)}</td></tr>"
         for k, v in summary_lines(s)
     )
     if s.error:
