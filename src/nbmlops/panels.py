@@ -1,7 +1,7 @@
-"""Interactive panels for notebooks: ``nbmlops.panels.experiments()``, ``.lineage(obj)`` and
-``.dashboard()`` (what ``%mlops`` shows). Each returns an ipywidgets 8 widget; display it (make
-it a cell's last expression). Without a widget front end the saved output is a static HTML
-summary of the same data.
+"""Interactive panels for notebooks: ``nbmlops.panels.experiments()``, ``.lineage(obj)``,
+``.registry(name)`` and ``.dashboard()`` (what ``%mlops`` shows). Each returns an ipywidgets 8
+widget; display it (make it a cell's last expression). Without a widget front end the saved
+output is a static HTML summary of the same data.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from nbmlops.widgets.dashboard import Dashboard, TabFactory
     from nbmlops.widgets.experiments import ExperimentsPanel
     from nbmlops.widgets.lineage import LineagePanel
+    from nbmlops.widgets.registry import RegistryPanel
 
-__all__ = ["dashboard", "experiments", "lineage", "register_tab"]
+__all__ = ["dashboard", "experiments", "lineage", "register_tab", "registry"]
 
 
 def experiments(experiment: str | None = None, *, page_size: int = 50) -> ExperimentsPanel:
@@ -34,8 +35,19 @@ def lineage(obj: Any = None) -> LineagePanel:
     return LineagePanel(obj)
 
 
+def registry(name: str | None = None) -> RegistryPanel:
+    """The registered models: ``name``'s versions (run, aliases, scan, card, approvals), its
+    aliases and their history, with Register, Promote, Rollback, Approve and Deploy (a KServe
+    manifest, with a canary share for @challenger). Roles and gates are checked as in
+    ``%promote``: a refusal shows its reason and changes nothing; moving a protected alias,
+    rolling back and deploying wait for Confirm."""
+    from nbmlops.widgets.registry import RegistryPanel
+
+    return RegistryPanel(name)
+
+
 def dashboard(tab: str | None = None) -> Dashboard:
-    """Every panel in one Tab widget (Experiments, Lineage, and tabs added by
+    """Every panel in one Tab widget (Experiments, Lineage, Registry, and tabs added by
     :func:`register_tab`), opened on ``tab``."""
     from nbmlops.widgets.dashboard import Dashboard
 

@@ -343,7 +343,7 @@ def test_mlops_magic_shows_a_dashboard_with_the_panels(shell):
     assert result.success
     dash = result.result
     assert isinstance(dash, ipywidgets.Tab)
-    assert dash.titles == ("Experiments", "Lineage")
+    assert dash.titles == ("Experiments", "Lineage", "Registry")
     assert [type(p).__name__ for p in dash.panels.values()] == ["ExperimentsPanel"]
     dash.selected_index = 1  # the lineage panel is built when its tab is first shown
     dash.wait(60)
@@ -366,18 +366,18 @@ def test_registered_tabs_join_the_dashboard_and_a_broken_one_stays_contained(tra
     register_tab("Notes", lambda: ipywidgets.HTML("<p>notes</p>"))
     register_tab("Broken", lambda: 1 / 0, position=0)
     try:
-        assert tab_titles() == ["Broken", "Experiments", "Lineage", "Notes"]
+        assert tab_titles() == ["Broken", "Experiments", "Lineage", "Registry", "Notes"]
         dash = Dashboard()
-        assert dash.titles == ("Broken", "Experiments", "Lineage", "Notes")
+        assert dash.titles == ("Broken", "Experiments", "Lineage", "Registry", "Notes")
         assert "The Broken tab failed to open: ZeroDivisionError" in dash.panels["Broken"].value
-        dash.selected_index = 3
+        dash.selected_index = 4
         assert dash.panels["Notes"].value == "<p>notes</p>"
         with pytest.raises(nbmlops.exceptions.UsageError, match="already registered"):
             register_tab("Notes", lambda: ipywidgets.HTML(""))
     finally:
         unregister_tab("Notes")
         unregister_tab("Broken")
-    assert tab_titles() == ["Experiments", "Lineage"]
+    assert tab_titles() == ["Experiments", "Lineage", "Registry"]
 
 
 # --- 1,000 runs and a 200-node lineage --------------------------------------------------------------

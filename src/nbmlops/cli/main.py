@@ -279,7 +279,10 @@ def lineage(
 
 def _mount_subcommands() -> None:
     from nbmlops.cli import audit, registry
+    from nbmlops.cli import serve as serve_cli
 
+    app.command("serve")(serve_cli.serve)
+    app.add_typer(serve_cli.deploy_app, name="deploy", help="Export deployments: KServe, Docker.")
     app.add_typer(audit.app, name="audit", help="The hash-chained audit log: log, verify.")
     app.add_typer(
         registry.app,

@@ -161,5 +161,12 @@ def _lineage_tab() -> widgets.Widget:
     return LineagePanel()
 
 
+def _registry_tab() -> widgets.Widget:
+    from nbmlops.widgets.registry import RegistryPanel
+
+    return RegistryPanel()
+
+
 register_tab("Experiments", _experiments_tab)
 register_tab("Lineage", _lineage_tab)
+register_tab("Registry", _registry_tab)

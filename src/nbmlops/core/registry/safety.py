@@ -151,6 +151,8 @@ def files_digest(path: str | os.PathLike[str]) -> str:
             rel = full.relative_to(root).as_posix()
             if rel.startswith("__pycache__/") or "/__pycache__/" in rel:
                 continue
+            if rel == "registered_model_meta":  # MLflow writes it into a folder on download
+                continue
             h.update(rel.encode() + b"\0" + digest_file(full).digest.encode() + b"\n")
     return h.hexdigest()
 

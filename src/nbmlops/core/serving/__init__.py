@@ -1,0 +1,33 @@
+"""The serving gateway: routed, hot-swappable MLflow model versions behind FastAPI.
+
+``app`` (the gateway and its routes), ``router`` (weighted, sticky routes and alias
+following), ``loader`` (registry look-up, cache, safety checks, loading), ``schema`` (request
+bodies against the signature), ``predlog`` (the prediction log), ``metrics`` (Prometheus),
+``shadow`` (mirrored traffic), ``server`` (uvicorn on loopback) and ``export`` (KServe and
+Docker). Names are imported lazily: ``import nbmlops.core.serving`` pulls in nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Gateway": "app",
+    "GatewayConfig": "app",
+    "create_app": "app",
+    "GatewayServer": "server",
+    "ModelRef": "loader",
+    "ModelLoader": "loader",
+    "ModelRouter": "router",
+    "PredictionLog": "predlog",
+    "read_prediction_log": "predlog",
+    "export_deployment": "export",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,417 @@
+"""The serving gateway: a FastAPI app over routed, hot-swappable MLflow model versions.
+
+Routes:
+
+* ``POST /predict``: records or MLflow's split format, checked against the routed model's
+  signature (400 malformed JSON, 413 too large, 422 naming the field); answers
+  ``{"predictions", "model", "version", "request_id"}`` with headers ``X-Model-Version`` and
+  ``X-Request-Id``. ``X-Request-Key`` makes the canary split sticky.
+* ``GET /health``: 200 with the versions being served (503 until they are loaded).
+* ``GET /metrics``: Prometheus text.
+
+:class:`RequestGuard`, a plain ASGI middleware in front of everything, refuses a foreign
+``Host`` or any cross-origin ``Origin`` (403, against DNS rebinding and browser pages posting
+to localhost), answers 413 as soon as a declared or counted body exceeds the limit (it stops
+reading there, also for chunked bodies, and closes the connection), and 408 when the body does
+not arrive within the read timeout. Nothing here logs request headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route as HttpRoute
+
+from nbmlops.core.serving.errors import InvalidInput
+from nbmlops.core.serving.loader import ModelLoader, ModelRef, parse_weighted
+from nbmlops.core.serving.metrics import CONTENT_TYPE, GatewayMetrics
+from nbmlops.core.serving.predlog import PredictionLog
+from nbmlops.core.serving.router import ModelRouter, Route
+from nbmlops.core.serving.schema import parse_body
+from nbmlops.core.serving.shadow import ShadowScorer
+
+if TYPE_CHECKING:
+    from nbmlops.config import Settings
+
+log = logging.getLogger("nbmlops.serving")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_BIG_BODY = 32 * 1024  # bodies above this are parsed and predicted in a worker thread
+
+
+@dataclass
+class GatewayConfig:
+    """Limits and policies of one gateway."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    read_timeout: float = 10.0  # seconds for the whole request body to arrive
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names accepted besides loopback
+    poll_seconds: float = 1.0
+    shadow_queue: int = 1000
+    predlog_queue: int = 20_000
+    predlog_busy_timeout: float = 1.0  # how long a prediction-log write waits on a lock
+    direct: bool = True  # call sklearn estimators directly (False: always pyfunc.predict)
+    max_connections: int = 1000  # beyond this uvicorn answers 503 (bounds memory under floods)
+
+
+class Gateway:
+    """Models, routes, prediction log, shadow scorer and metrics of one serving process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        main: str | ModelRef,
+        canaries: list[str] | None = None,
+        shadows: list[str] | None = None,
+        config: GatewayConfig | None = None,
+        predlog: PredictionLog | None = None,
+    ):
+        self.settings = settings
+        self.config = config or GatewayConfig()
+        main_ref = main if isinstance(main, ModelRef) else ModelRef.parse(main)
+        self.loader = ModelLoader(settings, direct=self.config.direct)
+        self.router = ModelRouter(
+            self.loader,
+            main_ref,
+            [parse_weighted(c) for c in canaries or []],
+            [ModelRef.parse(s) for s in shadows or []],
+            poll_seconds=self.config.poll_seconds,
+        )
+        self.predlog = predlog or PredictionLog(
+            settings.home_dir,
+            queue_size=self.config.predlog_queue,
+            busy_timeout=self.config.predlog_busy_timeout,
+        )
+        self.shadow = ShadowScorer(
+            lambda: self.router.table.shadows, self.predlog, self.config.shadow_queue
+        )
+        self.metrics = GatewayMetrics(self._state)
+        self.started_at: float | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Gateway:
+        """Load every model (raising if one cannot be served), then start the threads."""
+        self.router.load()
+        self.predlog.start()
+        self.shadow.start()
+        self.router.start_polling()
+        self.started_at = time.time()
+        return self
+
+    def close(self) -> None:
+        self.router.stop()
+        self.shadow.close()
+        self.predlog.close()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait for shadow scoring and the prediction log to catch up (tests, shutdown)."""
+        return self.shadow.flush(timeout) and self.predlog.flush(timeout)
+
+    # --- state -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        routes = []
+        if self.router.ready:
+            table = self.router.table
+            routes = [r.describe() for r in (*table.routes, *table.shadows)]
+        return {
+            "predlog": self.predlog.stats(),
+            "shadow": dict(self.shadow.counts),
+            "routes": routes,
+            "swaps": self.router.swaps,
+            "poll_errors": self.router.poll_errors,
+        }
+
+    def health(self) -> dict[str, Any]:
+        if not self.router.ready:
+            return {"status": "loading"}
+        table = self.router.table
+        return {
+            "status": "ok",
+            "generation": table.generation,
+            "routes": [r.describe() for r in table.routes],
+            "shadows": [r.describe() for r in table.shadows],
+            "versions": sorted({r.model.version for r in table.routes}),
+            "swaps": [asdict(e) for e in self.router.history[-10:]],
+            "last_error": self.router.last_error,
+            "prediction_log": self.predlog.stats(),
+            "started_at": self.started_at,
+        }
+
+    # --- one prediction ----------------------------------------------------------------------
+    def score(
+        self, route: Route, body: bytes, request_id: str, began: float
+    ) -> tuple[int, dict[str, Any]]:
+        """Parse, check and predict one request on ``route``; log it. Never raises."""
+        model = route.model
+        status, payload, records, outputs, error = 200, None, None, None, None
+        reason = None
+        try:
+            payload = parse_body(body)
+            rows = model.validate(payload)
+            records = rows.records
+            outputs = model.predict(rows)
+        except InvalidInput as err:
+            status, error, reason = err.status, err.message, "invalid_input"
+            answer: dict[str, Any] = {"error": err.message, "fields": err.fields}
+        except Exception as err:  # the model itself failed: a server error, not the input's
+            status, error, reason = 500, f"{type(err).__name__}: {err}", "model_error"
+            log.exception("prediction failed on %s v%s", model.name, model.version)
+            answer = {"error": f"The model failed to predict ({type(err).__name__})"}
+        else:
+            answer = {"predictions": outputs}
+        answer.update(model=model.name, version=model.version, request_id=request_id)
+        seconds = time.perf_counter() - began
+        self.metrics.observe(model.name, model.version, route.kind, status, seconds, reason)
+        self.predlog.record(
+            request_id,
+            route.kind,
+            model.name,
+            model.version,
+            status,
+            seconds * 1000.0,
+            inputs=records,
+            outputs=outputs,
+            error=error,
+        )
+        if status == 200 and route.kind != "shadow" and self.router.table.shadows:
+            self.shadow.submit(request_id, payload)
+        return status, answer
+
+
+def _json_bytes(answer: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(answer, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:  # NaN/inf in predictions: JSON has no such numbers, send null
+        return json.dumps(_nan_to_none(answer), separators=(",", ":")).encode()
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, message: str):
+        self.status, self.reason, self.message = status, reason, message
+
+
+class RequestGuard:
+    """Host/Origin checks, body-size limit and body read timeout, before any route runs."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], gateway: Gateway):
+        self.app = app
+        self.gateway = gateway
+        config = gateway.config
+        self.limit = config.max_body_bytes
+        self.read_timeout = config.read_timeout
+        self.names = {n.lower() for n in (*LOOPBACK_NAMES, *config.allowed_hosts)}
+
+    def _host_ok(self, host: bytes | None, port: int | None) -> bool:
+        if not host:
+            return False
+        text = host.decode("latin-1").lower()
+        if text.startswith("["):  # [::1]:8000
+            name, _, rest = text[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        else:
+            name, sep, port_text = text.rpartition(":")
+            if not sep:
+                name, port_text = text, ""
+        if name not in self.names:
+            return False
+        if not port_text:
+            return True
+        return port_text.isdigit() and (port is None or int(port_text) == port)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = origin = length = rid = key = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"x-request-id":
+                rid = value
+            elif name == b"x-request-key":
+                key = value
+        server = scope.get("server")
+        try:
+            port = server[1] if server else None
+            if not self._host_ok(host, port):
+                raise _Refused(
+                    403,
+                    "host",
+                    "Host not allowed: the gateway answers only on "
+                    "127.0.0.1/localhost (allow others with --allow-host)",
+                )
+            if origin is not None and origin.lower() != b"http://" + host.lower():  # type: ignore[union-attr]
+                raise _Refused(403, "origin", "Cross-origin requests are not allowed")
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                if length is not None:
+                    if not length.isdigit():
+                        raise _Refused(400, "bad_length", "Invalid Content-Length")
+                    if int(length) > self.limit:
+                        raise _Refused(413, "too_large", self._too_large())
+                body = await self._read_body(receive)
+                if body is None:
+                    return  # the client went away
+                scope["nbmlops.body"] = body
+                receive = _replay(body)
+        except _Refused as refused:
+            self.gateway.metrics.reject(refused.reason)
+            log.info("refused %s %s: %s", scope["method"], scope["path"], refused.reason)
+            await _send_json(send, refused.status, {"error": refused.message}, close=True)
+            return
+        scope["nbmlops.request_id"] = (
+            rid.decode("latin-1") if rid and _REQUEST_ID_RE.match(rid.decode("latin-1")) else None
+        )
+        scope["nbmlops.request_key"] = key.decode("latin-1") if key else None
+        await self.app(scope, receive, send)
+
+    def _too_large(self) -> str:
+        return f"Request body larger than the limit of {self.limit} bytes"
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.limit:
+                        raise _Refused(413, "too_large", self._too_large())
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise _Refused(
+                408,
+                "read_timeout",
+                f"The request body did not arrive within {self.read_timeout:g} s",
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _send_json(send: Send, status: int, answer: dict[str, Any], close: bool = False) -> None:
+    body = json.dumps(answer).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class PredictEndpoint:
+    """``POST /predict`` as a raw ASGI app (the guard has already read and bounded the body)."""
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began = time.perf_counter()
+        gateway = self.gateway
+        body = scope.get("nbmlops.body")
+        if body is None:  # only when the app runs without its guard (tests of the app alone)
+            body = await _read_all(receive)
+        request_id = scope.get("nbmlops.request_id") or uuid.uuid4().hex
+        if not gateway.router.ready:
+            answer = {"error": "The gateway is still loading", "request_id": request_id}
+            await _send_json(send, 503, answer)
+            return
+        route = gateway.router.table.pick(scope.get("nbmlops.request_key"))
+        if len(body) > _BIG_BODY:
+            status, answer = await run_in_threadpool(gateway.score, route, body, request_id, began)
+        else:
+            status, answer = gateway.score(route, body, request_id, began)
+        content = _json_bytes(answer)
+        model = route.model
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"x-model-name", quote(model.name, safe="").encode()),
+            (b"x-model-version", str(model.version).encode()),
+            (b"x-model-route", route.kind.encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _read_all(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The FastAPI app of a started (or starting) gateway."""
+    app = FastAPI(title="nbmlops serving gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gateway
+
+    @app.get("/health")
+    async def health() -> Response:
+        state = gateway.health()
+        return Response(
+            _json_bytes(state),
+            status_code=200 if state["status"] == "ok" else 503,
+            media_type="application/json",
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    # /predict is a plain ASGI endpoint on the router: no dependency injection, no
+    # Request/Response objects on the hot path (they cost more than the JSON parsing).
+    app.router.routes.insert(0, HttpRoute("/predict", PredictEndpoint(gateway), methods=["POST"]))
+    app.add_middleware(RequestGuard, gateway=gateway)
+    return app

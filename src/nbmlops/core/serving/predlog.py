@@ -1,0 +1,423 @@
+"""The prediction log: one row per request (and per shadow prediction), off the request path.
+
+A request only puts a tuple on a bounded in-memory queue (``put_nowait``: it never waits).
+A writer thread takes rows in batches, serialises them to JSON and inserts them into SQLite
+(``<home>/predictions/predictions.db``, WAL, ``INSERT OR IGNORE`` keyed by request id and
+route). When the database is slow, the queue absorbs it; when it fails (locked past the busy
+timeout, unwritable, disk full), the batch is appended to a spool file
+(``spool-<pid>-<id>.jsonl``) and replayed into the database once it accepts writes again.
+When the queue is full (the writer cannot keep up at all) a row is counted as dropped instead
+of slowing the request. The counts (written, spooled, dropped, replayed) are exported in
+``/metrics``. Rows hold no request headers: Authorization and cookies never reach the log.
+
+:func:`read_prediction_log` reads the database and any spool files into one DataFrame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("nbmlops.serving")
+
+COLUMNS = (
+    "request_id",
+    "route",
+    "ts",
+    "model",
+    "version",
+    "status",
+    "latency_ms",
+    "inputs",
+    "outputs",
+    "error",
+)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    request_id TEXT NOT NULL,
+    route TEXT NOT NULL,
+    ts REAL NOT NULL,
+    model TEXT,
+    version INTEGER,
+    status INTEGER NOT NULL,
+    latency_ms REAL,
+    inputs TEXT,
+    outputs TEXT,
+    error TEXT,
+    PRIMARY KEY (request_id, route)
+);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+"""
+_INSERT = f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+DB_NAME = "predictions.db"
+_WAKE: tuple[Any, ...] = ("wake",)  # put on the queue by close() to wake the writer at once
+
+
+def predictions_dir(home: str | os.PathLike[str]) -> Path:
+    return Path(home) / "predictions"
+
+
+def _dump(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PredictionLog:
+    """Bounded queue + writer thread into SQLite, spooling to JSONL when the sink fails."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str],
+        *,
+        queue_size: int = 20_000,
+        batch_size: int = 500,
+        busy_timeout: float = 1.0,
+        retry_seconds: float = 1.0,
+        linger_seconds: float = 0.05,
+    ):
+        self.folder = predictions_dir(home)
+        self.db_path = self.folder / DB_NAME
+        self.batch_size = batch_size
+        self.busy_timeout = busy_timeout
+        self.retry_seconds = retry_seconds
+        self.linger_seconds = linger_seconds
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=queue_size)
+        self._spool_path = self.folder / f"spool-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self._spool_file: Any = None
+        self._conn: sqlite3.Connection | None = None
+        self._sink_down_until = 0.0
+        self._spool_pending = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._dropped_lock = threading.Lock()
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.sink_errors = 0
+        self.last_sink_error: str | None = None
+
+    # --- the request side --------------------------------------------------------------------
+    def record(
+        self,
+        request_id: str,
+        route: str,
+        model: str | None,
+        version: int | None,
+        status: int,
+        latency_ms: float,
+        inputs: Any = None,
+        outputs: Any = None,
+        error: str | None = None,
+        ts: float | None = None,
+    ) -> bool:
+        """Queue one row; never blocks. False (and counted as dropped) when the queue is full.
+
+        ``inputs`` and ``outputs`` are kept as Python objects and serialised by the writer;
+        the caller must not change them afterwards.
+        """
+        row = (
+            request_id,
+            route,
+            time.time() if ts is None else ts,
+            model,
+            version,
+            status,
+            latency_ms,
+            inputs,
+            outputs,
+            error,
+        )
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self._count_dropped(1)
+            return False
+        return True
+
+    def _count_dropped(self, n: int) -> None:
+        with self._dropped_lock:  # rows are dropped from request threads and the writer
+            self.dropped += n
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> PredictionLog:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="nbmlops-predlog", daemon=True)
+            self._thread.start()
+        return self
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued row is in the database or a spool file."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (spooling what the sink refuses), then stop the writer."""
+        self.flush(timeout)
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(_WAKE)  # the writer need not wait out its poll interval
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._spool_file is not None:
+            self._spool_file.close()
+            self._spool_file = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "dropped": self.dropped,
+            "queued": self.queued,
+            "sink_errors": self.sink_errors,
+            "last_sink_error": self.last_sink_error,
+            "path": str(self.db_path),
+        }
+
+    # --- the writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        next_replay = 0.0
+        while True:
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                if time.monotonic() >= next_replay:
+                    next_replay = time.monotonic() + self.retry_seconds
+                    self._replay_spools()
+                continue
+            if first is _WAKE:
+                self._queue.task_done()
+                if self._stop.is_set() and self._queue.empty():
+                    return
+                continue
+            # Linger a little to write many rows per transaction: one commit per request
+            # would cost the serving thread CPU (and GIL hand-offs) on every request.
+            batch = [first]
+            until = time.monotonic() + self.linger_seconds
+            while len(batch) < self.batch_size:
+                wait = until - time.monotonic()
+                try:
+                    row = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if row is _WAKE:
+                    self._queue.task_done()
+                    until = 0.0  # closing: write what we have now
+                    continue
+                batch.append(row)
+            try:
+                self._write(batch)
+            except Exception as err:  # the writer must survive anything
+                self._count_dropped(len(batch))
+                log.exception("prediction log writer: %s", err)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=self.busy_timeout, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        with conn:  # one transaction per batch
+            conn.executemany(_INSERT, rows)
+
+    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+        rows = [(*r[:7], _dump(r[7]), _dump(r[8]), r[9]) for r in batch]
+        if time.monotonic() < self._sink_down_until:
+            self._spool(rows)
+            return
+        try:
+            self._insert(self._connect(), rows)
+        except sqlite3.Error as err:
+            self._sink_failed(err)
+            self._spool(rows)
+            return
+        self.written += len(rows)
+        if self._spool_pending:  # the sink is back: replay what it refused, even under load
+            self._replay_spools()
+
+    def _sink_failed(self, err: Exception) -> None:
+        self.sink_errors += 1
+        self.last_sink_error = f"{type(err).__name__}: {err}"
+        self._sink_down_until = time.monotonic() + self.retry_seconds
+        log.warning("prediction log sink failed (%s); spooling to %s", err, self._spool_path)
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _spool(self, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            if self._spool_file is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._spool_file = open(self._spool_path, "a", encoding="utf-8")  # noqa: SIM115
+            self._spool_file.write("".join(json.dumps(r) + "\n" for r in rows))
+            self._spool_file.flush()
+        except OSError as err:
+            self._count_dropped(len(rows))
+            self.last_sink_error = f"spool failed: {err}"
+            log.error("prediction log: %d rows dropped (%s)", len(rows), err)
+            return
+        self.spooled += len(rows)
+        self._spool_pending = True
+
+    def _spool_files(self) -> list[Path]:
+        """Our own spool files and those left by processes that are gone."""
+        mine = f"spool-{os.getpid()}-"
+        found = []
+        for path in self.folder.glob("spool-*.jsonl"):
+            if path.name.startswith(mine):
+                found.append(path)
+                continue
+            try:
+                pid = int(path.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            if not _pid_alive(pid):
+                found.append(path)
+        return sorted(found)
+
+    def _replay_spools(self) -> None:
+        if time.monotonic() < self._sink_down_until:
+            return
+        files = self._spool_files()
+        if not files:
+            self._spool_pending = False
+            return
+        if self._spool_file is not None:
+            self._spool_file.close()
+            self._spool_file = None
+        for path in files:
+            rows = read_spool(path)
+            try:
+                self._insert(self._connect(), rows)
+            except sqlite3.Error as err:
+                self._sink_failed(err)
+                return
+            path.unlink(missing_ok=True)
+            self.replayed += len(rows)
+            log.info("prediction log: replayed %d spooled rows from %s", len(rows), path.name)
+        self._spool_pending = False
+
+
+def read_spool(path: Path) -> list[tuple[Any, ...]]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:  # a torn last line
+                continue
+            if isinstance(row, list) and len(row) == len(COLUMNS):
+                rows.append(tuple(row))
+    return rows
+
+
+def read_prediction_log(home: str | os.PathLike[str]) -> Any:
+    """Every logged prediction under ``<home>/predictions`` (database and spool files) as a
+    pandas DataFrame, oldest first, one row per (request_id, route).
+
+    Columns: request_id, route (main/canary/shadow), ts (epoch seconds), time (UTC),
+    model, version, status (HTTP status), latency_ms, inputs and outputs (parsed JSON: the
+    request's records and the predictions), error.
+    """
+    import pandas as pd
+
+    folder = predictions_dir(home)
+    if not folder.is_dir() and (Path(home) / DB_NAME).is_file():
+        folder = Path(home)
+    rows: list[tuple[Any, ...]] = []
+    db = folder / DB_NAME
+    if db.is_file():
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            rows += conn.execute(f"SELECT {', '.join(COLUMNS)} FROM predictions").fetchall()
+        except sqlite3.OperationalError as err:
+            if "no such table" not in str(err):
+                raise
+        finally:
+            conn.close()
+    for path in sorted(folder.glob("spool-*.jsonl")) if folder.is_dir() else []:
+        rows += read_spool(path)
+    # Unique (request id, route), first write wins: a spooled row replayed twice is one row.
+    seen: set[tuple[Any, Any]] = set()
+    unique = []
+    for row in rows:
+        key = (row[0], row[1])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    unique.sort(key=lambda r: r[2])
+    cols = list(zip(*unique, strict=True)) if unique else [()] * len(COLUMNS)
+    data = dict(zip(COLUMNS, cols, strict=True))
+    frame = pd.DataFrame(
+        {
+            "request_id": pd.Series(data["request_id"], dtype=object),
+            "route": pd.Series(data["route"], dtype=object),
+            "ts": pd.Series(data["ts"], dtype="float64"),
+            "model": pd.Series(data["model"], dtype=object),
+            "version": pd.Series(data["version"], dtype="Int64"),
+            "status": pd.Series(data["status"], dtype="int64"),
+            "latency_ms": pd.Series(data["latency_ms"], dtype="float64"),
+            # parsed JSON as Python objects; None stays None (not NaN) in object columns
+            "inputs": pd.Series([_load(v) for v in data["inputs"]], dtype=object),
+            "outputs": pd.Series([_load(v) for v in data["outputs"]], dtype=object),
+            "error": pd.Series(data["error"], dtype=object),
+        }
+    )
+    frame["time"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+    return frame
+
+
+def _load(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value

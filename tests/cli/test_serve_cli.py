@@ -1,0 +1,136 @@
+"""``nbmlops serve`` and ``nbmlops deploy export`` as a user runs them: the serve command in
+its own process on a real port, stopped with SIGTERM like a service manager would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from nbmlops.cli import serve
+from nbmlops.core.serving.errors import ModelNotFoundError, ServingError
+from nbmlops.core.serving.predlog import read_prediction_log
+from nbmlops.exceptions import UsageError
+from tests.core.serving.conftest import frame, records, store  # noqa: F401  (the registry)
+
+app = typer.Typer()
+app.command("serve")(serve.serve)
+app.add_typer(serve.deploy_app, name="deploy")
+runner = CliRunner()
+
+# What `nbmlops` does once main.py mounts these commands (errors: one line, exit 2).
+MAIN = """
+import sys, typer
+from nbmlops.cli import serve
+from nbmlops.exceptions import NbmlopsError
+app = typer.Typer()
+app.command("serve")(serve.serve)
+app.add_typer(serve.deploy_app, name="deploy")
+try:
+    app()
+except NbmlopsError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+@pytest.fixture
+def project(store, tmp_path, monkeypatch):  # noqa: F811
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("NBMLOPS_TRACKING_URI", store.uri)
+    return folder
+
+
+def test_parse_size():
+    assert serve.parse_size("1MiB") == 1 << 20
+    assert serve.parse_size("512 KiB") == 512 * 1024
+    assert serve.parse_size("2MB") == 2_000_000
+    assert serve.parse_size("4096") == 4096
+    for bad in ("", "1 parsec", "0", "-1"):
+        with pytest.raises(UsageError):
+            serve.parse_size(bad)
+
+
+def test_deploy_export_kserve(store, project):  # noqa: F811
+    name = store.register(aliases={"champion": 1, "challenger": 2})
+    result = runner.invoke(
+        app,
+        ["deploy", "export", f"{name}@champion", "--target", "kserve", "--out", "k8s",
+         "--canary", f"{name}@challenger:25", "--storage-uri", "s3://bucket/churn"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "kubectl apply" in result.output
+    canary = yaml.safe_load((project / "k8s" / "inferenceservice-canary.yaml").read_text())
+    assert canary["spec"]["predictor"]["canaryTrafficPercent"] == 25
+
+
+def test_deploy_export_docker(store, project):  # noqa: F811
+    name = store.register()
+    result = runner.invoke(app, ["deploy", "export", f"{name}@1", "-t", "docker", "-o", "img"])
+    assert result.exit_code == 0, result.output
+    assert (project / "img" / "Dockerfile").is_file()
+    assert (project / "img" / "model" / "MLmodel").is_file()
+
+
+def test_serve_names_a_missing_model(store, project):  # noqa: F811
+    result = runner.invoke(app, ["serve", "no-such-model@champion", "--port", "0"])
+    assert isinstance(result.exception, ModelNotFoundError)
+    assert "No registered model 'no-such-model'" in str(result.exception)
+
+
+def test_serve_refuses_a_taken_port_before_loading(store, project):  # noqa: F811
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(app, ["serve", "anything@champion", "--port", str(port)])
+    assert isinstance(result.exception, ServingError)
+    assert f"Cannot listen on 127.0.0.1:{port}" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_serve_answers_then_stops_cleanly_on_sigterm(store, project):  # noqa: F811
+    name = store.register(aliases={"champion": 2})
+    env = {**os.environ, "NBMLOPS_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MAIN, "serve", f"{name}@champion", "--port", "0",
+         "--log-level", "warning"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = None
+        began = time.monotonic()
+        for line in proc.stdout:  # type: ignore[union-attr]
+            if line.startswith("serving on "):
+                url = line.split()[2]
+                break
+            assert time.monotonic() - began < 60
+        assert url, proc.stderr.read()  # type: ignore[union-attr]
+        health = json.load(urllib.request.urlopen(f"{url}/health", timeout=10))
+        assert health["versions"] == [2]
+        rows = frame(3, seed=8)
+        request = urllib.request.Request(
+            f"{url}/predict", data=json.dumps(records(rows)).encode(),
+            headers={"Content-Type": "application/json", "X-Request-Id": "cli-1"},
+        )  # fmt: skip
+        answer = json.load(urllib.request.urlopen(request, timeout=10))
+        assert answer["predictions"] == store.expected("b", rows) and answer["version"] == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    log = read_prediction_log(Path(project) / ".nbmlops")
+    assert list(log.request_id) == ["cli-1"]  # flushed before the process ended
