@@ -107,3 +107,17 @@ def test_bad_requests_are_refused(store, settings, tmp_path: Path):
         export_deployment(settings, f"{name}@1", "docker", tmp_path, canary=f"{name}@2:10")
     assert k8s_name("Churn_Model v2") == "churn-model-v2"
     assert k8s_name("2fast") == "model-2fast"
+
+
+def test_exports_and_serving_are_in_the_audit_log(store, settings, serve, tmp_path):
+    """Deploy actions join register/promote/rollback in the hash-chained audit log."""
+    from nbmlops.core.audit import AuditLog
+
+    name = store.register(aliases={"champion": 1})
+    export_deployment(settings, f"{name}@champion", "kserve", tmp_path / "out")
+    running = serve(f"{name}@champion", project=tmp_path / "project")
+    log = AuditLog(running.settings.audit_path)
+    entries = [(e.action, e.target) for e in log.entries()]
+    assert ("model.deploy.export", f"{name}@champion") in entries
+    assert ("model.deploy.serve", f"{name}@champion") in entries
+    assert log.verify().ok

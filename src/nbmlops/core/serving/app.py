@@ -115,7 +115,19 @@ class Gateway:
         self.shadow.start()
         self.router.start_polling()
         self.started_at = time.time()
+        self._audit_start()
         return self
+
+    def _audit_start(self) -> None:
+        from nbmlops.core.audit import AuditLog
+
+        table = self.router.table
+        AuditLog(self.settings.audit_path).append(
+            "model.deploy.serve",
+            ", ".join(str(r.ref) for r in table.routes),
+            user=self.settings.resolved_user,
+            details={"routes": [r.describe() for r in (*table.routes, *table.shadows)]},
+        )
 
     def close(self) -> None:
         self.router.stop()

@@ -257,5 +257,15 @@ def export_deployment(
     loader = ModelLoader(settings)
     ref = ModelRef.parse(model)
     if target == "kserve":
-        return _export_kserve(loader, ref, out, canary, storage_uri, force)
-    return _export_docker(loader, ref, out, force)
+        result = _export_kserve(loader, ref, out, canary, storage_uri, force)
+    else:
+        result = _export_docker(loader, ref, out, force)
+    from nbmlops.core.audit import AuditLog
+
+    AuditLog(settings.audit_path).append(
+        "model.deploy.export",
+        model,
+        user=settings.resolved_user,
+        details={"target": target, "out": str(out), "canary": canary},
+    )
+    return result
