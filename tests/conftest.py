@@ -159,20 +159,7 @@ def run_papermill(
 ) -> subprocess.CompletedProcess:
     """Run a notebook with the papermill CLI in a real kernel (a separate process, as users do)."""
     out = notebook.with_name(notebook.stem + ".out.ipynb")
-    cmd = [
-        sys.executable,
-        "-m",
-        "papermill",
-        str(notebook),
-        str(out),
-        "-k",
-        "python3",
-        "--cwd",
-        str(cwd),
-        "--no-progress-bar",
-    ]
-    for key, value in (parameters or {}).items():
-        cmd += ["-p", key, str(value)]
+    cmd = papermill_command(notebook, out, cwd, parameters)
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )

@@ -247,19 +247,10 @@ def _is_not_found(err: BaseException) -> bool:
     return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(err).lower()
 
 
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """MLflow draws a progress bar per download into the notebook cell; keep it out."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+def _quiet_downloads() -> contextlib.AbstractContextManager[None]:
+    from nbmlops.core.tracking.store import quiet_artifact_downloads
+
+    return quiet_artifact_downloads()
 
 
 # --- the registry --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,19 +185,10 @@ def to_jsonable(out: Any) -> Any:
     return out
 
 
-@contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """MLflow draws a progress bar per download on stderr; a server's log is no place for it."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
+def _no_progress_bar() -> contextlib.AbstractContextManager[None]:
+    from nbmlops.core.tracking.store import quiet_artifact_downloads
+
+    return quiet_artifact_downloads()
 
 
 def preload_model_libraries() -> None:

@@ -58,6 +58,22 @@ def _file_lock(path: Path):
         os.close(fd)
 
 
+@contextmanager
+def quiet_artifact_downloads():
+    """MLflow draws a progress bar per artifact download (into a notebook cell, or a server's
+    log); switch it off for the duration."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def is_http(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https")
 
