@@ -6,8 +6,9 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 try:
@@ -119,6 +120,45 @@ class PanelMixin:
     worker: Worker
     _loaded: threading.Event
     error: str
+    _quiet: threading.local
+    _lock: threading.Lock
+    _generation: dict[str, int]
+    _closed: bool
+
+    @contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Trait and widget changes made by the panel itself do not trigger its observers."""
+        before = getattr(self._quiet, "on", False)
+        self._quiet.on = True
+        try:
+            yield
+        finally:
+            self._quiet.on = before
+
+    @property
+    def _is_quiet(self) -> bool:
+        return getattr(self._quiet, "on", False)
+
+    def _set(self, name: str, value: Any) -> None:
+        if not self._is_quiet:
+            self._guard(setattr, self, name, value)
+
+    def _guard(self, fn: Any, *args: Any) -> Any:
+        """Run a UI callback; a failure goes to the error box, never to the kernel log."""
+        try:
+            return fn(*args)
+        except Exception as err:
+            log.debug("panel callback failed", exc_info=True)
+            self.show_error(err)
+            return None
+
+    def _bump(self, what: str) -> int:
+        with self._lock:
+            self._generation[what] = self._generation.get(what, 0) + 1
+            return self._generation[what]
+
+    def _stale(self, what: str, generation: int) -> bool:
+        return self._closed or self._generation.get(what) != generation
 
     def show_error(self, err: BaseException | str | None) -> None:
         from nbmlops.widgets.html import error_html

@@ -13,8 +13,6 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from html import escape
 from typing import Any
 
@@ -176,42 +174,6 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.prev_button.on_click(lambda _b: self._set("page", self.page - 1))
         self.next_button.on_click(lambda _b: self._set("page", self.page + 1))
         self.clear_button.on_click(lambda _b: self._set("selected", ()))
-
-    # --- plumbing -------------------------------------------------------------------------------
-    @contextmanager
-    def _quietly(self) -> Iterator[None]:
-        """Trait and widget changes made by the panel itself do not trigger its observers."""
-        before = getattr(self._quiet, "on", False)
-        self._quiet.on = True
-        try:
-            yield
-        finally:
-            self._quiet.on = before
-
-    @property
-    def _is_quiet(self) -> bool:
-        return getattr(self._quiet, "on", False)
-
-    def _set(self, name: str, value: Any) -> None:
-        if not self._is_quiet:
-            self._guard(setattr, self, name, value)
-
-    def _guard(self, fn: Any, *args: Any) -> Any:
-        """Run a UI callback; a failure goes to the error box, never to the kernel log."""
-        try:
-            return fn(*args)
-        except Exception as err:
-            log.debug("panel callback failed", exc_info=True)
-            self.show_error(err)
-            return None
-
-    def _bump(self, what: str) -> int:
-        with self._lock:
-            self._generation[what] = self._generation.get(what, 0) + 1
-            return self._generation[what]
-
-    def _stale(self, what: str, generation: int) -> bool:
-        return self._closed or self._generation.get(what) != generation
 
     # --- loading ------------------------------------------------------------------------------
     def reload(self) -> None:

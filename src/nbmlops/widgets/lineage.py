@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -227,40 +225,6 @@ class LineagePanel(PanelMixin, widgets.VBox):
         self.what_box.observe(self._on_what, "value")
         self.focus_button.on_click(lambda _b: self._set("focus", self.selected))
         self.refresh_button.on_click(lambda _b: self._guard(self.refresh))
-
-    # --- plumbing (as in the experiments panel) ---------------------------------------------
-    @contextmanager
-    def _quietly(self) -> Iterator[None]:
-        before = getattr(self._quiet, "on", False)
-        self._quiet.on = True
-        try:
-            yield
-        finally:
-            self._quiet.on = before
-
-    @property
-    def _is_quiet(self) -> bool:
-        return getattr(self._quiet, "on", False)
-
-    def _set(self, name: str, value: Any) -> None:
-        if not self._is_quiet:
-            self._guard(setattr, self, name, value)
-
-    def _guard(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as err:
-            log.debug("panel callback failed", exc_info=True)
-            self.show_error(err)
-            return None
-
-    def _bump(self, what: str) -> int:
-        with self._lock:
-            self._generation[what] = self._generation.get(what, 0) + 1
-            return self._generation[what]
-
-    def _stale(self, what: str, generation: int) -> bool:
-        return self._closed or self._generation.get(what) != generation
 
     # --- loading and focusing ---------------------------------------------------------------
     def load(self, obj: Any = None) -> None:
