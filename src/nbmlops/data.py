@@ -76,7 +76,8 @@ def commit(
 
     validate_name(name)
     user = _check(s, "commit", name)
-    result = store(s).commit(obj, name, message=message, author=user)
+    data_store = store(s)
+    result = data_store.commit(obj, name, message=message, author=user)
     v = result.version
     audit_log(s).append(
         "data.commit",
@@ -151,7 +152,7 @@ def diff(
 
     s = settings or _settings()
     va, vb = _read(a, s)[0], _read(b, s)[0]
-    st = store(s)
+    st = store(s)  # one store for both loads
     return diff_versions(
         st.load(va.ref),
         st.load(vb.ref),

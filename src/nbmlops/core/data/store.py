@@ -566,20 +566,8 @@ class _FsspecBackend:
                 self._rm_quiet(tmp)
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
-        final = self.path(rel)
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        tmp = final + _temp_suffix()
-        try:
-            with self.fs.open(tmp, "wb") as f:
-                f.write(data)
-            # Check-then-move: see the class docstring for the race this leaves.
-            if self.fs.exists(final):
-                return False
-            self.fs.mv(tmp, final)
-            return True
-        finally:
-            if self.fs.exists(tmp):
-                self._rm_quiet(tmp)
+        # Check-then-move, exactly as put(): see the class docstring for the race this leaves.
+        return self.put(rel, lambda f: f.write(data))
 
 
 _Backend = _LocalBackend | _FsspecBackend

@@ -85,6 +85,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def wait_drained(q: queue.Queue[Any], timeout: float) -> bool:
+    """Wait until every item put on ``q`` was processed (task_done); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while q.unfinished_tasks:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 class PredictionLog:
     """Bounded queue + writer thread into SQLite, spooling to JSONL when the sink fails."""
 
@@ -177,12 +187,7 @@ class PredictionLog:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued row is in the database or a spool file."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return wait_drained(self._queue, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (spooling what the sink refuses), then stop the writer."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbmlops.core.serving.errors import InvalidInput
-from nbmlops.core.serving.predlog import PredictionLog
+from nbmlops.core.serving.predlog import PredictionLog, wait_drained
 from nbmlops.core.serving.router import Route
 
 log = logging.getLogger("nbmlops.serving")
@@ -53,12 +53,7 @@ class ShadowScorer:
             self._thread.start()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return wait_drained(self._queue, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
