@@ -234,11 +234,12 @@ class Settings(BaseModel):
     exit_flush_seconds: float = Field(
         30.0, ge=0, description="How long a closing process waits for unshipped runs"
     )
-    ship: Literal["auto", "wait", "background"] = Field(
+    ship: Literal["auto", "wait", "background", "defer"] = Field(
         "auto",
         description="When a tracked cell returns: 'background' at once (runs ship behind it), "
         "'wait' once its run is in MLflow, 'auto' waits only in batch kernels (papermill), "
-        "which are killed about 2.5 s after their last cell",
+        "which are killed about 2.5 s after their last cell; 'defer' only journals, and the "
+        "process that started the kernel (nbmlops run, a pipeline) ships after it ends",
     )
     ship_wait_seconds: float = Field(
         120.0, gt=0, description="Longest wait for a run to reach MLflow in 'wait' mode"

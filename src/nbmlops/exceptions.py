@@ -140,3 +140,11 @@ class RegistryBusy(StoreError):
 class ConcurrentChange(NbmlopsError):
     """The alias moved between the moment a promotion was decided and the moment it was to
     be written (another promotion won). Nothing was changed."""
+
+
+class PipelineError(NbmlopsError, ValueError):
+    """A notebook, pipeline file or sweep is invalid; raised before any kernel starts."""
+
+
+class StepFailed(NbmlopsError, RuntimeError):
+    """A notebook step ran and failed; its output notebook is kept."""

@@ -278,8 +278,13 @@ def lineage(
 
 
 def _mount_subcommands() -> None:
-    from nbmlops.cli import audit, registry
+    from nbmlops.cli import audit, pipeline, registry, reproduce, sweep
     from nbmlops.cli import serve as serve_cli
+
+    app.command("run")(pipeline.run)
+    app.add_typer(pipeline.app, name="pipeline", help="Pipelines of notebooks: run, show.")
+    app.command("reproduce")(reproduce.reproduce)
+    app.command("sweep")(sweep.sweep)
 
     app.command("serve")(serve_cli.serve)
     app.add_typer(serve_cli.deploy_app, name="deploy", help="Export deployments: KServe, Docker.")

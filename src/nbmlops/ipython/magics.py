@@ -245,12 +245,16 @@ _REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
 def load(ipython: Any) -> None:
     from nbmlops.ipython.data_magics import DataMagics
     from nbmlops.ipython.panel_magics import PanelMagics
+    from nbmlops.ipython.pipeline_magics import PipelineMagics
     from nbmlops.ipython.registry_magics import RegistryMagics
+    from nbmlops.ipython.sweep_magics import SweepMagics
 
     ipython.register_magics(TrackMagics)
     ipython.register_magics(DataMagics)
     ipython.register_magics(RegistryMagics)
     ipython.register_magics(PanelMagics)
+    ipython.register_magics(PipelineMagics)
+    ipython.register_magics(SweepMagics)
     get_tracker().start()  # replays what dead kernels left, in the background
 
 
@@ -258,6 +262,6 @@ def unload(ipython: Any) -> None:
     from nbmlops.core.tracking.session import reset_tracker
 
     for kind in ("line", "cell"):
-        for name in ("track", "data", "validate", "lineage", "mlops", *_REGISTRY_MAGICS):
+        for name in ("track", "data", "validate", "lineage", "mlops", "pipeline", "sweep", *_REGISTRY_MAGICS):
             ipython.magics_manager.magics[kind].pop(name, None)
     reset_tracker()

@@ -33,9 +33,12 @@ from nbmlops.core.tracking.capture import (
 )
 from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
-from nbmlops.core.tracking.shipper import BackgroundShipper
+from nbmlops.core.tracking.shipper import PARENT_KEY_TAG, BackgroundShipper
 from nbmlops.exceptions import NoActiveRunError, UsageError
 
+# A notebook run by ``nbmlops run`` or a pipeline learns its parent run's key from this
+# variable; the shipper turns the tag into MLflow's ``mlflow.parentRunId``.
+PARENT_KEY_ENV = "NBMLOPS_PARENT_RUN_KEY"
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /]{1,250}$")
 
 
@@ -113,8 +116,15 @@ class Tracker:
                 self.settings, self.journal, self._segment.path, self._segment.staging_dir
             )
             self._shipper.listeners.append(self._on_shipped)
-            self._shipper.start()
+            if not self.deferred:
+                self._shipper.start()
             atexit.register(self.close)
+
+    @property
+    def deferred(self) -> bool:
+        """``ship: defer``: this process only journals; whoever runs it (``nbmlops run``, a
+        pipeline, ``nbmlops sync``) ships its segment once it has ended."""
+        return self.settings.ship == "defer"
 
     @property
     def shipper(self) -> BackgroundShipper:
@@ -257,6 +267,9 @@ class Tracker:
             "mlflow.note.content": f"```python\n{run.source.strip()}\n```",
             "nbmlops.pid": str(os.getpid()),
         }
+        parent = os.environ.get(PARENT_KEY_ENV)
+        if parent:
+            tags[PARENT_KEY_TAG] = parent
         if o.source_name:
             tags["mlflow.source.name"] = o.source_name
         if o.cell_id:
@@ -269,7 +282,84 @@ class Tracker:
 
     def _write(self, record: dict[str, Any]) -> None:
         self.segment.append(record)
-        self.shipper.submit(record)
+        if not self.deferred:
+            self.shipper.submit(record)
+
+    # --- runs written by an orchestrator (notebook and pipeline runs) -------------------------
+    def open_run(
+        self,
+        name: str,
+        experiment: str,
+        tags: dict[str, str],
+        *,
+        key: str | None = None,
+        datasets: list[dict[str, Any]] | None = None,
+        reopen: bool = False,
+    ) -> str:
+        """Journal the start of a run that is not a tracked block (a notebook or pipeline run);
+        returns its key. ``reopen`` continues the earlier run with this key (``--resume``)."""
+        key = key or uuid.uuid4().hex
+        tags = {"mlflow.user": self.user, "nbmlops.pid": str(os.getpid()), **tags}
+        record: dict[str, Any] = {
+            "t": "start",
+            "key": key,
+            "ts": now_ms(),
+            "name": name,
+            "experiment": experiment,
+            "tags": tags,
+            "datasets": datasets or [],
+        }
+        if reopen:
+            record["reopen"] = True
+        self._write(record)
+        return key
+
+    def run_staging(self, key: str) -> Path:
+        """Folder whose ``artifacts/`` files ship with the run ``key``."""
+        return self.segment.staging_dir / key
+
+    def close_run(
+        self,
+        key: str,
+        experiment: str,
+        status: str,
+        *,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+        datasets: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Journal the end of a run opened with :meth:`open_run` (files staged under
+        :meth:`run_staging` ship with it)."""
+        ts = now_ms()
+        self._write(
+            {
+                "t": "end",
+                "key": key,
+                "ts": ts,
+                "status": status,
+                "experiment": experiment,
+                "params": {k: param_text(v) for k, v in (params or {}).items()},
+                "metrics": [
+                    {"name": k, "value": float(v), "step": 0, "ts": ts}
+                    for k, v in (metrics or {}).items()
+                ],
+                "tags": dict(tags or {}),
+                "datasets": datasets or [],
+                "models": [],
+                "figures": [],
+            }
+        )
+        try:
+            self.segment.sync()
+        except OSError:
+            pass
+
+    def ship_ended_processes(self) -> None:
+        """Ship the journal segments of processes that have ended (kernels run with
+        ``ship: defer``) from this process's shipper thread."""
+        if not self.deferred:
+            self.shipper.request_replay()
 
     def log_metric(self, name: str, value: Any, step: int | None = None) -> None:
         run = self._require_active("log_metric")
@@ -402,7 +492,7 @@ class Tracker:
                 self.segment.sync()
             except OSError:
                 pass
-            if wait:
+            if wait and not self.deferred:
                 self.shipper.flush(self.settings.ship_wait_seconds)
             summary.run_id = summary.run_id or self.shipper.run_ids.get(run.key)
             summary.ui_url = ui_url(self.settings)

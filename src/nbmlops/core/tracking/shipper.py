@@ -41,6 +41,7 @@ from nbmlops.core.tracking.journal import (
 log = logging.getLogger("nbmlops.shipper")
 
 RUN_KEY_TAG = "nbmlops.run_key"
+PARENT_KEY_TAG = "nbmlops.parent_run_key"
 BATCH_METRICS = 1000  # MLflow's log_batch limits
 BATCH_PARAMS = 100
 BATCH_TAGS = 100
@@ -194,6 +195,7 @@ class RunShipper:
         self._pip_requirements: list[str] | None = None
         self._env_cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.lineage = RunLineage(settings)
+        self.key_ids: dict[str, str] = {}  # run key -> MLflow run id, for parent links
 
     @property
     def client(self):
@@ -214,10 +216,18 @@ class RunShipper:
             return state.run_ids[run.key]
         start = run.start or {}
         exp_id = self._experiment(start.get("experiment") or "Default")
+        careful = careful or bool(start.get("reopen"))
         run_id = self._find_run(exp_id, run.key) if careful else None
+        if run_id is not None and start.get("reopen"):
+            self.client.update_run(run_id, status="RUNNING")
         if run_id is None:
             tags = dict(start.get("tags", {}))
             tags[RUN_KEY_TAG] = run.key
+            parent_key = tags.get(PARENT_KEY_TAG)
+            if parent_key and "mlflow.parentRunId" not in tags:
+                parent_id = self.key_ids.get(parent_key) or self._find_run(exp_id, parent_key)
+                if parent_id:
+                    tags["mlflow.parentRunId"] = parent_id
             created = self.client.create_run(
                 exp_id,
                 start_time=start.get("ts", run.last_ts or now_ms()),
@@ -229,6 +239,7 @@ class RunShipper:
             self.lineage.start(run, run_id)
         mark_shipped(segment, {"key": run.key, "run_id": run_id})
         state.run_ids[run.key] = run_id
+        self.key_ids[run.key] = run_id
         return run_id
 
     def _find_run(self, exp_id: str, key: str) -> str | None:
@@ -523,6 +534,7 @@ def replay_orphans(
 
 
 _STOP = object()
+_REPLAY = object()
 _MAX_STUCK_ATTEMPTS = 5
 
 
@@ -598,6 +610,12 @@ class BackgroundShipper:
                 self._idle.wait(remaining)
         return True
 
+    def request_replay(self) -> None:
+        """Ship the segments of processes that ended (e.g. deferred kernels), in this thread."""
+        with self._idle:
+            self._pending += 1
+        self._queue.put(_REPLAY)
+
     def stop(self, timeout: float) -> bool:
         flushed = self.flush(timeout)
         self._stopping.set()
@@ -611,7 +629,10 @@ class BackgroundShipper:
             item = self._queue.get()
             if item is _STOP:
                 return
-            self._process_with_retry(item)
+            if item is _REPLAY:
+                self._replay()
+            else:
+                self._process_with_retry(item)
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()

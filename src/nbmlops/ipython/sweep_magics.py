@@ -1,0 +1,8 @@
+"""``%sweep``: placeholder until the magic lands."""
+
+from IPython.core.magic import Magics, magics_class
+
+
+@magics_class
+class SweepMagics(Magics):
+    pass
