@@ -281,7 +281,7 @@ def _mount_subcommands() -> None:
     from nbmlops.cli import audit, pipeline, registry, reproduce, sweep
     from nbmlops.cli import serve as serve_cli
 
-    app.command("run")(pipeline.run)
+    app.command("run", context_settings=pipeline.RUN_CONTEXT)(pipeline.run)
     app.add_typer(pipeline.app, name="pipeline", help="Pipelines of notebooks: run, show.")
     app.command("reproduce")(reproduce.reproduce)
     app.command("sweep")(sweep.sweep)

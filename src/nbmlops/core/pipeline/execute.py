@@ -113,6 +113,21 @@ def _ipc_prefix() -> str:
     return str(folder / uuid.uuid4().hex[:12])
 
 
+def _error_cell(path: str) -> int | None:
+    """Index, in the executed notebook papermill wrote, of the cell that raised (papermill's own
+    index counts cells before it inserted its error markers)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return None
+    for i, cell in enumerate(nb.cells):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return i
+    return None
+
+
 def execute_task(
     task: StepTask, kernel: WarmKernel | None = None
 ) -> tuple[StepOutcome, WarmKernel]:
@@ -142,7 +157,7 @@ def execute_task(
         outcome.ok = True
     except PapermillExecutionError as err:
         outcome.error = f"{err.ename}: {err.evalue}"
-        outcome.failed_cell = err.cell_index
+        outcome.failed_cell = _error_cell(task.output)
     except Exception as err:  # kernel died, timeout, unreadable notebook
         outcome.error = f"{type(err).__name__}: {err}"
     outcome.ended = time.time()
