@@ -54,10 +54,11 @@ class PipelineMagics(Magics):
                 )
             from nbmlops.widgets.progress import WidgetProgress
 
+            checked = _validated(args.pipeline, load_settings())  # errors before any widget
             progress = WidgetProgress("pipeline")
             display(progress)
             report = run_pipeline(
-                args.pipeline,
+                checked,
                 jobs=args.jobs,
                 cluster=args.cluster,
                 force=args.force,

@@ -1,0 +1,97 @@
+"""`nbmlops run` and `nbmlops pipeline` as users run them (subprocesses, real kernels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.cli.test_cli import cli
+from tests.conftest import write_notebook
+
+pytestmark = pytest.mark.kernel
+
+
+def test_run_with_parameters_and_exit_codes(project: Path) -> None:
+    write_notebook(
+        project / "nb.ipynb",
+        ["open(out, 'w').write(f'{rate * n}')", "assert n < 100, 'too many'"],
+        parameters="rate = 0.5\nn = 2\nout = 'result.txt'",
+    )
+    params = project / "p.yaml"
+    params.write_text("rate: 0.25\n")
+    ok = cli(project, "run", "nb.ipynb", "-f", "p.yaml", "-p", "n", "8", "-o", "o.ipynb", "--json")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["ok"] and result["run_id"]
+    assert result["parameters"] == {"rate": 0.25, "n": 8}
+    assert (project / "result.txt").read_text() == "2.0"
+    assert (project / "o.ipynb").is_file()
+
+    failed = cli(project, "run", "nb.ipynb", "-p", "n", "200", "-o", "bad.ipynb")
+    assert failed.returncode == 1
+    assert "AssertionError: too many" in failed.stdout
+    assert (project / "bad.ipynb").is_file()  # kept, with the failing cell marked
+
+    for args, words in [
+        (["-p", "m", "1"], "Unknown parameter 'm'"),
+        (["-p", "n", "lots"], "'n' is str"),
+        (["-p", "n"], "needs a name and a value"),
+    ]:
+        bad = cli(project, "run", "nb.ipynb", *args, "-o", "never.ipynb")
+        assert bad.returncode == 2, bad.stderr
+        assert words in bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert not (project / "never.ipynb").exists()  # refused before any kernel started
+
+
+def test_missing_notebook_and_kernel_are_clear(project: Path) -> None:
+    gone = cli(project, "run", "gone.ipynb")
+    assert gone.returncode == 2 and "gone.ipynb' does not exist" in gone.stderr
+    nb = write_notebook(project / "k.ipynb", ["pass"])
+    doc = nbformat.read(str(nb), as_version=4)
+    doc.metadata["kernelspec"]["name"] = "julia-1.9"
+    nbformat.write(doc, str(nb))
+    nokernel = cli(project, "run", "k.ipynb")
+    assert nokernel.returncode == 2
+    assert "No Jupyter kernel named 'julia-1.9'" in nokernel.stderr
+    assert "python3" in nokernel.stderr
+
+
+def test_pipeline_run_show_and_dry_run(project: Path) -> None:
+    write_notebook(
+        project / "w.ipynb", ["open(out, 'w').write(text)"], parameters="text = ''\nout = ''"
+    )
+    (project / "pipeline.yaml").write_text(
+        "name: two\nsteps:\n"
+        "  first: {notebook: w.ipynb, parameters: {text: hi}, outputs: {out: one.txt}}\n"
+        "  second: {notebook: w.ipynb, parameters: {text: yo}, inputs: {x: one.txt},"
+        " outputs: {out: two.txt}}\n"
+    )
+    show = cli(project, "pipeline", "show", "pipeline.yaml")
+    assert show.returncode == 0 and "first" in show.stdout and "second" in show.stdout
+    dry = cli(project, "pipeline", "run", "pipeline.yaml", "--dry-run", "--json")
+    plan = json.loads(dry.stdout)
+    assert {n: s["status"] for n, s in plan["steps"].items()} == {
+        "first": "would run",
+        "second": "would run",
+    }
+    assert not (project / "one.txt").exists()
+    cold = cli(project, "pipeline", "run", "pipeline.yaml", "--json", timeout=300)
+    assert cold.returncode == 0, cold.stderr
+    report = json.loads(cold.stdout)
+    assert [s["status"] for s in report["steps"].values()] == ["ran", "ran"]
+    assert report["run_id"]
+    warm = cli(project, "pipeline", "run", "pipeline.yaml")
+    assert warm.returncode == 0
+    assert warm.stdout.count("cached") >= 2 and "nothing ran" in warm.stdout
+
+
+def test_bad_pipeline_file_is_one_paragraph(project: Path) -> None:
+    (project / "pipeline.yaml").write_text("steps:\n  a: {notebook: a.ipynb\n")
+    proc = cli(project, "pipeline", "run", "pipeline.yaml")
+    assert proc.returncode == 2
+    assert "is not valid YAML at line" in proc.stderr
+    assert "Traceback" not in proc.stderr
