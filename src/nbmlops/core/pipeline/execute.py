@@ -90,9 +90,9 @@ class WarmKernel:
         run_sync(self.km.start_kernel)(env=kernel_env(task), cwd=task.cwd)
         self.start_s = time.perf_counter() - t0
 
-    def shutdown(self) -> None:
+    def shutdown(self, now: bool = False) -> None:
         try:
-            self._run_sync(self.km.shutdown_kernel)(now=False)
+            self._run_sync(self.km.shutdown_kernel)(now=now)
         except Exception as err:  # a kernel that already died
             log.debug("kernel shutdown: %s", err)
         finally:
@@ -128,12 +128,29 @@ def _error_cell(path: str) -> int | None:
     return None
 
 
+def import_papermill() -> Any:
+    """papermill, imported without compiling rfc3987_syntax's grammar: jsonschema (through
+    nbformat) imports that package when it is installed only to register IRI format checkers,
+    which nbformat never uses, and it costs about a second of CPU per process."""
+    import sys
+
+    if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
+        sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # import -> ImportError
+        try:
+            import jsonschema  # noqa: F401
+        finally:
+            del sys.modules["rfc3987_syntax"]
+    import papermill
+
+    return papermill
+
+
 def execute_task(
     task: StepTask, kernel: WarmKernel | None = None
 ) -> tuple[StepOutcome, WarmKernel]:
     """Run the notebook; never raises for the notebook's own failure (the outcome says it).
     Returns the kernel, still running: the caller shuts it down when convenient."""
-    import papermill
+    papermill = import_papermill()
     from papermill.exceptions import PapermillExecutionError
 
     _quiet()

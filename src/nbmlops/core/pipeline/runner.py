@@ -157,17 +157,18 @@ class LocalExecutor:
     def _body(self, warm_task: StepTask) -> None:
         name = warm_task.name
         kernel: WarmKernel | None = None
+        kernel_error: str | None = None
+        ran = False
         try:
             try:
                 kernel = WarmKernel(warm_task)
             except Exception as err:
                 kernel_error = f"the kernel {warm_task.kernel_name!r} did not start: {err}"
-            else:
-                kernel_error = None
             self._go[name].wait()
             task = self._tasks.get(name)
             if task is None:  # cancelled: the cache had it after all
                 return
+            ran = True
             if kernel_error:
                 now = time.time()
                 self.events.put(("done", name, StepOutcome(name, False, now, now, kernel_error)))
@@ -180,7 +181,7 @@ class LocalExecutor:
             self.events.put(("done", name, StepOutcome(name, False, now, now, repr(err))))
         finally:
             if kernel is not None:
-                kernel.shutdown()
+                kernel.shutdown(now=not ran)  # a kernel that ran nothing is simply stopped
             with self._lock:
                 self.kernels -= 1
             self.events.put(("kernel_gone", name, None))
@@ -405,7 +406,7 @@ class _Run:
         self._save_state("RUNNING")
 
     def _datasets(self, step: Step, outcome: StepOutcome | None = None) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for name, digest in self.input_digests.get(step.name, {}).items():
             inp = step.resolved_inputs[name]
             out.append(
@@ -600,6 +601,12 @@ class _Run:
 
         events: queue.Queue = queue.Queue()
         executor: LocalExecutor | DaskExecutor | None = None
+        # Runs are journaled as steps go (that is what makes them durable); shipping them to
+        # MLflow waits until the steps are done, so importing MLflow and writing to its store
+        # does not take a core from the kernels. Other processes' shipping is not affected.
+        shipper = self._tracker().shipper if self.jobs > 1 or self.cluster else None
+        if shipper is not None:
+            shipper.pause()
         tasks: dict[str, StepTask] = {}
         running: set[str] = set()
         likely_cached: set[str] = set()
@@ -743,6 +750,8 @@ class _Run:
             if executor is not None:
                 executor.close()
             self.digests.save()
+            if shipper is not None:
+                shipper.resume()
         self.report.wall_s = time.perf_counter() - t0
         self._close_pipeline_run()
         if self.pipeline_key is not None:

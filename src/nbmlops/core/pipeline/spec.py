@@ -55,7 +55,7 @@ class Step:
     notebook: str | Path
     parameters: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str | Path] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)  # name -> path
     needs: list[str] = field(default_factory=list)
     cache: bool = True
     timeout: float | None = None

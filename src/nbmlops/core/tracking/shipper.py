@@ -578,6 +578,8 @@ class BackgroundShipper:
         self._runs: dict[str, RunRecords] = {}
         self._state = ShipState()
         self._stopping = threading.Event()
+        self._unpaused = threading.Event()
+        self._unpaused.set()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
         self._pending = 0
@@ -601,6 +603,7 @@ class BackgroundShipper:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted is in MLflow; False on timeout (it stays journaled)."""
+        self.resume()
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
             while self._pending:
@@ -617,16 +620,28 @@ class BackgroundShipper:
         self._queue.put(_REPLAY)
 
     def stop(self, timeout: float) -> bool:
+        self.resume()
         flushed = self.flush(timeout)
         self._stopping.set()
         self._queue.put(_STOP)
         return flushed
 
+    def pause(self) -> None:
+        """Hold shipping (records keep being journaled), e.g. while a pipeline's kernels need
+        every core; :meth:`resume` ships everything held. Stopping resumes."""
+        self._unpaused.clear()
+
+    def resume(self) -> None:
+        self._unpaused.set()
+
     def _loop(self) -> None:
+        self._unpaused.wait()
         _quiet_libraries()
         self._replay()
         while True:
             item = self._queue.get()
+            if item is not _STOP:
+                self._unpaused.wait()
             if item is _STOP:
                 return
             if item is _REPLAY:
