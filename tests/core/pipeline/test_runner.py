@@ -168,6 +168,15 @@ def test_pipeline_cache_failure_and_resume(project: Path) -> None:
     assert len(cells) == 2  # c's, and b's second attempt (the first failed before the cell)
     assert all(r.data.tags["mlflow.parentRunId"] in step_ids for r in cells)
 
+    # The steps are linked through their files' digests in the lineage graph.
+    from nbmlops.core.lineage.graph import LineageGraph
+    from nbmlops.core.lineage.store import LineageStore, run_node
+
+    graph = LineageGraph(LineageStore(project / ".nbmlops" / "lineage.db"))
+    view = graph.view(run_node(resumed.steps["d"].run_key))
+    assert run_node(first.steps["a"].run_key) in view.upstream()
+    assert run_node(first.steps["c"].run_key) in view.upstream()
+
     # Nothing changed: nothing runs, nothing is recorded.
     again = run_pipeline(pipe, jobs=2)
     assert set(statuses(again).values()) == {"cached"}
