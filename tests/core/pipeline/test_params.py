@@ -99,5 +99,5 @@ def test_missing_and_broken_notebooks(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="cannot be read"):
         P.read_parameters(broken)
     bad_cell = write_notebook(tmp_path / "syntax.ipynb", [], parameters="a = (")
-    with pytest.raises(PipelineError, match="parameters cell .* is not valid Python"):
+    with pytest.raises(PipelineError, match=r"parameters cell .* is not valid Python"):
         P.read_parameters(bad_cell)

@@ -245,9 +245,100 @@ def test_a_killed_kernel_fails_its_step_and_loses_no_run(project: Path) -> None:
     client = MlflowClient(f"sqlite:///{project / '.nbmlops' / 'mlflow.db'}")
     exp = client.get_experiment_by_name(f"pipeline-{project.name}")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    assert runs["die"].info.status == "FAILED"
+    assert runs["die"].info.status == "KILLED"  # a dead kernel, not a failing cell
     cell = runs["before"]  # the tracked cell the kernel died in: journaled, shipped, closed
     assert cell.info.status == "FAILED"
     assert cell.data.tags["nbmlops.failure"] == "killed"
     assert cell.data.metrics["progress"] == 0.5
     assert cell.data.tags["mlflow.parentRunId"] == runs["die"].info.run_id
+
+
+def test_parameter_values_round_trip_and_the_injected_cell_only_assigns(project: Path) -> None:
+    import ast
+
+    tricky = "quote \" and ' both, back\\slash, new\nline, nul\x00, sep\u2028, tab\t é"
+    values = {"text": tricky, "items": [tricky, 1, None, True], "table": {'k"ey': tricky}}
+    nb = write_notebook(
+        project / "echo.ipynb",
+        ["import json\nopen('echo.json', 'w').write(json.dumps([text, items, table]))"],
+        parameters="text = ''\nitems = []\ntable = {}",
+    )
+    out = project / "echo.out.ipynb"
+    result = run_notebook(nb, values, output=out)
+    assert result.ok, result.report.error
+    assert json.loads((project / "echo.json").read_text()) == [
+        values["text"],
+        values["items"],
+        values["table"],
+    ]
+    executed = nbformat.read(str(out), as_version=4)
+    (injected,) = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    tree = ast.parse(injected.source)
+    assert tree.body and all(isinstance(node, ast.Assign) for node in tree.body)
+    assert sorted(node.targets[0].id for node in tree.body) == ["items", "table", "text"]
+
+
+def test_many_kernels_at_once_all_complete(project: Path) -> None:
+    write_notebook(
+        project / "w.ipynb", ["open(out, 'w').write(str(k * k))"], parameters="k = 0\nout = ''"
+    )
+    steps = "".join(
+        f"  s{k}: {{notebook: w.ipynb, parameters: {{k: {k}}}, outputs: {{out: o{k}.txt}}}}\n"
+        for k in range(8)
+    )
+    (project / "pipeline.yaml").write_text("steps:\n" + steps)
+    report = run_pipeline(project / "pipeline.yaml", jobs=8)
+    assert {s.status for s in report.steps.values()} == {"ran"}, report.table()
+    assert [(project / f"o{k}.txt").read_text() for k in range(8)] == [str(k * k) for k in range(8)]
+
+
+def test_one_output_notebook_is_never_written_by_two_runs(project: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from nbmlops.exceptions import PipelineError
+
+    nb = write_notebook(
+        project / "slow.ipynb", ["import time\ntime.sleep(wait)"], parameters="wait = 0.0"
+    )
+    out = project / "shared.ipynb"
+    out.write_text("{}")  # an earlier result at that path
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nbmlops.cli.main",
+            "run",
+            str(nb),
+            "-p",
+            "wait",
+            "30",
+            "-o",
+            str(out),
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(project.glob(".shared.*.partial.ipynb")):  # the first run is executing
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert out.read_text() == "{}"  # the run writes to its partial file, not over the old one
+        with pytest.raises(PipelineError, match="being written by a run in progress"):
+            run_notebook(nb, {"wait": 0.0}, output=out)
+    finally:
+        first.kill()
+        first.communicate()
+    assert out.read_text() == "{}"  # killed mid-run: the earlier notebook is intact
+    second = run_notebook(nb, {"wait": 0.0}, output=out)  # the lock died with its process
+    assert second.ok
+    assert nbformat.read(str(out), as_version=4).cells
+    # Without -o, every run gets its own notebook.
+    a = run_notebook(nb, {"wait": 0.0})
+    b = run_notebook(nb, {"wait": 0.0})
+    assert a.output_notebook != b.output_notebook

@@ -43,6 +43,7 @@ class StepOutcome:
     failed_cell: int | None = None  # index in the output notebook
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> file info
     kernel_start_s: float = 0.0
+    killed: bool = False  # the kernel died (killed, out of memory) rather than a cell failing
 
     @property
     def duration_s(self) -> float:
@@ -157,13 +158,20 @@ def execute_task(
     started = time.time()
     if kernel is None:
         kernel = WarmKernel(task)
-    Path(task.output).parent.mkdir(parents=True, exist_ok=True)
+    from nbclient.exceptions import DeadKernelError
+
+    final = Path(task.output)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # papermill rewrites its output file as cells run; it writes to a partial file here that
+    # replaces the final one at the end, so an earlier notebook at that path is never left
+    # half-written by a crash.
+    partial = final.with_name(f".{final.stem}.{os.getpid()}.{id(task):x}.partial.ipynb")
     outcome = StepOutcome(task.name, ok=False, started=started, ended=started)
     outcome.kernel_start_s = kernel.start_s
     try:
         papermill.execute_notebook(
             task.notebook,
-            task.output,
+            str(partial),
             parameters=task.parameters,
             km=kernel.km,
             kernel_name=task.kernel_name,
@@ -174,9 +182,14 @@ def execute_task(
         outcome.ok = True
     except PapermillExecutionError as err:
         outcome.error = f"{err.ename}: {err.evalue}"
-        outcome.failed_cell = _error_cell(task.output)
-    except Exception as err:  # kernel died, timeout, unreadable notebook
+        outcome.failed_cell = _error_cell(str(partial))
+    except DeadKernelError as err:
+        outcome.killed = True
+        outcome.error = f"the kernel died: {err}"
+    except Exception as err:  # timeout, unreadable notebook
         outcome.error = f"{type(err).__name__}: {err}"
+    if partial.exists():
+        os.replace(partial, final)
     outcome.ended = time.time()
     if outcome.ok:
         for name, path in task.outputs.items():

@@ -9,6 +9,7 @@ leaves nothing unrecorded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -16,10 +17,12 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from nbmlops.config import Settings, load_settings
 from nbmlops.core.pipeline import notebook as nbfile
@@ -508,7 +511,7 @@ class _Run:
         tracker.close_run(
             key,
             self.p.experiment_name,
-            "FINISHED" if outcome.ok else "FAILED",
+            "FINISHED" if outcome.ok else ("KILLED" if outcome.killed else "FAILED"),
             params=task.parameters,
             tags=tags,
             datasets=self._datasets(step, outcome),
@@ -586,6 +589,21 @@ class _Run:
 
     # -- the loop ----------------------------------------------------------------------------
     def execute(self) -> PipelineReport:
+        if self.dry_run:
+            return self._execute()
+        paths = [str(Path(self._task(self.p.steps[n]).output)) for n in self.p.order]
+        with exclusive(
+            self.home / "locks",
+            f"pipeline:{self.p.display_name}" if self.parent else f"notebook:{paths[0]}",
+            what=(
+                f"pipeline {self.p.display_name!r}"
+                if self.parent
+                else f"output notebook {paths[0]}"
+            ),
+        ):
+            return self._execute()
+
+    def _execute(self) -> PipelineReport:
         t0 = time.perf_counter()
         if self.resume:
             self._load_resume()
@@ -777,6 +795,31 @@ class _Run:
                 continue
             rep.status = WOULD_RUN if run else WOULD_SKIP
             rep.reason = why
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, name: str, what: str) -> Iterator[None]:
+    """One run at a time per pipeline (or per output notebook): a second one is refused, never
+    allowed to overwrite the first one's files. A local ``flock``, released if the process dies."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (xxhash.xxh3_64_hexdigest(name.encode()) + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise PipelineError(
+                f"The {what} is being written by a run in progress (process {holder})",
+                fix="Wait for it to finish, or write elsewhere (-o PATH).",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _validated(pipeline: Pipeline | str | Path, settings: Settings) -> Pipeline:
