@@ -164,49 +164,7 @@ def reproduce(
     run = _get_run(client, run_id, settings)
     tags = run.data.tags
     kind = tags.get("nbmlops.kind")
-    folder = settings.home_dir / "reproduce" / run_id
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    report = ReproduceReport(run_id, kind or "?", folder, float(rtol))
-    experiment = client.get_experiment(run.info.experiment_id).name
-
-    if kind == "notebook":
-        report.runs.append(
-            _reproduce_run(client, run, experiment, folder, settings, rtol, {}, progress, {})
-        )
-    elif kind == "pipeline":
-        steps = _step_runs(client, run)
-        for tag, value in sorted(tags.items()):
-            if tag.startswith("nbmlops.step.") and value.startswith("cached"):
-                report.notes.append(
-                    f"step {tag[len('nbmlops.step.') :]!r} was cached in this pipeline run (not "
-                    "run): reproduce the run that produced its outputs"
-                )
-        if not steps:
-            raise PipelineError(
-                f"Pipeline run {run_id} has no step runs to reproduce (every step was cached "
-                "or skipped)",
-                fix="Reproduce the step runs that produced the outputs (the runs named in the "
-                "pipeline's report.json artifact).",
-            )
-        produced: dict[str, tuple[Path, str]] = {}
-        for step_run in steps:
-            name = _run_name(step_run)
-            report.runs.append(
-                _reproduce_run(
-                    client,
-                    step_run,
-                    experiment,
-                    folder / name,
-                    settings,
-                    rtol,
-                    produced,
-                    progress,
-                    {"nbmlops.reproduces_pipeline": run_id},
-                )
-            )
-    else:
+    if kind not in ("notebook", "pipeline"):
         parent = tags.get("mlflow.parentRunId")
         fix = "Pass the id of a notebook run (`nbmlops run`, a pipeline step) or a pipeline run."
         if parent:
@@ -218,6 +176,44 @@ def reproduce(
             f"Run {run_id} is not a notebook or pipeline run (tag nbmlops.kind is "
             f"{kind!r}), so there is no recorded notebook to run again",
             fix=fix,
+        )
+    runs = [run] if kind == "notebook" else _step_runs(client, run)
+    if not runs:
+        raise PipelineError(
+            f"Pipeline run {run_id} has no step runs to reproduce (every step was cached "
+            "or skipped)",
+            fix="Reproduce the step runs that produced the outputs (the runs named in the "
+            "pipeline's report.json artifact).",
+        )
+    folder = settings.home_dir / "reproduce" / run_id
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    report = ReproduceReport(run_id, kind, folder, float(rtol))
+    experiment = client.get_experiment(run.info.experiment_id).name
+    for tag, value in sorted(tags.items()):
+        if tag.startswith("nbmlops.step.") and value.startswith("cached"):
+            report.notes.append(
+                f"step {tag[len('nbmlops.step.') :]!r} was cached in this pipeline run (not "
+                "run): reproduce the run that produced its outputs"
+            )
+    # Step runs in the order they ran: a step reading an earlier step's output gets the
+    # reproduced output when its digest is the recorded one.
+    produced: dict[str, tuple[Path, str]] = {}
+    for step_run in runs:
+        single = kind == "notebook"
+        report.runs.append(
+            _reproduce_run(
+                client,
+                step_run,
+                experiment,
+                folder if single else folder / _run_name(step_run),
+                settings,
+                rtol,
+                produced,
+                progress,
+                {} if single else {"nbmlops.reproduces_pipeline": run_id},
+            )
         )
     (folder / "reproduce.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
     return report
@@ -572,8 +568,10 @@ def _reproduce_run(
     ]
     if bad:
         rep.error = (
-            f"not run: input(s) {', '.join(bad)} are not available with their recorded content, "
-            "so a run now would not be a reproduction"
+            f"not run: input(s) {', '.join(bad)} are not available with their recorded "
+            "content, so a run now would not be a reproduction. Put the recorded file back, or "
+            "commit inputs to the data store (`nbmlops data commit`) before the runs you want "
+            "to reproduce"
         )
         return rep
 
