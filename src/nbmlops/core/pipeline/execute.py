@@ -162,6 +162,8 @@ def execute_task(
 
     final = Path(task.output)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for path in task.outputs.values():  # declared outputs may go to folders not made yet
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     # papermill rewrites its output file as cells run; it writes to a partial file here that
     # replaces the final one at the end, so an earlier notebook at that path is never left
     # half-written by a crash.

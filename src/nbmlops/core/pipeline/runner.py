@@ -211,12 +211,25 @@ class DaskExecutor:
         self.events = events
         self.kernels = 0
         try:
+            if address.startswith("tcp://"):  # fail in a moment, not after Client's timeout
+                import socket
+
+                host, _, port = address.removeprefix("tcp://").rpartition(":")
+                socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
             self.client = Client(address, timeout=15, set_as_default=False)
         except Exception as err:
             raise PipelineError(
                 f"Cannot connect to the Dask scheduler at {address}: {type(err).__name__}: {err}",
                 fix="Start one with `dask scheduler` (and `dask worker ADDRESS`), or check the "
                 "address (tcp://HOST:PORT).",
+            ) from None
+        try:
+            self.client.wait_for_workers(1, timeout=60)
+        except Exception:
+            self.client.close()
+            raise PipelineError(
+                f"The Dask scheduler at {address} has no workers (waited 60 s)",
+                fix=f"Start some with `dask worker {address}`.",
             ) from None
         self._futures: dict[str, Any] = {}
 
