@@ -101,24 +101,35 @@ def test_serve_refuses_a_taken_port_before_loading(store, project):  # noqa: F81
     assert f"Cannot listen on 127.0.0.1:{port}" in str(result.exception)
 
 
+def launch(store, project: Path, spec: str) -> tuple[subprocess.Popen[str], str, list[str]]:  # noqa: F811
+    """``nbmlops serve SPEC`` in its own process; (process, URL, the lines it printed)."""
+    env = {**os.environ, "NBMLOPS_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MAIN, "serve", spec, "--port", "0", "--log-level", "warning"],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    printed = []
+    began = time.monotonic()
+    for line in proc.stdout:  # type: ignore[union-attr]
+        printed.append(line)
+        if line.startswith("serving on "):
+            return proc, line.split()[2], printed
+        assert time.monotonic() - began < 60
+    proc.kill()
+    raise AssertionError(proc.stderr.read())  # type: ignore[union-attr]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
 @pytest.mark.slow
 def test_serve_answers_then_stops_cleanly_on_sigterm(store, project):  # noqa: F811
     name = store.register(aliases={"champion": 2})
-    env = {**os.environ, "NBMLOPS_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", MAIN, "serve", f"{name}@champion", "--port", "0",
-         "--log-level", "warning"],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc, url, _printed = launch(store, project, f"{name}@champion")
     try:
-        url = None
-        began = time.monotonic()
-        for line in proc.stdout:  # type: ignore[union-attr]
-            if line.startswith("serving on "):
-                url = line.split()[2]
-                break
-            assert time.monotonic() - began < 60
-        assert url, proc.stderr.read()  # type: ignore[union-attr]
         health = json.load(urllib.request.urlopen(f"{url}/health", timeout=10))
         assert health["versions"] == [2]
         rows = frame(3, seed=8)
@@ -129,8 +140,29 @@ def test_serve_answers_then_stops_cleanly_on_sigterm(store, project):  # noqa: F
         answer = json.load(urllib.request.urlopen(request, timeout=10))
         assert answer["predictions"] == store.expected("b", rows) and answer["version"] == 2
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+        stop(proc)
     log = read_prediction_log(Path(project) / ".nbmlops")
     assert list(log.request_id) == ["cli-1"]  # flushed before the process ended
+
+
+@pytest.mark.slow
+def test_a_second_start_serves_from_the_cache_and_follows_the_registry(store, project):  # noqa: F811
+    name = store.register(aliases={"champion": 1})
+    proc, _url, printed = launch(store, project, f"{name}@champion")
+    stop(proc)
+    assert not any("serving cache" in line for line in printed)
+    store.client.set_registered_model_alias(name, "champion", "2")  # while it is down
+
+    proc, url, printed = launch(store, project, f"{name}@champion")
+    try:
+        assert any("version 1" in line for line in printed)
+        assert any("started from the serving cache" in line for line in printed)
+        deadline = time.monotonic() + 30
+        while True:  # the registry's answer arrives within seconds, and version 2 serves
+            health = json.load(urllib.request.urlopen(f"{url}/health", timeout=10))
+            if health["versions"] == [2] and health["confirmed"]:
+                break
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+    finally:
+        stop(proc)

@@ -55,7 +55,7 @@ class ModelStore:
 
     def settings(self, project: Path, **overrides: Any) -> Settings:
         project.mkdir(parents=True, exist_ok=True)
-        return load_settings(project, environ={}, tracking_uri=self.uri, **overrides)
+        return load_settings(project, environ={}, **{"tracking_uri": self.uri, **overrides})
 
     def register(
         self,
@@ -230,7 +230,8 @@ class Running:
 
 @pytest.fixture
 def serve(store: ModelStore, tmp_path: Path) -> Iterator[Any]:
-    """Start a gateway: ``serve("NAME@champion", canaries=[...], shadows=[...], **config)``."""
+    """Start a gateway: ``serve("NAME@champion", canaries=[...], shadows=[...], **config)``
+    (``project=`` and ``tracking_uri=`` choose the project folder and the registry)."""
     servers: list[GatewayServer] = []
 
     def start(
@@ -238,10 +239,12 @@ def serve(store: ModelStore, tmp_path: Path) -> Iterator[Any]:
         canaries: list[str] | tuple[str, ...] = (),
         shadows: list[str] | tuple[str, ...] = (),
         project: Path | None = None,
+        tracking_uri: str | None = None,
         **config: Any,
     ) -> Running:
         config.setdefault("poll_seconds", 0)
-        settings = store.settings(project or tmp_path / "project")
+        overrides = {"tracking_uri": tracking_uri} if tracking_uri else {}
+        settings = store.settings(project or tmp_path / "project", **overrides)
         gateway = Gateway(settings, main, list(canaries), list(shadows), GatewayConfig(**config))
         gateway.start()
         try:

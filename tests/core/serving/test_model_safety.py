@@ -19,17 +19,23 @@ from tests.core.serving.conftest import frame, records, unique
 
 @pytest.fixture
 def loads(monkeypatch):
-    """Every call of mlflow.pyfunc.load_model (there must be none for a refused model)."""
+    """Every model load: scikit-learn models loaded by the gateway itself, everything else by
+    mlflow.pyfunc.load_model (there must be none for a refused model)."""
     import mlflow.pyfunc
 
+    from nbmlops.core.serving import loader
+
     calls = []
-    real = mlflow.pyfunc.load_model
 
-    def recording(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
+    def recording(real):
+        def record(*args, **kwargs):
+            calls.append(args)
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", recording)
+        return record
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", recording(mlflow.pyfunc.load_model))
+    monkeypatch.setattr(loader, "load_sklearn_estimator", recording(loader.load_sklearn_estimator))
     return calls
 
 
@@ -103,14 +109,32 @@ def test_a_version_flagged_by_the_scan_is_refused(serve, store, loads):
     assert loads == []
 
 
-def test_a_copy_changed_in_the_cache_is_refused(serve, store, tmp_path):
+def test_a_copy_changed_in_the_cache_is_fetched_again_not_served(
+    serve, store, tmp_path, monkeypatch, caplog
+):
+    from nbmlops.core.serving import loader
+
     name = store.register()
     first = serve(f"{name}@champion", project=tmp_path / "p")
     first.server.stop()
     cached = next((tmp_path / "p" / ".nbmlops" / "serving-cache").rglob("model.skops"))
     flip_a_byte(cached)
-    with pytest.raises(UnsafeModelError, match="do not match"):
-        serve(f"{name}@champion", project=tmp_path / "p")
+    digests_at_load = []  # of the folder each time the gateway loads a model from it
+    real = loader.load_sklearn_estimator
+
+    def recording(path, mlmodel):
+        digests_at_load.append(files_digest(path))
+        return real(path, mlmodel)
+
+    monkeypatch.setattr(loader, "load_sklearn_estimator", recording)
+
+    again = serve(f"{name}@champion", project=tmp_path / "p")
+
+    assert "failed its check and is fetched again" in caplog.text
+    assert digests_at_load == [store.digests["a"]]  # loaded once, never the changed copy
+    assert files_digest(cached.parent) == store.digests["a"]
+    rows = frame(3)
+    assert again.post(records(rows)).json()["predictions"] == store.expected("a", rows)
 
 
 def test_unknown_models_and_aliases_are_named_with_what_exists(serve, store):

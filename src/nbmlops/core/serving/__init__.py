@@ -1,10 +1,12 @@
-"""The serving gateway: routed, hot-swappable MLflow model versions behind FastAPI.
+"""The serving gateway: routed, hot-swappable MLflow model versions behind Starlette.
 
-``app`` (the gateway and its routes), ``router`` (weighted, sticky routes and alias
-following), ``loader`` (registry look-up, cache, safety checks, loading), ``schema`` (request
-bodies against the signature), ``predlog`` (the prediction log), ``metrics`` (Prometheus),
-``shadow`` (mirrored traffic), ``server`` (uvicorn on loopback) and ``export`` (KServe and
-Docker). Names are imported lazily: ``import nbmlops.core.serving`` pulls in nothing heavy.
+``app`` (the gateway and its routes), ``router`` (weighted, sticky routes, alias following,
+start-up from the cache), ``loader`` (fetch, safety checks, loading), ``registry`` (MLflow's
+registry, asked from a helper process), ``cache`` (checked copies and the registry's last
+answers), ``schema`` (request bodies against the signature), ``predlog`` (the prediction
+log), ``metrics`` (Prometheus), ``shadow`` (mirrored traffic), ``server`` (uvicorn on
+loopback) and ``export`` (KServe and Docker). Names are imported lazily: ``import
+nbmlops.core.serving`` pulls in nothing heavy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ _EXPORTS = {
     "GatewayServer": "server",
     "ModelRef": "loader",
     "ModelLoader": "loader",
+    "RegistryWorker": "registry",
+    "ServingCache": "cache",
     "ModelRouter": "router",
     "PredictionLog": "predlog",
     "read_prediction_log": "predlog",

@@ -1,4 +1,4 @@
-"""The serving gateway: a FastAPI app over routed, hot-swappable MLflow model versions.
+"""The serving gateway: a Starlette app over routed, hot-swappable MLflow model versions.
 
 Routes:
 
@@ -6,7 +6,8 @@ Routes:
   signature (400 malformed JSON, 413 too large, 422 naming the field); answers
   ``{"predictions", "model", "version", "request_id"}`` with headers ``X-Model-Version`` and
   ``X-Request-Id``. ``X-Request-Key`` makes the canary split sticky.
-* ``GET /health``: 200 with the versions being served (503 until they are loaded).
+* ``GET /health``: 200 with the versions being served (503 until they are loaded, and
+  ``"status": "refused"`` if a version served from the cache failed its checks again).
 * ``GET /metrics``: Prometheus text.
 
 :class:`RequestGuard`, a plain ASGI middleware in front of everything, refuses a foreign
@@ -14,6 +15,9 @@ Routes:
 to localhost), answers 413 as soon as a declared or counted body exceeds the limit (it stops
 reading there, also for chunked bodies, and closes the connection), and 408 when the body does
 not arrive within the read timeout. Nothing here logs request headers.
+
+The app is plain Starlette (FastAPI's base): three routes need no request models, dependency
+injection or OpenAPI, and importing FastAPI would add ~0.2 s to every start-up.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from fastapi import FastAPI
-from fastapi.responses import Response
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route as HttpRoute
 
 from nbmlops.core.serving.errors import InvalidInput
@@ -71,6 +77,8 @@ class GatewayConfig:
     predlog_busy_timeout: float = 1.0  # how long a prediction-log write waits on a lock
     direct: bool = True  # call sklearn estimators directly (False: always pyfunc.predict)
     max_connections: int = 1000  # beyond this uvicorn answers 503 (bounds memory under floods)
+    registry_process: bool = True  # ask the registry from a helper process (see registry.py)
+    start_from_cache: bool = True  # serve checked cached copies at once, confirm afterwards
 
 
 class Gateway:
@@ -88,7 +96,16 @@ class Gateway:
         self.settings = settings
         self.config = config or GatewayConfig()
         main_ref = main if isinstance(main, ModelRef) else ModelRef.parse(main)
-        self.loader = ModelLoader(settings, direct=self.config.direct)
+        registry = None
+        if self.config.registry_process:
+            from nbmlops.core.serving.registry import RegistryWorker
+            from nbmlops.core.tracking.store import normalize_uri
+
+            registry = RegistryWorker.shared(
+                normalize_uri(settings.resolved_tracking_uri), settings.resolved_tracking_uri
+            )
+        self.registry_worker = registry
+        self.loader = ModelLoader(settings, direct=self.config.direct, registry=registry)
         self.router = ModelRouter(
             self.loader,
             main_ref,
@@ -101,21 +118,32 @@ class Gateway:
             queue_size=self.config.predlog_queue,
             busy_timeout=self.config.predlog_busy_timeout,
         )
-        self.shadow = ShadowScorer(
-            lambda: self.router.table.shadows, self.predlog, self.config.shadow_queue
-        )
+        self.shadow = ShadowScorer(self._shadow_routes, self.predlog, self.config.shadow_queue)
         self.metrics = GatewayMetrics(self._state)
         self.started_at: float | None = None
 
+    def _shadow_routes(self) -> tuple[Route, ...]:
+        table = self.router.current
+        return table.shadows if table is not None else ()
+
     # --- lifecycle ---------------------------------------------------------------------------
+    def prefetch(self) -> Gateway:
+        """Start the registry helper and ask it what the cache cannot answer, so that those
+        answers arrive while this process imports the models' libraries. Optional: ``start``
+        asks anyway."""
+        if self.registry_worker is not None:
+            self.registry_worker.start()
+        self.router.prefetch(self.config.start_from_cache)
+        return self
+
     def start(self) -> Gateway:
         """Load every model (raising if one cannot be served), then start the threads."""
-        self.router.load()
+        self.router.load(use_cache=self.config.start_from_cache)
         self.predlog.start()
         self.shadow.start()
-        self.router.start_polling()
         self.started_at = time.time()
         self._audit_start()
+        self.router.start_polling()
         return self
 
     def _audit_start(self) -> None:
@@ -141,8 +169,8 @@ class Gateway:
     # --- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         routes = []
-        if self.router.ready:
-            table = self.router.table
+        table = self.router.current
+        if table is not None:
             routes = [r.describe() for r in (*table.routes, *table.shadows)]
         return {
             "predlog": self.predlog.stats(),
@@ -153,11 +181,14 @@ class Gateway:
         }
 
     def health(self) -> dict[str, Any]:
-        if not self.router.ready:
+        table = self.router.current
+        if table is None:
+            if self.router.refusal is not None:
+                return {"status": "refused", "error": self.router.refusal}
             return {"status": "loading"}
-        table = self.router.table
         return {
             "status": "ok",
+            "confirmed": self.router.confirmed,
             "generation": table.generation,
             "routes": [r.describe() for r in table.routes],
             "shadows": [r.describe() for r in table.shadows],
@@ -204,7 +235,8 @@ class Gateway:
             outputs=outputs,
             error=error,
         )
-        if status == 200 and route.kind != "shadow" and self.router.table.shadows:
+        table = self.router.current
+        if status == 200 and route.kind != "shadow" and table is not None and table.shadows:
             self.shadow.submit(request_id, payload)
         return status, answer
 
@@ -372,11 +404,13 @@ class PredictEndpoint:
         if body is None:  # only when the app runs without its guard (tests of the app alone)
             body = await _read_all(receive)
         request_id = scope.get("nbmlops.request_id") or uuid.uuid4().hex
-        if not gateway.router.ready:
-            answer = {"error": "The gateway is still loading", "request_id": request_id}
-            await _send_json(send, 503, answer)
+        table = gateway.router.current
+        if table is None:
+            refusal = gateway.router.refusal
+            error = "The gateway is still loading" if refusal is None else refusal
+            await _send_json(send, 503, {"error": error, "request_id": request_id})
             return
-        route = gateway.router.table.pick(scope.get("nbmlops.request_key"))
+        route = table.pick(scope.get("nbmlops.request_key"))
         if len(body) > _BIG_BODY:
             status, answer = await run_in_threadpool(gateway.score, route, body, request_id, began)
         else:
@@ -404,13 +438,10 @@ async def _read_all(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def create_app(gateway: Gateway) -> FastAPI:
-    """The FastAPI app of a started (or starting) gateway."""
-    app = FastAPI(title="nbmlops serving gateway", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.gateway = gateway
+def create_app(gateway: Gateway) -> Starlette:
+    """The ASGI app of a started (or starting) gateway."""
 
-    @app.get("/health")
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
         state = gateway.health()
         return Response(
             _json_bytes(state),
@@ -418,12 +449,18 @@ def create_app(gateway: Gateway) -> FastAPI:
             media_type="application/json",
         )
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
-    # /predict is a plain ASGI endpoint on the router: no dependency injection, no
-    # Request/Response objects on the hot path (they cost more than the JSON parsing).
-    app.router.routes.insert(0, HttpRoute("/predict", PredictEndpoint(gateway), methods=["POST"]))
-    app.add_middleware(RequestGuard, gateway=gateway)
+    # /predict is a plain ASGI endpoint: no Request/Response objects on the hot path (they
+    # cost more than the JSON parsing).
+    app = Starlette(
+        routes=[
+            HttpRoute("/predict", PredictEndpoint(gateway), methods=["POST"]),
+            HttpRoute("/health", health, methods=["GET"]),
+            HttpRoute("/metrics", metrics, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestGuard, gateway=gateway)],
+    )
+    app.state.gateway = gateway
     return app

@@ -100,7 +100,7 @@ def _export_kserve(
 
     result = ExportResult("kserve", out)
     resolved = loader.resolve(ref)
-    location = loader.client.get_model_version_download_uri(resolved.name, str(resolved.version))
+    location = loader.registry.download_uri(resolved.name, resolved.version)
     uri, local = _storage_uri(storage_uri or location)
     name = k8s_name(resolved.name)
 
@@ -119,7 +119,7 @@ def _export_kserve(
     if canary:
         cref, percent = parse_weighted(canary)
         cres = loader.resolve(cref)
-        clocation = loader.client.get_model_version_download_uri(cres.name, str(cres.version))
+        clocation = loader.registry.download_uri(cres.name, cres.version)
         curi, clocal = _storage_uri(clocation)
         local = local or clocal
         manifest = inference_service(name, curi, notes_for(cres.version, cres.tags), percent)

@@ -1,101 +1,76 @@
 """Resolve ``NAME@alias`` / ``NAME@VERSION`` in the MLflow registry, fetch, check, load.
 
 A version's files are downloaded once to ``<home>/serving-cache/<name>/<version>`` (through a
-temporary folder renamed into place, so a half-downloaded copy is never used). Before anything
-in them is imported, :func:`~nbmlops.core.registry.safety.inspect_model_dir` refuses paths
-leaving the folder and undeclared loader modules, and
-:func:`~nbmlops.core.registry.safety.verify_files` compares the files with the digest recorded
-at registration (version tag ``nbmlops.files_digest``). The cached copy is checked again on
-every load, so a file changed in the cache is refused too.
+temporary folder renamed into place, so a half-downloaded copy is never used); see
+:mod:`~nbmlops.core.serving.cache`. Before anything in them is imported,
+:func:`~nbmlops.core.registry.safety.inspect_model_dir` refuses paths leaving the folder and
+undeclared loader modules, and :func:`~nbmlops.core.registry.safety.verify_files` compares the
+files with the digest recorded at registration (version tag ``nbmlops.files_digest``). The
+cached copy is checked again on every load; a copy that fails is thrown away and fetched
+again, and the fresh copy must pass.
 
-Only then is the model loaded with ``mlflow.pyfunc.load_model``. For scikit-learn models the
-gateway calls the estimator's own ``predict`` on a DataFrame it already checked against the
+Only then is the model loaded. A scikit-learn model (``mlflow.sklearn`` flavour, no code
+paths) is loaded as ``mlflow.sklearn`` loads it (skops, pickle or cloudpickle, with the
+model's declared skops trusted types and MLflow's ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``
+switch) but without importing MLflow, which costs a second of start-up; the gateway then
+calls the estimator's own ``predict`` on a DataFrame it already checked against the
 signature (pyfunc's ``predict`` would check the schema again and convert the output, which
-costs more than the prediction itself for one row); ``direct=False`` keeps pyfunc's path.
+costs more than the prediction itself for one row). Every other model, and every model when
+``direct=False``, is loaded with ``mlflow.pyfunc.load_model`` and predicts through it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from nbmlops.core.registry.safety import inspect_model_dir, verify_files
-from nbmlops.core.serving.errors import (
-    BadModelSpec,
-    ModelLoadError,
-    ModelNotFoundError,
-    ServingError,
+from nbmlops.core.serving.cache import ServingCache
+from nbmlops.core.serving.errors import BadModelSpec, ModelLoadError
+from nbmlops.core.serving.registry import (
+    DEFAULT_ALIAS,
+    RESOLVE_TIMEOUT,
+    MlflowRegistry,
+    ModelRef,
+    ModelRegistry,
+    RegistryHelperGone,
+    ResolvedVersion,
 )
 from nbmlops.core.serving.schema import InputSchema, ValidatedInput, validate_payload
 from nbmlops.exceptions import NbmlopsError, UnsafeModelError
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from nbmlops.config import Settings
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "ModelLoader",
+    "ModelRef",
+    "ResolvedVersion",
+    "ServedModel",
+    "parse_weighted",
+    "preload_model_libraries",
+]
 
 log = logging.getLogger("nbmlops.serving")
 
 DIGEST_TAG = "nbmlops.files_digest"
 SCAN_TAG = "nbmlops.scan"
+SAFETY_TAGS = (DIGEST_TAG, SCAN_TAG)
 REGISTERED_MODEL_META = "registered_model_meta"
-DEFAULT_ALIAS = "champion"
-_ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model and which version of it: an alias (followed) or a fixed number."""
-
-    name: str
-    alias: str | None = None
-    version: int | None = None
-
-    @property
-    def follows_alias(self) -> bool:
-        return self.alias is not None
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.alias if self.alias is not None else self.version}"
-
-    @classmethod
-    def parse(cls, text: str) -> ModelRef:
-        """``NAME@alias``, ``NAME@3``, ``models:/NAME@alias``, ``models:/NAME/3`` or ``NAME``
-        (which means ``NAME@champion``)."""
-        spec = text.strip()
-        if spec.startswith("models:/"):
-            spec = spec.removeprefix("models:/")
-            if "@" not in spec and "/" in spec:
-                spec = spec.replace("/", "@", 1)
-        name, sep, which = spec.rpartition("@")
-        if not sep:
-            name, which = spec, DEFAULT_ALIAS
-        if not name or not which or "/" in name:
-            raise BadModelSpec(
-                f"Cannot read the model spec {text!r}",
-                fix="Write NAME@alias (e.g. churn@champion) or NAME@VERSION (e.g. churn@3).",
-            )
-        if which.isdigit():
-            return cls(name, version=int(which))
-        if not _ALIAS_RE.match(which):
-            raise BadModelSpec(
-                f"{which!r} in {text!r} is neither a version number nor an alias",
-                fix="Aliases are letters, digits, '_' and '-', starting with a letter.",
-            )
-        return cls(name, alias=which)
+PREFETCH_FRESH_SECONDS = 60.0  # an answer asked for at start-up is used only this long
 
 
 def parse_weighted(text: str) -> tuple[ModelRef, float]:
@@ -119,17 +94,6 @@ def parse_weighted(text: str) -> tuple[ModelRef, float]:
     return ModelRef.parse(spec), percent
 
 
-@dataclass(frozen=True)
-class ResolvedVersion:
-    """What the registry says a ref points at now."""
-
-    name: str
-    version: int
-    tags: dict[str, str]
-    source: str = ""
-    run_id: str | None = None
-
-
 @dataclass
 class ServedModel:
     """One loaded model version, ready to predict on checked input."""
@@ -142,10 +106,13 @@ class ServedModel:
     digest_verified: bool
     load_seconds: float
     _call: Callable[[Any], Any] = field(repr=False)
-    pyfunc: Any = field(default=None, repr=False)
+    pyfunc: Any = field(default=None, repr=False)  # MLflow's PyFuncModel, when it loaded it
     _call_array: Callable[[Any], Any] | None = field(default=None, repr=False)
     requirement_mismatches: list[str] = field(default_factory=list)
     loaded_at: float = field(default_factory=time.time)
+    estimator: Any = field(default=None, repr=False)  # the scikit-learn estimator, if any
+    checked_tags: dict[str, str] = field(default_factory=dict)  # safety tags it was checked with
+    input_example: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -185,14 +152,9 @@ def to_jsonable(out: Any) -> Any:
     return out
 
 
-def _no_progress_bar() -> contextlib.AbstractContextManager[None]:
-    from nbmlops.core.tracking.store import quiet_artifact_downloads
-
-    return quiet_artifact_downloads()
-
-
 def preload_model_libraries() -> None:
-    """Import ``skops.io`` before MLflow is imported, when it is installed.
+    """Import ``skops.io`` (and with it scikit-learn, scipy and pandas) before MLflow is
+    imported, when it is installed.
 
     MLflow 3 saves scikit-learn models with skops, and skops computes its trusted types at
     import time by looking for each numpy/scipy ufunc in every loaded module. After
@@ -204,12 +166,6 @@ def preload_model_libraries() -> None:
     if importlib.util.find_spec("skops") is None:
         return
     importlib.import_module("skops.io")
-
-
-def _safe_segment(name: str) -> str:
-    """A registered model name as one folder name (no separators, no '..')."""
-    seg = quote(name, safe="")
-    return "%2E" + seg[1:] if seg.startswith(".") else seg
 
 
 def _requirement_mismatches(path: Path) -> list[str]:
@@ -238,14 +194,95 @@ def _requirement_mismatches(path: Path) -> list[str]:
     return found
 
 
-class ModelLoader:
-    """Resolves refs against one MLflow registry and loads versions through a local cache."""
+def _pickles_allowed() -> bool:
+    """MLflow's switch for deserialising models (skops included); on unless set false."""
+    value = os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").strip().lower()
+    return value not in ("false", "0")
 
-    def __init__(self, settings: Settings, *, direct: bool = True):
+
+def load_sklearn_estimator(path: Path, mlmodel: dict[str, Any]) -> Any | None:
+    """The estimator of an ``mlflow.sklearn`` model folder, loaded the way
+    ``mlflow.sklearn._load_pyfunc`` loads it, without importing MLflow.
+
+    None when this is not such a model, or one MLflow would load differently (code paths,
+    an unknown serialisation format, deserialisation switched off): pyfunc loads those. Call
+    it only on a folder that passed :func:`~nbmlops.core.registry.safety.inspect_model_dir`.
+    """
+    flavors = mlmodel.get("flavors") or {}
+    pyfunc_conf = flavors.get("python_function") or {}
+    conf = flavors.get("sklearn") or {}
+    if pyfunc_conf.get("loader_module") != "mlflow.sklearn" or not isinstance(conf, dict):
+        return None
+    if not conf or pyfunc_conf.get("code") or conf.get("code") or not _pickles_allowed():
+        return None
+    model_path = pyfunc_conf.get("model_path")
+    fmt = conf.get("serialization_format", "pickle")
+    if not isinstance(model_path, str) or fmt not in ("skops", "pickle", "cloudpickle"):
+        return None
+    file = path / model_path
+    if not file.is_file():
+        return None
+    if fmt == "skops":
+        import skops.io
+
+        return skops.io.load(file, trusted=conf.get("skops_trusted_types"))
+    with open(file, "rb") as f:
+        if fmt == "cloudpickle":
+            import cloudpickle
+
+            return cloudpickle.load(f)
+        import pickle
+
+        # What mlflow.sklearn does for this format, on files checked against the digest
+        # recorded at registration and scanned by the registry.
+        return pickle.load(f)  # noqa: S301
+
+
+def read_input_example(path: Path, mlmodel: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The model's saved DataFrame input example as records (MLflow's ``input_example``
+    without MLflow); None when there is none or it is not a DataFrame."""
+    info = mlmodel.get("saved_input_example_info") or {}
+    if not isinstance(info, dict) or info.get("type") != "dataframe":
+        return None
+    rel = info.get("artifact_path")
+    if not isinstance(rel, str) or not rel:
+        return None
+    file = (path / rel).resolve()
+    if not file.is_relative_to(path.resolve()) or not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    orient = info.get("pandas_orient", "split")
+    if orient == "split" and isinstance(data, dict):
+        columns, rows = data.get("columns"), data.get("data")
+        if isinstance(columns, list) and isinstance(rows, list):
+            return [dict(zip(columns, row, strict=False)) for row in rows if isinstance(row, list)]
+    if orient == "records" and isinstance(data, list):
+        return [row for row in data if isinstance(row, dict)]
+    return None
+
+
+class CachedCopyUnusable(Exception):
+    """The cache has no usable checked copy of a version (missing, or it failed a check)."""
+
+
+class ModelLoader:
+    """Resolves refs against one MLflow registry and loads versions through a local cache.
+
+    ``registry`` answers the registry questions: MLflow's client in this process unless
+    another is given (the gateway gives a :class:`~nbmlops.core.serving.registry.RegistryWorker`).
+    """
+
+    def __init__(
+        self, settings: Settings, *, direct: bool = True, registry: ModelRegistry | None = None
+    ):
         self.settings = settings
         self.direct = direct
-        self.cache_root = settings.home_dir / "serving-cache"
-        self._client: MlflowClient | None = None
+        self.cache = ServingCache(settings.home_dir / "serving-cache", self.tracking_uri)
+        self._registry = registry
+        self._early: dict[ModelRef, tuple[float, Future[ResolvedVersion]]] = {}
 
     @property
     def tracking_uri(self) -> str:
@@ -254,123 +291,101 @@ class ModelLoader:
         return normalize_uri(self.settings.resolved_tracking_uri)
 
     @property
-    def client(self) -> MlflowClient:
-        if self._client is None:
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
-        return self._client
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = MlflowRegistry(
+                self.tracking_uri, where=self.settings.resolved_tracking_uri
+            )
+        return self._registry
 
     # --- the registry ------------------------------------------------------------------------
+    def prefetch(self, ref: ModelRef) -> None:
+        """Ask the registry about ``ref`` now and read the answer on the next :meth:`resolve`
+        (when the registry answers asynchronously; otherwise nothing happens)."""
+        ask = getattr(self.registry, "resolve_async", None)
+        if ask is not None and ref not in self._early:
+            self._early[ref] = (time.monotonic(), ask(ref))
+
     def resolve(self, ref: ModelRef) -> ResolvedVersion:
         """The version ``ref`` points at now; ModelNotFoundError lists what exists."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            if ref.alias is not None:
-                mv = self.client.get_model_version_by_alias(ref.name, ref.alias)
-            else:
-                mv = self.client.get_model_version(ref.name, str(ref.version))
-        except MlflowException as err:
-            if getattr(err, "error_code", "") in (
-                "RESOURCE_DOES_NOT_EXIST",
-                "INVALID_PARAMETER_VALUE",
-            ):
-                raise self._not_found(ref) from None
-            raise ServingError(
-                f"Cannot read {ref} from the model registry: {err.message}",
-                where=self.settings.resolved_tracking_uri,
-                fix="Check that the tracking store is reachable (nbmlops status).",
-            ) from None
-        return ResolvedVersion(
-            name=mv.name,
-            version=int(mv.version),
-            tags=dict(mv.tags or {}),
-            source=str(mv.source or ""),
-            run_id=mv.run_id,
-        )
-
-    def _not_found(self, ref: ModelRef) -> ModelNotFoundError:
-        where = self.settings.resolved_tracking_uri
-        try:
-            rm = self.client.get_registered_model(ref.name)
-        except Exception:
+        early = self._early.pop(ref, None)
+        if early is not None and time.monotonic() - early[0] < PREFETCH_FRESH_SECONDS:
             try:
-                names = sorted(m.name for m in self.client.search_registered_models(max_results=20))
-            except Exception:
-                names = []
-            return ModelNotFoundError(
-                f"No registered model {ref.name!r}",
-                where=where,
-                fix=f"Registered models: {', '.join(names)}." if names else "Register one first.",
-            )
-        try:
-            quoted = ref.name.replace("'", "\\'")
-            found = self.client.search_model_versions(f"name = '{quoted}'", max_results=200)
-            versions = sorted(int(v.version) for v in found)
-        except Exception:
-            versions = []
-        aliases = ", ".join(f"@{a} -> {v}" for a, v in sorted((rm.aliases or {}).items()))
-        what = (
-            f"Model {ref.name!r} has no alias {ref.alias!r}"
-            if ref.alias is not None
-            else f"Model {ref.name!r} has no version {ref.version}"
-        )
-        return ModelNotFoundError(
-            what,
-            where=where,
-            fix=f"Versions: {', '.join(map(str, versions)) or 'none'}; aliases: "
-            f"{aliases or 'none'}. Serve one of them, e.g. {ref.name}@{versions[-1] if versions else 1}.",
-        )
+                return early[1].result(RESOLVE_TIMEOUT)
+            except RegistryHelperGone:
+                pass  # asked again below, of a new helper
+            except FutureTimeout:
+                pass
+        return self.registry.resolve(ref)
+
+    def cached(self, ref: ModelRef) -> ResolvedVersion | None:
+        """What the registry said ``ref`` meant when it was last asked, if a checked copy of
+        that version is in the cache."""
+        return self.cache.lookup(ref)
+
+    def remember(self, ref: ModelRef, resolved: ResolvedVersion) -> None:
+        """Record the registry's answer for ``ref`` (for the next start-up)."""
+        self.cache.remember(ref, resolved)
 
     # --- files -------------------------------------------------------------------------------
-    def _check(self, path: Path, resolved: ResolvedVersion) -> bool:
-        """Scan verdict, structure, then digest; True when a recorded digest was verified."""
+    def _refuse_flagged(self, resolved: ResolvedVersion) -> None:
         if resolved.tags.get(SCAN_TAG) == "flagged":
             raise UnsafeModelError(
                 f"{resolved.name} version {resolved.version} was flagged by the registry's "
                 f"security scan ({resolved.tags.get(SCAN_TAG + '.summary', 'see its model card')})",
                 fix="Serve a version that passed the scan.",
             )
+
+    def _check(self, path: Path, resolved: ResolvedVersion) -> bool:
+        """Scan verdict, structure, then digest; True when a recorded digest was verified."""
+        self._refuse_flagged(resolved)
         inspect_model_dir(path, self.settings.trusted_loader_modules)
         expected = resolved.tags.get(DIGEST_TAG)
         verify_files(path, expected)
         return expected is not None
 
-    def fetch(self, resolved: ResolvedVersion) -> tuple[Path, bool]:
-        """The checked local folder of a version (downloaded once); (path, digest_verified)."""
-        folder = self.cache_root / _safe_segment(resolved.name)
-        final = folder / str(resolved.version)
-        if final.is_dir():
-            return final, self._check(final, resolved)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".download-{uuid.uuid4().hex}"
-        try:
-            import mlflow.artifacts
+    def fetch(self, resolved: ResolvedVersion, *, offline: bool = False) -> tuple[Path, bool]:
+        """The checked local folder of a version (downloaded once); (path, digest_verified).
 
-            # download_artifacts("models:/NAME/VERSION") resolves the name with the
-            # process-wide registry URI, whatever registry_uri it is given (MLflow 3.17), so
-            # the version's own artifact location is looked up with our client instead.
-            source = self.client.get_model_version_download_uri(
-                resolved.name, str(resolved.version)
-            )
-            with _no_progress_bar():
-                local = Path(
-                    mlflow.artifacts.download_artifacts(
-                        artifact_uri=source,
-                        dst_path=str(tmp),
-                        tracking_uri=self.tracking_uri,
-                        registry_uri=self.tracking_uri,
-                    )
+        A cached copy that fails its check is thrown away and downloaded again; with
+        ``offline`` (a start-up from the cache) CachedCopyUnusable is raised instead.
+        """
+        self._refuse_flagged(resolved)  # a verdict on the version, not on the copy
+        final = self.cache.version_dir(resolved.name, resolved.version)
+        if final.is_dir():
+            try:
+                verified = self._check(final, resolved)
+            except UnsafeModelError as err:
+                log.warning(
+                    "the cached copy of %s version %s failed its check and is fetched again: %s",
+                    resolved.name,
+                    resolved.version,
+                    err,
                 )
-        except Exception as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ModelLoadError(
-                f"Cannot download {resolved.name} version {resolved.version}: {err}",
-                where=self.settings.resolved_tracking_uri,
-                fix="Check that the version's artifacts exist and are readable.",
-            ) from None
+                self.cache.discard(final)
+                if offline:
+                    raise CachedCopyUnusable(str(err)) from None
+            else:
+                if not offline:
+                    self.cache.write_version(resolved)
+                return final, verified
+        elif offline:
+            raise CachedCopyUnusable(f"no cached copy of {resolved.name} v{resolved.version}")
+        return self._download(resolved, final)
+
+    def _download(self, resolved: ResolvedVersion, final: Path) -> tuple[Path, bool]:
+        tmp = self.cache.new_download_dir(resolved.name)
         try:
+            try:
+                local = self.registry.download(resolved.name, resolved.version, tmp)
+            except NbmlopsError:
+                raise
+            except Exception as err:
+                raise ModelLoadError(
+                    f"Cannot download {resolved.name} version {resolved.version}: {err}",
+                    where=self.settings.resolved_tracking_uri,
+                    fix="Check that the version's artifacts exist and are readable.",
+                ) from None
             # MLflow writes this YAML (name and version) into a *local* artifact folder whenever
             # someone downloads a models:/ URI of it, i.e. after registration: it is not part
             # of the registered files, and nothing loads it.
@@ -379,31 +394,55 @@ class ModelLoader:
             try:
                 os.replace(local, final)
             except OSError:  # another process put it there first: use (and check) theirs
-                return final, self._check(final, resolved)
+                verified = self._check(final, resolved)
+            self.cache.write_version(resolved)
             return final, verified
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def reconfirm(self, model: ServedModel, resolved: ResolvedVersion) -> None:
+        """The registry answered again for a loaded version: check its copy again if the
+        version's safety tags (scan verdict, digest) changed since; raise if it fails."""
+        fresh = {t: resolved.tags[t] for t in SAFETY_TAGS if t in resolved.tags}
+        if fresh != model.checked_tags:
+            model.digest_verified = self._check(model.path, resolved)
+            model.checked_tags = fresh
+        self.cache.write_version(resolved)
+
     # --- loading -----------------------------------------------------------------------------
-    def load(self, ref_or_version: ModelRef | ResolvedVersion) -> ServedModel:
-        """Resolve (if needed), fetch, check, load and warm up a model version."""
+    def load(
+        self, ref_or_version: ModelRef | ResolvedVersion, *, offline: bool = False
+    ) -> ServedModel:
+        """Resolve (if needed), fetch, check, load and warm up a model version.
+
+        ``offline``: a version taken from the cache's records, loaded without the registry
+        (CachedCopyUnusable when its copy is missing or fails a check).
+        """
         resolved = (
             self.resolve(ref_or_version) if isinstance(ref_or_version, ModelRef) else ref_or_version
         )
         began = time.perf_counter()
-        path, verified = self.fetch(resolved)
+        path, verified = self.fetch(resolved, offline=offline)
         import yaml
 
         mlmodel = yaml.safe_load((path / "MLmodel").read_text(encoding="utf-8")) or {}
         schema = InputSchema.from_mlmodel(mlmodel)
+        predict_fn = ((mlmodel.get("flavors") or {}).get("python_function") or {}).get(
+            "predict_fn"
+        ) or "predict"
         mismatches = _requirement_mismatches(path)
         for item in mismatches:
             log.warning("%s v%s requires %s", resolved.name, resolved.version, item)
         try:
-            import mlflow.pyfunc
+            estimator = load_sklearn_estimator(path, mlmodel) if self.direct else None
+            if estimator is not None and not callable(getattr(estimator, predict_fn, None)):
+                estimator = None  # pyfunc says what is wrong with it
+            pyfunc_model = None
+            if estimator is None:
+                import mlflow.pyfunc
 
-            # suppress_warnings skips MLflow's requirement check (~1 s); ours is above.
-            pyfunc_model = mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
+                # suppress_warnings skips MLflow's requirement check (~1 s); ours is above.
+                pyfunc_model = mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
         except NbmlopsError:
             raise
         except Exception as err:
@@ -415,7 +454,10 @@ class ModelLoader:
                 "check the model's requirements."
                 + (f" Mismatched: {'; '.join(mismatches)}." if mismatches else ""),
             ) from None
-        call, flavor = self._predictor(pyfunc_model, mlmodel)
+        call, flavor, estimator = self._predictor(pyfunc_model, estimator, mlmodel)
+        example = (
+            read_input_example(path, mlmodel) if pyfunc_model is None else _example(pyfunc_model)
+        )
         model = ServedModel(
             name=resolved.name,
             version=resolved.version,
@@ -427,6 +469,9 @@ class ModelLoader:
             _call=call,
             pyfunc=pyfunc_model,
             requirement_mismatches=mismatches,
+            estimator=estimator,
+            checked_tags={t: resolved.tags[t] for t in SAFETY_TAGS if t in resolved.tags},
+            input_example=example,
         )
         self._warm_up(model)
         if flavor == "sklearn":
@@ -435,16 +480,18 @@ class ModelLoader:
         return model
 
     def _predictor(
-        self, pyfunc_model: Any, mlmodel: dict[str, Any]
-    ) -> tuple[Callable[[Any], Any], str]:
+        self, pyfunc_model: Any, estimator: Any, mlmodel: dict[str, Any]
+    ) -> tuple[Callable[[Any], Any], str, Any]:
+        """(predict function, flavour, estimator): the estimator's own predict function when
+        the gateway calls scikit-learn directly, else pyfunc's predict."""
         conf = (mlmodel.get("flavors") or {}).get("python_function") or {}
-        impl = getattr(pyfunc_model, "_model_impl", None)
-        estimator = getattr(impl, "sklearn_model", None)
+        if pyfunc_model is not None:
+            estimator = getattr(getattr(pyfunc_model, "_model_impl", None), "sklearn_model", None)
         if self.direct and conf.get("loader_module") == "mlflow.sklearn" and estimator is not None:
             fn = getattr(estimator, conf.get("predict_fn") or "predict", None)
             if callable(fn):
-                return fn, "sklearn"
-        return pyfunc_model.predict, "pyfunc"
+                return fn, "sklearn", estimator
+        return pyfunc_model.predict, "pyfunc", estimator
 
     def _array_predictor(
         self, model: ServedModel, mlmodel: dict[str, Any]
@@ -464,7 +511,7 @@ class ModelLoader:
         import warnings
 
         schema = model.schema
-        estimator = getattr(getattr(model.pyfunc, "_model_impl", None), "sklearn_model", None)
+        estimator = model.estimator
         names = getattr(estimator, "feature_names_in_", None)
         if schema is None or not schema.numeric or names is None or estimator is None:
             return None
@@ -504,9 +551,8 @@ class ModelLoader:
 
     def _warm_up_payloads(self, model: ServedModel) -> list[Any]:
         candidates: list[Any] = []
-        example = getattr(model.pyfunc, "input_example", None)
-        if example is not None and hasattr(example, "to_dict"):
-            candidates.append(example.to_dict(orient="records"))
+        if model.input_example:
+            candidates.append(model.input_example)
         if model.schema is not None:
             zero = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False}
             candidates.append([{c.name: zero.get(c.type, "") for c in model.schema.columns}])
@@ -527,3 +573,14 @@ class ModelLoader:
                 where=str(model.path),
                 fix="Check that the model predicts on its own input example.",
             ) from None
+
+
+def _example(pyfunc_model: Any) -> list[dict[str, Any]] | None:
+    """pyfunc's input example as records, when it is a DataFrame."""
+    try:
+        example = pyfunc_model.input_example
+    except Exception:
+        return None
+    if example is not None and hasattr(example, "to_dict"):
+        return example.to_dict(orient="records")
+    return None

@@ -28,6 +28,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nbmlops.core.serving.app import Gateway, create_app
@@ -130,6 +131,7 @@ class GatewayServer:
             self.app,
             http=deadline_protocol(gateway.config.read_timeout),
             lifespan="off",
+            ws="none",  # no WebSocket routes: skip importing a WebSocket implementation
             access_log=False,
             log_level=log_level,
             timeout_keep_alive=timeout_keep_alive,
@@ -175,8 +177,12 @@ class GatewayServer:
         if close_gateway:
             self.gateway.close()
 
-    def run(self) -> None:
-        """Serve in the foreground until SIGINT/SIGTERM; then drain and close the gateway."""
+    def run(self, on_signals_set: Callable[[], None] | None = None) -> None:
+        """Serve in the foreground until SIGINT/SIGTERM; then drain and close the gateway.
+
+        ``on_signals_set`` runs once SIGTERM would stop the server cleanly (the socket already
+        listens: connections made from then on wait for uvicorn, they are not refused).
+        """
 
         class _Stopped(Exception):
             pass
@@ -188,6 +194,8 @@ class GatewayServer:
         # the handler that was there before: ours, so that we get to flush the logs.
         previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            if on_signals_set is not None:
+                on_signals_set()
             self.server.run(sockets=[self.socket])
         except _Stopped:
             pass
