@@ -1,7 +1,224 @@
-"""``nbmlops sweep``: placeholder until the sweep command lands."""
+"""``nbmlops sweep``: an Optuna study over a notebook's parameters, each trial a recorded
+notebook run (see :mod:`nbmlops.core.pipeline.sweep`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from nbmlops.cli.pipeline import RichProgress
+
+console = Console()
+err_console = Console(stderr=True)
+
+_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "bold red", "RUNNING": "cyan"}
+_MAX_ROWS = 40
 
 
-def sweep(notebook: str = typer.Argument(...)) -> None:
-    raise typer.Exit(3)
+def _fmt(value: Any) -> str:
+    from nbmlops.core.pipeline.sweep import format_value
+
+    return format_value(value)
+
+
+class SweepProgress(RichProgress):
+    """A live bar over the trials plus one line per finished trial."""
+
+    def __init__(self, console: Console, metric: str, quiet: bool = False):
+        super().__init__(console, quiet=quiet)
+        self.metric = metric
+        self.running_trials: list[int] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "plan":
+            if not self.quiet:
+                self.console.print(
+                    f"study [bold]{event['study']}[/] ({event['storage']}): "
+                    f"{event['earlier']} earlier trial(s), {event['to_run']} to run"
+                )
+            if event["to_run"]:
+                self.progress.start()
+                self.task = self.progress.add_task("starting kernels", total=event["to_run"])
+        elif kind == "trial_start":
+            self.running_trials.append(event["number"])
+            self._describe()
+        elif kind == "trial_end":
+            trial = event["trial"]
+            if trial.number in self.running_trials:
+                self.running_trials.remove(trial.number)
+            self.progress.advance(self.task)
+            self._describe()
+            if not self.quiet:
+                style = _STATE_STYLE.get(trial.state, "")
+                params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+                value = f" {self.metric}={_fmt(trial.value)}" if trial.value is not None else ""
+                took = f" {trial.duration_s:.1f}s" if trial.duration_s is not None else ""
+                self.progress.console.print(
+                    f"  [{style}]{trial.state:>8}[/] trial {trial.number}{value}  {params}"
+                    f"[dim]{took}  {trial.error or ''}[/]"
+                )
+        elif kind == "done":
+            self.stop()
+
+    def _describe(self) -> None:
+        running = self.running_trials
+        text = "running trial " + ", ".join(map(str, running)) if running else "waiting"
+        self.progress.update(self.task, description=text)
+
+
+def _table(report: Any) -> Table:
+    rows = report.table()
+    caption = None
+    if len(rows) > _MAX_ROWS:
+        half = _MAX_ROWS // 2
+        scored = [r for r in rows if r[report.metric] is not None]
+        scored.sort(key=lambda r: r[report.metric], reverse=report.direction == "maximize")
+        keep = {r["trial"] for r in scored[:half]} | {r["trial"] for r in rows[-half:]}
+        caption = (
+            f"the {half} best and the {half} latest of {len(rows)} trials; all in "
+            f"{report.out_dir / 'trials.csv'}"
+        )
+        rows = [r for r in rows if r["trial"] in keep]
+    names = report.params_names()
+    table = Table(title=f"sweep {report.study}: {report.direction} {report.metric}")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(report.metric, justify="right")
+    for n in names:
+        table.add_column(n)
+    table.add_column("seconds", justify="right")
+    table.add_column("note", overflow="fold")
+    for r in rows:
+        style = _STATE_STYLE.get(r["state"], "")
+        mark = "★ " if r["best"] else ""
+        table.add_row(
+            f"{mark}{r['trial']}",
+            f"[{style}]{r['state']}[/]",
+            _fmt(r[report.metric]),
+            *[_fmt(r[n]) for n in names],
+            _fmt(r["seconds"]),
+            r["note"],
+            style="bold" if r["best"] else None,
+        )
+    table.caption = caption
+    return table
+
+
+def _run_id(run_key: str | None) -> str | None:
+    from nbmlops.core.tracking.session import current_tracker
+
+    tracker = current_tracker()
+    if tracker is None or run_key is None or tracker.deferred:
+        return None
+    return tracker.shipper.run_ids.get(run_key)
+
+
+def sweep(
+    notebook: Path = typer.Argument(
+        ..., help="The notebook; its 'parameters' cell declares what can be swept."
+    ),
+    param: list[str] = typer.Option(
+        None,
+        "--param",
+        help="NAME=SPEC (repeatable). SPEC: uniform(a,b), loguniform(a,b), int(a,b[,step]), "
+        "intlog(a,b), choice(v1,v2,...) (bare words are strings; numbers, true, false, none are "
+        "literals), or a fixed value for every trial.",
+    ),
+    metric: str = typer.Option(
+        ..., "--metric", "-m", help="The metric a %%track cell binds or logs (log_metric)."
+    ),
+    trials: int = typer.Option(
+        20, "--trials", "-n", help="Trials in all: a study run before continues up to this."
+    ),
+    maximize: bool = typer.Option(
+        False, "--maximize/--minimize", help="Direction of the metric (default: minimize)."
+    ),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Trials running at once."),
+    study: str | None = typer.Option(
+        None, "--study", help="Study name (default: NOTEBOOK-STEM-METRIC)."
+    ),
+    prune: bool = typer.Option(
+        False,
+        "--prune",
+        help="Stop (interrupt) trials whose intermediate values (log_metric with step=) are "
+        "worse than the median of earlier trials at the same step.",
+    ),
+    prune_startup: int = typer.Option(
+        5, "--prune-startup", help="Trials that complete before any is pruned."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Folder for best_params.yaml, plots, trial notebooks."
+    ),
+    experiment: str | None = typer.Option(None, "--experiment", "-e"),
+    kernel: str | None = typer.Option(None, "--kernel", "-k", help="Kernel name."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds per cell."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampler."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run an Optuna study over a notebook: each trial a papermill run, recorded in MLflow as a
+    child of the sweep's run. Ends with a table of trials, plots and best_params.yaml. Running
+    it again resumes the study (stored in .nbmlops/optuna.db). Exits 1 when no trial
+    completed, 2 on bad input (checked before any kernel starts)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; never a GUI window
+    from nbmlops.core.pipeline.sweep import run_sweep
+
+    progress = SweepProgress(err_console, metric, quiet=as_json)
+    try:
+        report = run_sweep(
+            notebook,
+            list(param or []),
+            metric=metric,
+            trials=trials,
+            maximize=maximize,
+            jobs=jobs,
+            study=study,
+            prune=prune,
+            prune_startup=prune_startup,
+            out=out,
+            experiment=experiment,
+            kernel=kernel,
+            timeout=timeout,
+            seed=seed,
+            progress=progress,
+        )
+    finally:
+        progress.stop()
+    run_id = _run_id(report.run_key)
+    if as_json:
+        data = report.to_dict()
+        data["run_id"] = run_id
+        print(json.dumps(data, default=str))
+        raise typer.Exit(0 if report.ok else 1)
+    if report.trials:
+        console.print(_table(report))
+    best = report.best
+    if best is not None:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        console.print(
+            f"[bold green]best[/]: {report.metric} = {_fmt(best.value)} with {params} "
+            f"(trial {best.number})"
+        )
+        console.print(f"best parameters: {report.best_params_path}")
+    else:
+        console.print(f"[bold red]no trial completed[/]: no best {report.metric}")
+    for name, path in report.plots.items():
+        console.print(f"{name.replace('_', ' ')}: {path}")
+    if report.run_key:
+        where = f"run {run_id}" if run_id else f"run key {report.run_key}"
+        console.print(f"sweep recorded in MLflow: {where}, experiment {report.experiment!r}")
+        if not report.shipped:
+            err_console.print(
+                "[yellow]some runs are not in MLflow yet; they are safe in the journal and "
+                "ship with `nbmlops sync`[/]"
+            )
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/]")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -15,10 +15,12 @@ RDB storage), so running the same sweep again adds trials up to ``--trials`` in 
 Trials run on the pipeline runner's machinery: :class:`LocalExecutor` with kernels started ahead
 of need, ``--jobs`` notebooks at once, and the runner's run records (executed notebook, source,
 parameters) with a parent link to the sweep run. A trial's score is read from its kernel's
-journal segment (the runs whose parent is the trial run): the last value of the metric that a
-tracked cell bound or passed to ``nbmlops.log_metric``. Values logged with ``step=`` are the
-trial's intermediate values; with pruning on, a trial the pruner stops is interrupted in its
-kernel (SIGINT, as Jupyter's interrupt button) and recorded as pruned.
+journal segment (the runs whose parent is the trial run) while the kernel is still up: the value
+MLflow will show for the metric on the last tracked cell that bound it or passed it to
+``nbmlops.log_metric``. Values logged with ``step=`` are the trial's intermediate values; with
+pruning on, a trial the pruner stops is interrupted in its kernel (SIGINT, as Jupyter's
+interrupt button) and recorded as pruned. A finite search space (choices and int ranges) is
+covered once, in random order, before the sampler may repeat a combination.
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class SearchSpace:
 
 _ASSIGN = re.compile(r"^\s*([^=\s]*)\s*=\s*(.*?)\s*$", re.S)
 _CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)$", re.S)
+_SWEEP_LINE = re.compile(r"^\s*%sweep\b", re.M)
 _CALL_START = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*\(")
 _KINDS = {"uniform", "loguniform", "int", "intlog", "choice"}
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
@@ -453,10 +456,12 @@ class TrialJournal:
         # (run key, step, ts, order read, name, value), as MLflow will hold them
         self._values: list[tuple[str, int, int, int, str, float]] = []
 
-    def _candidates(self, pid: int | None) -> list[Path]:
+    def _candidates(self, pids: Iterable[int] | None) -> list[Path]:
         folders = [self.journal_dir, self.journal_dir / "archive"]
-        if pid is not None:
-            return [p for f in folders for p in f.glob(f"*-{pid}-*{SEGMENT_SUFFIX}")]
+        if pids is not None:
+            return [
+                p for pid in pids for f in folders for p in f.glob(f"*-{pid}-*{SEGMENT_SUFFIX}")
+            ]
         out = []
         for f in folders:
             for p in f.glob(f"*{SEGMENT_SUFFIX}"):
@@ -485,10 +490,12 @@ class TrialJournal:
         tags = rec.get("tags") or {}
         return isinstance(tags, dict) and tags.get(PARENT_KEY_TAG) == self.key
 
-    def locate(self, pid: int | None) -> bool:
+    def locate(self, pids: Iterable[int] | None) -> bool:
+        """Find the segment: among those of processes ``pids`` (the trial's kernel), or among
+        every segment written since the sweep began when ``pids`` is None."""
         if self.path is not None:
             return True
-        for path in self._candidates(pid):
+        for path in self._candidates(pids):
             if self._owns(path):
                 self.path = path
                 return True
@@ -509,10 +516,10 @@ class TrialJournal:
             return data[:end]
         return b""
 
-    def poll(self, pid: int | None = None) -> list[tuple[str, float, int]]:
+    def poll(self, pids: Iterable[int] = ()) -> list[tuple[str, float, int]]:
         """Read what was appended since the last poll; returns new (name, value, step) metric
         records of the trial's tracked runs."""
-        if not self.locate(pid):
+        if not self.locate(list(pids)):
             return []
         new: list[tuple[str, float, int]] = []
         for raw in self._read_new().splitlines():
@@ -567,22 +574,23 @@ class TrialJournal:
         return max((v for v in found if v[0] == last_run), key=lambda v: (v[1], v[2], v[3]))[5]
 
 
-def _kernel_pid(key: str) -> int | None:
-    """The pid of the kernel started for the trial ``key`` (a child of this process whose
-    environment carries the key)."""
+def _kernel_pids(key: str) -> list[int]:
+    """The processes started for the trial ``key``: this process's descendants whose
+    environment carries the key (the kernel first, then what it or a wrapper started)."""
     try:
         import psutil
 
-        children = psutil.Process().children(recursive=False)
+        children = psutil.Process().children(recursive=True)
     except Exception:
-        return None
+        return []
+    found = []
     for child in children:
         try:
             if child.environ().get(PARENT_KEY_ENV) == key:
-                return int(child.pid)
+                found.append(int(child.pid))
         except Exception:
             continue
-    return None
+    return found
 
 
 def _interrupt(pid: int) -> bool:
@@ -770,6 +778,15 @@ class SweepReport:
         }
 
 
+def format_value(value: Any) -> str:
+    """A parameter or metric value for tables: floats to 6 significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 # --- the study -------------------------------------------------------------------------------
 def storage_url(settings: Settings) -> str:
     return f"sqlite:///{(settings.home_dir / 'optuna.db').resolve().as_posix()}"
@@ -778,13 +795,6 @@ def storage_url(settings: Settings) -> str:
 def _slug(text: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
     return slug[:100] or "sweep"
-
-
-def _quiet_optuna() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def _storage(settings: Settings) -> Any:
@@ -805,7 +815,14 @@ def _attrs_mismatch(study: Any, expected: dict[str, Any]) -> str | None:
         "nbmlops.fixed": "fixed parameters",
     }
     for key, label in labels.items():
-        if key in attrs and attrs[key] != expected[key]:
+        if key not in attrs:
+            continue
+        same = (
+            Path(str(attrs[key])).name == Path(str(expected[key])).name  # the project may move
+            if key == "nbmlops.notebook"
+            else attrs[key] == expected[key]
+        )
+        if not same:
             return f"its {label} was {_show(attrs[key])}, this sweep's is {_show(expected[key])}"
     return None
 
@@ -953,7 +970,7 @@ class _Live:
     params: dict[str, Any]
     journal: TrialJournal
     started: float
-    pid: int | None = None
+    pids: list[int] = field(default_factory=list)
     reported: set[int] = field(default_factory=set)
     pruned_at: tuple[int, float] | None = None
 
@@ -1069,6 +1086,14 @@ class _Sweep:
         )
         self.pipeline = _validated(pipe, settings)  # notebook readable, kernel installed
         self.step = self.pipeline.steps[_TEMPLATE]
+        for cell in self.step.nb["cells"]:
+            if cell.get("cell_type") == "code" and _SWEEP_LINE.search(cell.get("source", "")):
+                raise PipelineError(
+                    f"{nb_path.name} runs %sweep itself: each trial would start another sweep",
+                    where=str(nb_path),
+                    fix="Sweep a notebook that does the work, from another notebook or the "
+                    "command line.",
+                )
         assert self.step.declared is not None
         self.declared = self.step.declared
         self.space = parse_space(space, self.declared)
@@ -1084,7 +1109,6 @@ class _Sweep:
     def _open_study(self) -> Any:
         import optuna
 
-        _quiet_optuna()
         storage = self.storage = _storage(self.settings)
         expected = {
             "nbmlops.notebook": str(self.notebook),
@@ -1134,6 +1158,18 @@ class _Sweep:
 
     # -- the run -----------------------------------------------------------------------------
     def run(self, wait: bool = True) -> SweepReport:
+        import optuna
+
+        verbosity = optuna.logging.get_verbosity()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
+                return self._run(wait)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    def _run(self, wait: bool) -> SweepReport:
         from optuna.trial import TrialState
 
         t0 = time.perf_counter()
@@ -1171,7 +1207,11 @@ class _Sweep:
         if to_run:
             run_key = uuid.uuid4().hex
             self._execute(study, run_key, to_run, notes)
-        report = self._report(study, before_numbers, earlier, notes, run_key)
+        try:
+            report = self._report(study, before_numbers, earlier, notes, run_key)
+        except BaseException:
+            self._close_sweep_run(None, "FAILED")
+            raise
         report.wall_s = time.perf_counter() - t0
         if run_key is not None:
             self._close_sweep_run(report, "FINISHED" if report.ok else "FAILED")
@@ -1245,6 +1285,8 @@ class _Sweep:
             return None
 
         def top_up_warm() -> None:
+            if stop_reason is not None:
+                return
             wanted = min(self.jobs, to_run - asked - len(warm))
             while wanted > 0 and executor.kernels < 2 * self.jobs:
                 key = uuid.uuid4().hex
@@ -1252,9 +1294,18 @@ class _Sweep:
                 warm.append(key)
                 wanted -= 1
 
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
         def start_trials() -> None:
-            nonlocal asked
+            nonlocal asked, stop_reason
             while len(running) < self.jobs and asked < to_run and stop_reason is None:
+                taken = study.get_trials(deepcopy=False, states=counted)
+                if len(taken) >= self.total:
+                    stop_reason = (
+                        f"another sweep of study {self.study_name!r} is running the remaining "
+                        "trials"
+                    )
+                    break
                 combo = untried()
                 if combo is not None:
                     study.enqueue_trial(combo)
@@ -1289,16 +1340,16 @@ class _Sweep:
 
         def watch(live: _Live) -> None:
             """Intermediate values reach the study; the pruner may stop the trial."""
-            if live.pid is None:
-                live.pid = _kernel_pid(live.key)
-            for name, value, step in live.journal.poll(live.pid):
+            if not live.pids:
+                live.pids = _kernel_pids(live.key)
+            for name, value, step in live.journal.poll(live.pids):
                 if name != self.metric or step in live.reported or not math.isfinite(value):
                     continue
                 live.trial.report(value, step)
                 live.reported.add(step)
                 if self.prune and live.pruned_at is None and live.trial.should_prune():
                     live.pruned_at = (step, value)
-                    pid = live.journal.pid or live.pid
+                    pid = live.journal.pid or next(iter(live.pids), None)
                     if pid is not None:
                         _interrupt(pid)
 
@@ -1382,7 +1433,7 @@ class _Sweep:
         except BaseException:
             # Ctrl-C or a bug: stop the kernels, record what is known, then re-raise.
             for live in running.values():
-                pid = live.journal.pid or live.pid or _kernel_pid(live.key)
+                pid = live.journal.pid or next(iter(live.pids or _kernel_pids(live.key)), None)
                 if pid is not None:
                     _interrupt(pid)
             for live in list(running.values()):
