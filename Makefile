@@ -43,6 +43,7 @@ bench: env
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_panels.py
+	$(PY) bench/bench_pipeline.py
 
 ui: env
 	$(VENV)/bin/nbmlops ui
