@@ -196,6 +196,7 @@ class RunShipper:
         self._env_cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.lineage = RunLineage(settings)
         self.key_ids: dict[str, str] = {}  # run key -> MLflow run id, for parent links
+        self.linked: set[str] = set()  # run keys whose parent link is set
 
     @property
     def client(self):
@@ -228,6 +229,7 @@ class RunShipper:
                 parent_id = self.key_ids.get(parent_key) or self._find_run(exp_id, parent_key)
                 if parent_id:
                     tags["mlflow.parentRunId"] = parent_id
+                    self.linked.add(run.key)
             created = self.client.create_run(
                 exp_id,
                 start_time=start.get("ts", run.last_ts or now_ms()),
@@ -322,6 +324,18 @@ class RunShipper:
             )
             if model_id:
                 model_ids[entry["name"]] = model_id
+
+        parent_key = (run.start or {}).get("tags", {}).get(PARENT_KEY_TAG)
+        if parent_key and run.key not in self.linked:
+            # The parent was not in MLflow when this run started (its process had not shipped
+            # it yet): link the two now.
+            exp = (run.start or {}).get("experiment") or "Default"
+            parent_id = self.key_ids.get(parent_key) or self._find_run(
+                self._experiment(exp), parent_key
+            )
+            if parent_id:
+                self.client.set_tag(run_id, "mlflow.parentRunId", parent_id)
+                self.linked.add(run.key)
 
         status = "FAILED" if killed else end.get("status", "FINISHED")
         end_ts = end.get("ts") or run.last_ts or now_ms()
@@ -637,17 +651,30 @@ class BackgroundShipper:
     def _loop(self) -> None:
         self._unpaused.wait()
         _quiet_libraries()
-        self._replay()
+        # Other processes' segments are replayed only when this process's own queue is empty:
+        # a kernel's tracked cell names its parent (a notebook or pipeline run this process
+        # journaled), which must reach MLflow first for the child to be linked to it.
+        replay_wanted = True
+        held = 0  # _REPLAY requests counted in _pending until a replay has run
         while True:
+            if replay_wanted and self._queue.empty():
+                self._replay()
+                replay_wanted = False
+                if held:
+                    with self._idle:
+                        self._pending -= held
+                        self._idle.notify_all()
+                    held = 0
+                continue
             item = self._queue.get()
-            if item is not _STOP:
-                self._unpaused.wait()
             if item is _STOP:
                 return
+            self._unpaused.wait()
             if item is _REPLAY:
-                self._replay()
-            else:
-                self._process_with_retry(item)
+                replay_wanted = True
+                held += 1
+                continue
+            self._process_with_retry(item)
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()
