@@ -88,6 +88,8 @@ def open_client(settings: Settings) -> MlflowClient:
         with _ready_lock, _file_lock(db.with_name(db.name + ".init.lock")):
             if uri not in _ready:
                 db.parent.mkdir(parents=True, exist_ok=True)
+                if not db.exists() or db.stat().st_size == 0:
+                    _seed_from_template(db)
                 con = sqlite3.connect(db, timeout=60)
                 try:
                     con.execute("PRAGMA journal_mode=WAL")
@@ -105,6 +107,50 @@ def open_client(settings: Settings) -> MlflowClient:
                 _ready.add(uri)
                 return client
     return MlflowClient(uri)
+
+
+def _template_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nbmlops"
+
+
+def _seed_from_template(db: Path) -> None:
+    """Start a new SQLite store from a copy of an empty, fully migrated one.
+
+    Creating MLflow's schema runs some fifty alembic migrations (about 3 s here) for every new
+    project; a copy takes milliseconds. The template is made once per MLflow version by MLflow
+    itself, in the user's cache folder, and its one row (the Default experiment, whose artifact
+    location depends on the working folder) is removed, so MLflow creates that row for the new
+    store as it always does. Any problem here falls back to MLflow creating the schema.
+    """
+    import shutil
+
+    import mlflow
+
+    try:
+        cache = _template_dir()
+        cache.mkdir(parents=True, exist_ok=True)
+        template = cache / f"mlflow-{mlflow.__version__}-empty.db"
+        if not template.exists():
+            with _file_lock(cache / f"{template.name}.lock"):
+                if not template.exists():
+                    from mlflow import MlflowClient
+
+                    tmp = cache / f".{template.name}.{os.getpid()}.tmp"
+                    tmp.unlink(missing_ok=True)
+                    MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)
+                    con = sqlite3.connect(tmp)
+                    try:
+                        con.execute("DELETE FROM experiments")
+                        con.commit()
+                    finally:
+                        con.close()
+                    os.replace(tmp, template)
+        part = db.with_name(f".{db.name}.{os.getpid()}.seed")
+        shutil.copyfile(template, part)
+        os.replace(part, db)
+    except Exception:
+        return  # MLflow creates the schema the slow way
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
