@@ -1367,8 +1367,9 @@ class _Sweep:
                 state, status = TrialState.PRUNED, "KILLED"
                 step, at = live.pruned_at
                 error = f"pruned at step {step} ({self.metric} = {at:g})"
-            elif not outcome.ok:
-                state, status = TrialState.FAIL, "FAILED"
+            elif not outcome.ok:  # a dead kernel (killed, out of memory) is KILLED
+                state = TrialState.FAIL
+                status = "KILLED" if getattr(outcome, "killed", False) else "FAILED"
                 error = outcome.error or "the notebook failed"
             elif value is None:
                 state, status = TrialState.FAIL, "FAILED"
