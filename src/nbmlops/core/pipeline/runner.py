@@ -956,7 +956,9 @@ def run_notebook(
     pipe = _validated(pipe, settings)
     home = settings.home_dir / "notebooks"
     out = (
-        Path(output) if output else home / f"{nb_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}.ipynb"
+        Path(output)
+        if output
+        else home / f"{nb_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.ipynb"
     )
     run = _Run(
         pipe,
