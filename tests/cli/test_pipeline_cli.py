@@ -95,3 +95,55 @@ def test_bad_pipeline_file_is_one_paragraph(project: Path) -> None:
     assert proc.returncode == 2
     assert "is not valid YAML at line" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_stops_the_kernels_and_records_the_step_as_killed(project: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    write_notebook(
+        project / "slow.ipynb",
+        ["open('started', 'w').close()", "import time\ntime.sleep(600)", "open(out, 'w')"],
+        parameters="out = ''",
+    )
+    (project / "pipeline.yaml").write_text(
+        "name: slow\nsteps:\n  nap: {notebook: slow.ipynb, outputs: {out: done.txt}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbmlops.cli.main", "pipeline", "run", "pipeline.yaml"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (project / "started").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    kernels = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert kernels
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    _gone, alive = psutil.wait_procs(kernels, timeout=30)
+    assert not alive, f"kernels left running: {[p.pid for p in alive]}"
+    assert not (project / "done.txt").exists()
+
+    sync = cli(project, "sync")
+    assert sync.returncode == 0, sync.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / '.nbmlops' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pipeline-slow")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert runs["nap"].info.status == "KILLED"
+    assert runs["slow"].info.status == "FAILED"
+    resumed = cli(project, "pipeline", "run", "pipeline.yaml", "--resume", "--dry-run")
+    assert resumed.returncode == 0, resumed.stderr
+    assert os.path.exists(project / "slow.ipynb")

@@ -91,6 +91,28 @@ class WarmKernel:
         run_sync(self.km.start_kernel)(env=kernel_env(task), cwd=task.cwd)
         self.start_s = time.perf_counter() - t0
 
+    @property
+    def pid(self) -> int | None:
+        """The kernel's process id (local kernels)."""
+        pid = getattr(self.km.provisioner, "pid", None)
+        return int(pid) if pid else None
+
+    def signal(self, signum: int) -> bool:
+        """Send a signal from any thread: to the kernel's process group, as Jupyter's interrupt
+        does (the kernel leads its own group), else to the kernel alone."""
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            group = os.getpgid(pid)
+            if group == pid and group != os.getpgid(0):
+                os.killpg(group, signum)
+            else:
+                os.kill(pid, signum)
+            return True
+        except OSError:
+            return False
+
     def shutdown(self, now: bool = False) -> None:
         try:
             self._run_sync(self.km.shutdown_kernel)(now=now)

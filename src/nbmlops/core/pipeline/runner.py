@@ -122,6 +122,7 @@ class LocalExecutor:
         self._tasks: dict[str, StepTask | None] = {}
         self.kernels = 0  # started and not yet shut down
         self._threads: list[threading.Thread] = []
+        self._live: dict[str, WarmKernel] = {}  # step -> its running kernel
 
     def warm(self, task: StepTask) -> None:
         self._spawn(task, go=False)
@@ -165,6 +166,7 @@ class LocalExecutor:
         try:
             try:
                 kernel = WarmKernel(warm_task)
+                self._live[name] = kernel
             except Exception as err:
                 kernel_error = f"the kernel {warm_task.kernel_name!r} did not start: {err}"
             self._go[name].wait()
@@ -185,9 +187,28 @@ class LocalExecutor:
         finally:
             if kernel is not None:
                 kernel.shutdown(now=not ran)  # a kernel that ran nothing is simply stopped
+            self._live.pop(name, None)
             with self._lock:
                 self.kernels -= 1
             self.events.put(("kernel_gone", name, None))
+
+    def kernel_pid(self, name: str) -> int | None:
+        kernel = self._live.get(name)
+        return kernel.pid if kernel else None
+
+    def interrupt(self, name: str) -> bool:
+        """Interrupt the cell the step's kernel is running (KeyboardInterrupt in the kernel)."""
+        import signal
+
+        kernel = self._live.get(name)
+        return bool(kernel and kernel.signal(signal.SIGINT))
+
+    def kill_all(self) -> None:
+        """Stop every kernel now (the run was interrupted): their steps end as KILLED."""
+        import signal
+
+        for kernel in list(self._live.values()):
+            kernel.signal(signal.SIGKILL)
 
     def close(self) -> None:
         for name in list(self._go):
@@ -765,13 +786,17 @@ class _Run:
                 settle_ready()
                 top_up_warm()
         except BaseException:
-            # Interrupted (Ctrl-C) or a bug: journal what is known; nothing is lost.
+            # Interrupted (Ctrl-C) or a bug: stop the kernels, journal what is known.
+            if isinstance(executor, LocalExecutor):
+                executor.kill_all()
             for n in running:
                 now = time.time()
                 self.report.steps[n].status = FAILED
                 self.report.steps[n].error = "interrupted"
                 self._close_step_run(
-                    steps[n], tasks[n], StepOutcome(n, False, now, now, "interrupted")
+                    steps[n],
+                    tasks[n],
+                    StepOutcome(n, False, now, now, "interrupted", killed=True),
                 )
             self.report.wall_s = time.perf_counter() - t0
             self._close_pipeline_run()
