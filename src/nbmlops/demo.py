@@ -1,5 +1,6 @@
 """``python -m nbmlops.demo``: run the quick-start notebook through papermill, twice with
-different parameters, tracked into the embedded store, and show where the runs are."""
+different parameters, tracked into the embedded store; then the example pipeline of notebooks,
+cold and again with nothing changed; and show where the runs are."""
 
 from __future__ import annotations
 
@@ -42,7 +43,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         console.print(f"executed notebook: {out}")
     _show_runs(settings, notebook.stem)
+    pipeline = notebook.parent / "pipeline" / "pipeline.yaml"
+    if pipeline.is_file():
+        _run_pipeline(pipeline)
     return 0
+
+
+def _run_pipeline(pipeline: Path) -> None:
+    from nbmlops.cli.pipeline import RichProgress
+    from nbmlops.core.pipeline.runner import run_pipeline
+    from nbmlops.core.tracking.session import get_tracker
+
+    for attempt in ("cold", "again, nothing changed"):
+        console.rule(f"pipeline {pipeline.parent.name}/{pipeline.name} ({attempt})")
+        progress = RichProgress(console)
+        try:
+            report = run_pipeline(pipeline, progress=progress)
+        finally:
+            progress.stop()
+        ran = ", ".join(report.ran()) or "nothing (every step cached)"
+        console.print(f"{report.status.lower()} in {report.wall_s:.1f}s; ran: {ran}")
+        if not report.ok:
+            raise SystemExit(1)
+    tracker = get_tracker()
+    tracker.flush(tracker.settings.ship_wait_seconds)
+    console.print(
+        f"pipeline runs are in experiment [bold]{report.experiment}[/bold]: the pipeline run, "
+        "one child run per step, and the steps' %%track runs under them"
+    )
 
 
 def _show_runs(settings, experiment: str) -> None:

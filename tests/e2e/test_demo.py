@@ -51,3 +51,9 @@ def test_demo_tracks_both_parameterised_runs(project: Path):
     curve = client.get_metric_history(forest_run.info.run_id, "test_accuracy")
     assert len(curve) == len(range(10, int(forest_run.data.params["n_trees"]) + 1, 10))
     assert (project / "notebooks" / "out" / "quickstart-C0.1.ipynb").exists()
+    # Then the example pipeline: cold, then every step cached.
+    assert "ran: load, features, train, evaluate" in proc.stdout.replace("\n", " ")
+    assert "ran: nothing (every step cached)" in proc.stdout
+    pipeline_runs = lane.runs("breast-cancer-pipeline")
+    kinds = sorted(r.data.tags.get("nbmlops.kind", "cell") for r in pipeline_runs)
+    assert kinds == ["cell", "cell", "notebook", "notebook", "notebook", "notebook", "pipeline"]
