@@ -16,8 +16,8 @@ both servers, each started as its own process on 127.0.0.1:
      what ``@champion`` meant, as after any earlier start in the project (a restart, a
      redeploy, a crash). The model is served from the copy once it passes its checks again;
      the registry is asked in the background, and its answer ("confirmed") follows within
-     seconds (printed too, measured on separate starts so its polling does not touch the
-     latency run).
+     seconds (printed too; not measured on the start used for latency, so that polling
+     ``/health`` does not touch that run).
    * **cold**: the serving cache is emptied before each start (the first start in a
      project): the registry helper resolves and downloads while the gateway imports.
 
@@ -32,8 +32,10 @@ both servers, each started as its own process on 127.0.0.1:
 Plus the in-process cost of one single-row prediction: ``PyFuncModel.predict`` vs the gateway's
 path (signature check + DataFrame + the estimator's own ``predict``).
 
-Latency and throughput are measured on the gateway started last (warm), straight after its
-start, while its registry helper may still be importing MLflow.
+The start-ups run in interleaved rounds (nbmlops cold, nbmlops warm, mlflow), so that other
+load on the machine touches all of them alike. Latency and throughput are measured on one more
+start of each (warm for nbmlops, counted among its start-ups), straight after the start, while
+nbmlops's registry helper may still be importing MLflow.
 
 Goals: throughput >= 3x, p99 <= 1/3, (warm) start-up <= 1/3 of mlflow's. Results are printed and
 written to ``bench/results/bench_serve.json``. Telemetry is off (MLFLOW_DISABLE_TELEMETRY,
@@ -291,33 +293,41 @@ class Server:
             self.proc.wait(10)
 
 
+def _one_start(kind: str, root: Path, uri: str, cold: bool) -> tuple[float, float | None]:
+    """Seconds to the first health answer (and, for a warm nbmlops start, to "confirmed")."""
+    server = Server(kind, root, uri)
+    try:
+        seconds = server.start(cold)
+        confirmed = server.confirmed_after() if kind == "nbmlops" and not cold else None
+    finally:
+        server.stop()
+    return seconds, confirmed
+
+
+def measure_startups(root: Path, uri: str, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Start-ups in rounds of nbmlops cold, nbmlops warm, mlflow: interleaved, so that a
+    change in the machine's load (other processes) touches all three alike."""
+    out: dict[str, dict[str, list[float]]] = {
+        "nbmlops": {"cold": [], "warm": [], "confirmed": []},
+        "mlflow": {"cold": []},
+    }
+    for i in range(rounds):
+        for kind, cold in (("nbmlops", True), ("nbmlops", False), ("mlflow", True)):
+            seconds, confirmed = _one_start(kind, root, uri, cold)
+            out[kind]["cold" if cold else "warm"].append(seconds)
+            if confirmed is not None:
+                out[kind]["confirmed"].append(confirmed)
+        print(f"  round {i + 1}: nbmlops cold {out['nbmlops']['cold'][-1]:.2f} s, "
+              f"warm {out['nbmlops']['warm'][-1]:.2f} s, "
+              f"mlflow {out['mlflow']['cold'][-1]:.2f} s", flush=True)  # fmt: skip
+    return out
+
+
 def measure(
-    kind: str, root: Path, uri: str, body: bytes, args: argparse.Namespace
+    kind: str, root: Path, uri: str, body: bytes, args: argparse.Namespace, starts: list[float]
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if kind == "nbmlops":  # the first start fills the cache; each later one is warm
-        colds, warms, confirmed = [], [], []
-        for _ in range(args.starts):
-            for cold, starts in ((True, colds), (False, warms)):
-                server = Server(kind, root, uri)
-                try:
-                    starts.append(server.start(cold))
-                    if not cold:
-                        confirmed.append(server.confirmed_after())
-                finally:
-                    server.stop()
-        out["cold_startup_s"] = statistics.median(colds)
-        out["cold_startups_s"] = colds
-        out["warm_confirmed_s"] = statistics.median(confirmed)
-        starts = warms
-    else:
-        starts = []
-        for _ in range(args.starts - 1):
-            server = Server(kind, root, uri)
-            try:
-                starts.append(server.start(cold=True))
-            finally:
-                server.stop()
+    """Latency and throughput on a server started (warm for nbmlops) just before; its start
+    joins ``starts``."""
     server = Server(kind, root, uri)
     try:
         starts.append(server.start(cold=False))
@@ -326,12 +336,10 @@ def measure(
                                 args.seconds, 0)  # fmt: skip
     finally:
         server.stop()
-    cold = f" (cold {out['cold_startup_s']:.2f} s)" if "cold_startup_s" in out else ""
-    print(f"  {kind}: start-up {statistics.median(starts):.2f} s{cold}, "
-          f"p50 {latency['p50_ms']:.2f} ms, p99 {latency['p99_ms']:.2f} ms, "
-          f"{throughput['rps']:.0f} req/s", flush=True)  # fmt: skip
-    return {"startup_s": statistics.median(starts), "startups_s": starts, **out,
-            "latency": latency, "throughput": throughput}  # fmt: skip
+    print(f"  {kind}: start-up {starts[-1]:.2f} s, p50 {latency['p50_ms']:.2f} ms, "
+          f"p99 {latency['p99_ms']:.2f} ms, {throughput['rps']:.0f} req/s", flush=True)  # fmt: skip
+    return {"startup_s": statistics.median(starts), "startups_s": starts, "latency": latency,
+            "throughput": throughput}  # fmt: skip
 
 
 def in_process(
@@ -394,10 +402,20 @@ def main() -> None:
         body = json.dumps({"dataframe_records": rows}).encode()
         print("in-process single-row prediction ...", flush=True)
         micro = in_process(root, uri, rows)
+        print("start-ups ...", flush=True)
+        startups = measure_startups(root, uri, args.starts)
         results = {}
         for kind in ("nbmlops", "mlflow"):
             print(f"{kind} ...", flush=True)
-            results[kind] = measure(kind, root, uri, body, args)
+            starts = startups[kind]["warm" if kind == "nbmlops" else "cold"]
+            results[kind] = measure(kind, root, uri, body, args, starts)
+        nb_starts = startups["nbmlops"]
+        results["nbmlops"].update(
+            cold_startup_s=statistics.median(nb_starts["cold"]),
+            cold_startups_s=nb_starts["cold"],
+            warm_confirmed_s=statistics.median(nb_starts["confirmed"]),
+            warm_confirmed_all_s=nb_starts["confirmed"],
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -156,3 +156,19 @@ def test_a_gateway_can_ask_the_registry_in_its_own_process(serve, store, tmp_pat
     wait_until(lambda: running.model().version == 2, 30, "version 2 to serve")
     rows = frame(2)
     assert running.post(records(rows)).json()["predictions"] == store.expected("b", rows)
+
+
+def test_a_registry_helper_that_cannot_start_says_why(store, tmp_path, monkeypatch):
+    broken = tmp_path / "site" / "mlflow"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('this mlflow is broken on purpose')\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken.parent))
+    worker = RegistryWorker(store.uri)  # not the shared one: a helper of its own
+    from nbmlops.core.serving.errors import ServingError
+
+    try:
+        with pytest.raises(ServingError, match="broken on purpose"):
+            worker.resolve(ModelRef.parse("anything@champion"))
+        assert worker.started == 2  # tried once more with a new helper
+    finally:
+        worker.close()

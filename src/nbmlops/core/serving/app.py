@@ -131,9 +131,9 @@ class Gateway:
         """Start the registry helper and ask it what the cache cannot answer, so that those
         answers arrive while this process imports the models' libraries. Optional: ``start``
         asks anyway."""
+        self.router.prefetch(self.config.start_from_cache)  # starts the helper if it asks
         if self.registry_worker is not None:
-            self.registry_worker.start()
-        self.router.prefetch(self.config.start_from_cache)
+            self.registry_worker.start()  # no question yet: started at low priority
         return self
 
     def start(self) -> Gateway:

@@ -10,11 +10,17 @@ The gateway uses the helper process. Importing MLflow's client and SQLAlchemy st
 about 2 s of CPU; in a helper process that time runs on another core while the gateway
 imports the model's own libraries, and it never holds the serving process's GIL, neither at
 start-up (while the first requests arrive) nor for the look-up every ``poll_seconds`` later.
-The helper is started at a lower CPU priority, answers questions concurrently (a big download
-does not hold up an alias look-up), exits when its standard input closes (so it never outlives
-the gateway) and after ``idle_exit`` seconds without questions; the next question starts a new
-one. It only downloads into a folder the gateway names; the gateway checks every file before
-anything in it is loaded.
+
+The helper runs at a lower CPU priority (nice 10) whenever nobody waits for it: from the
+start when the gateway starts from its cache, else once the start-up questions are answered
+and it has been idle for a moment. It stays in the gateway's session (a new session would be
+a scheduling group of its own, where its nice value would not count against the gateway's)
+but in a process group of its own (Ctrl-C in a terminal goes to the gateway only). It answers
+look-ups and downloads on separate threads (a big download does not hold up an alias
+look-up), exits when its standard input closes (so it never outlives the gateway) and after
+``idle_exit`` seconds without questions; the next question starts a new one. It only
+downloads into a folder the gateway names; the gateway checks every file before anything in
+it is loaded.
 """
 
 from __future__ import annotations
@@ -256,6 +262,7 @@ _ERRORS: dict[str, type[NbmlopsError]] = {
 RESOLVE_TIMEOUT = 120.0  # MLflow's HTTP client retries for about two minutes itself
 DOWNLOAD_TIMEOUT = 1800.0
 IDLE_EXIT_SECONDS = 300.0
+LOWER_PRIORITY_AFTER = 2.0  # idle seconds after which an urgent helper steps back
 _URI_VAR = "NBMLOPS_REGISTRY_HELPER_URI"
 _WHERE_VAR = "NBMLOPS_REGISTRY_HELPER_WHERE"
 
@@ -272,6 +279,7 @@ class _Process:
         default_factory=lambda: collections.deque(maxlen=20)
     )
     gone: bool = False
+    stderr_reader: threading.Thread | None = None
 
 
 class RegistryWorker:
@@ -303,12 +311,13 @@ class RegistryWorker:
 
     # --- process -----------------------------------------------------------------------------
     def start(self) -> RegistryWorker:
-        """Start the helper process now (it imports MLflow straight away) unless it runs."""
+        """Start the helper process now, at low priority (it imports MLflow straight away),
+        unless it runs."""
         with self._lock:
-            self._running()
+            self._running(urgent=False)
         return self
 
-    def _running(self) -> _Process:
+    def _running(self, urgent: bool = True) -> _Process:
         proc = self._proc
         if proc is not None and not proc.gone and proc.popen.poll() is None:
             return proc
@@ -319,6 +328,7 @@ class RegistryWorker:
             __name__,
             "--idle-exit",
             str(self.idle_exit),
+            *(["--urgent"] if urgent else []),
         ]
         # This very nbmlops, found where it was found here (installed or a source folder).
         package_root = str(Path(__file__).resolve().parents[3])
@@ -337,16 +347,17 @@ class RegistryWorker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,  # Ctrl-C goes to the gateway; the helper ends on EOF
+            process_group=0,  # Ctrl-C goes to the gateway; the helper ends on EOF
         )
         proc = self._proc = _Process(popen)
         self.started += 1
         threading.Thread(
             target=self._read_answers, args=(proc,), name="nbmlops-registry-answers", daemon=True
         ).start()
-        threading.Thread(
+        proc.stderr_reader = threading.Thread(
             target=self._read_stderr, args=(proc,), name="nbmlops-registry-stderr", daemon=True
-        ).start()
+        )
+        proc.stderr_reader.start()
         return proc
 
     def _read_answers(self, proc: _Process) -> None:
@@ -360,6 +371,8 @@ class RegistryWorker:
                 continue
             future.set_result(answer)
         code = proc.popen.wait()
+        if proc.stderr_reader is not None:
+            proc.stderr_reader.join(timeout=5)  # its last words go into the error below
         with self._lock:
             proc.gone = True
             pending, proc.pending = proc.pending, {}
@@ -519,6 +532,19 @@ def _answer_for(registry: MlflowRegistry, question: dict[str, Any]) -> dict[str,
         }
 
 
+def _lower_priority(nice: int = 10) -> None:
+    """Nice ``nice`` for every thread of this process (on Linux a nice value is per thread;
+    threads started later inherit it from the thread that starts them)."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        with contextlib.suppress(OSError):
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The helper process: questions on stdin, answers on stdout, one JSON object a line."""
     import argparse
@@ -532,6 +558,9 @@ def main(argv: list[str] | None = None) -> None:
         description=f"Answers registry questions for a gateway; the registry's URI is in {_URI_VAR}.",
     )
     parser.add_argument("--idle-exit", type=float, default=IDLE_EXIT_SECONDS)
+    parser.add_argument(
+        "--urgent", action="store_true", help="Someone waits: full priority until idle."
+    )
     args = parser.parse_args(argv)
     uri = os.environ.pop(_URI_VAR, "")
     where = os.environ.pop(_WHERE_VAR, "") or None
@@ -542,8 +571,8 @@ def main(argv: list[str] | None = None) -> None:
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    with contextlib.suppress(OSError):
-        os.nice(10)  # serving requests comes first on a busy machine
+    if not args.urgent:
+        _lower_priority()  # serving requests comes first on a busy machine
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     registry = MlflowRegistry(uri, where)
@@ -559,11 +588,16 @@ def main(argv: list[str] | None = None) -> None:
             last_question[0] = time.monotonic()
 
     def idle_watch() -> None:
+        lowered = not args.urgent
         while True:
-            time.sleep(min(5.0, max(args.idle_exit / 4, 0.05)))
+            time.sleep(0.5)
             with write_lock:
-                if busy[0] == 0 and time.monotonic() - last_question[0] > args.idle_exit:
-                    os._exit(0)
+                idle = time.monotonic() - last_question[0] if busy[0] == 0 else 0.0
+            if args.idle_exit > 0 and idle > args.idle_exit:
+                os._exit(0)
+            if not lowered and idle > LOWER_PRIORITY_AFTER:
+                _lower_priority()
+                lowered = True
 
     # MLflow, its client and its store are imported and built here, in one thread, before any
     # question is read (they wait in the pipe meanwhile): importing MLflow from two threads
@@ -577,8 +611,7 @@ def main(argv: list[str] | None = None) -> None:
     # Look-ups and downloads on their own threads: a big download never delays a look-up.
     lookups = ThreadPoolExecutor(1, thread_name_prefix="registry-lookup")
     downloads = ThreadPoolExecutor(1, thread_name_prefix="registry-download")
-    if args.idle_exit > 0:
-        threading.Thread(target=idle_watch, daemon=True).start()
+    threading.Thread(target=idle_watch, daemon=True).start()
     for line in sys.stdin.buffer:
         try:
             question = json.loads(line)
