@@ -28,12 +28,11 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from nbmlops.config import Settings, load_settings
 from nbmlops.core.data.hashing import digest_file
 from nbmlops.core.pipeline import notebook as nbfile
-from nbmlops.core.pipeline.cache import FileDigests, StepCache
 from nbmlops.core.pipeline.runner import RAN, Progress, _Run, _validated
 from nbmlops.core.pipeline.spec import Pipeline, Step
 from nbmlops.core.tracking.session import Tracker, get_tracker
@@ -270,38 +269,6 @@ def _run_name(run: Any) -> str:
 
 
 # --- one notebook run ------------------------------------------------------------------------
-class _TaggedTracker:
-    """The process's tracker, adding tags to the runs the orchestrator opens."""
-
-    def __init__(self, inner: Tracker, tags: dict[str, str]):
-        self._inner = inner
-        self._tags = tags
-
-    def open_run(self, name: str, experiment: str, tags: dict[str, str], **kw: Any) -> str:
-        return self._inner.open_run(name, experiment, {**tags, **self._tags}, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _ReproduceRun(_Run):
-    """A notebook run whose step run carries extra tags and whose cache stays in the scratch
-    folder (its outputs live there: they must never answer a cache lookup of the project)."""
-
-    def __init__(self, *args: Any, tags: dict[str, str], scratch: Path, **kw: Any):
-        super().__init__(*args, **kw)
-        self.cache = StepCache(scratch / "cache")
-        self.digests = FileDigests(scratch / "digests.json")
-        self._extra_tags = tags
-
-    def _tracker(self) -> Tracker:
-        if self.tracker is None:
-            self.tracker = cast(
-                Tracker, _TaggedTracker(get_tracker(self.settings), self._extra_tags)
-            )
-        return self.tracker
-
-
 def _download(client: Any, run_id: str, path: str, dst: Path) -> Path | None:
     from mlflow.exceptions import MlflowException
 
@@ -604,20 +571,17 @@ def _reproduce_run(
         Pipeline(steps={name: step}, root=work, name=name, experiment=experiment), settings
     )
     out = folder / f"{name}.ipynb"
-    runner = _ReproduceRun(
+    # The step cache and digests stay in the scratch folder: its outputs must never answer a
+    # cache lookup of the project.
+    runner = _Run(
         pipe,
         settings,
-        jobs=1,
-        cluster=None,
-        force=set(),
-        resume=False,
-        dry_run=False,
         progress=progress,
         use_cache=False,
         parent=False,
         output_notebook=out.resolve(),
-        tags={REPRODUCES_TAG: run_id, **extra_tags},
-        scratch=folder,
+        extra_tags={REPRODUCES_TAG: run_id, **extra_tags},
+        state_dir=folder,
     )
     result = runner.execute().steps[name]
     rep.ran = True

@@ -296,32 +296,41 @@ class _Run:
         pipeline: Pipeline,
         settings: Settings,
         *,
-        jobs: int,
-        cluster: str | None,
-        force: set[str],
-        resume: bool,
-        dry_run: bool,
-        progress: Progress | None,
-        use_cache: bool,
-        parent: bool,
+        jobs: int = 1,
+        cluster: str | None = None,
+        force: Iterable[str] = (),
+        resume: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        use_cache: bool = True,
+        parent: bool = True,
+        parent_kind: str = "pipeline",
         outputs_dir: Path | None = None,
         output_notebook: Path | None = None,
+        extra_tags: dict[str, str] | None = None,
+        state_dir: Path | None = None,
     ):
+        """``parent``: record a run (of ``parent_kind``) above the step runs. ``extra_tags``
+        go on every step run. ``state_dir`` holds the step cache and file digests (default the
+        project's; a scratch run keeps its own so it never answers the project's lookups)."""
         self.p = pipeline
         self.settings = settings
         self.jobs = jobs
         self.cluster = cluster
-        self.force = force
+        self.force = set(force)
         self.resume = resume
         self.dry_run = dry_run
         self.progress = progress or (lambda e: None)
         self.use_cache = use_cache
-        self.parent = parent  # record a pipeline run above the step runs
+        self.parent = parent
+        self.parent_kind = parent_kind
+        self.extra_tags = dict(extra_tags or {})
         self.home = settings.home_dir / "pipelines"
         self.outputs_dir = outputs_dir or (self.home / "runs" / pipeline.display_name)
         self.output_notebook = output_notebook
-        self.cache = StepCache(self.home / "cache")
-        self.digests = FileDigests(self.home / "digests.json")
+        state = state_dir or self.home
+        self.cache = StepCache(state / "cache")
+        self.digests = FileDigests(state / "digests.json")
         self.report = PipelineReport(
             pipeline.display_name,
             {n: StepReport(n) for n in pipeline.order},
@@ -475,9 +484,11 @@ class _Run:
             )
         return out
 
-    def _open_step_run(self, step: Step, task: StepTask) -> None:
+    def _open_step_run(
+        self, step: Step, task: StepTask, tags: dict[str, str] | None = None
+    ) -> None:
         self._open_pipeline_run()
-        tags = {
+        run_tags = {
             "mlflow.source.name": str(step.notebook_path),
             "mlflow.source.type": "NOTEBOOK",
             "nbmlops.kind": "notebook",
@@ -486,20 +497,35 @@ class _Run:
             "nbmlops.cache_key": self.decided.get(step.name, ""),
             "nbmlops.kernel": task.kernel_name,
             "nbmlops.inputs": json.dumps(self.input_digests.get(step.name, {}), sort_keys=True),
+            **self.extra_tags,
+            **(tags or {}),
         }
         if self.parent:
-            tags["nbmlops.pipeline"] = self.p.display_name
-            tags["nbmlops.parent_run_key"] = self.pipeline_key or ""
+            if self.parent_kind == "pipeline":
+                run_tags["nbmlops.pipeline"] = self.p.display_name
+            run_tags["nbmlops.parent_run_key"] = self.pipeline_key or ""
         self._tracker().open_run(
             step.name,
             self.p.experiment_name,
-            tags,
+            run_tags,
             key=self.keys[step.name],
             datasets=self._datasets(step),
         )
         self.report.steps[step.name].run_key = self.keys[step.name]
 
-    def _close_step_run(self, step: Step, task: StepTask, outcome: StepOutcome) -> None:
+    def _close_step_run(
+        self,
+        step: Step,
+        task: StepTask,
+        outcome: StepOutcome,
+        *,
+        status: str | None = None,
+        metrics: dict[str, float] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Journal the step run's end; ``status``, ``metrics`` and ``tags`` add to (or override)
+        what the outcome says (a sweep's trial state and score)."""
+        extra_tags = tags or {}
         tracker = self._tracker()
         key = self.keys[step.name]
         artifacts = tracker.run_staging(key) / "artifacts"
@@ -545,9 +571,10 @@ class _Run:
         tracker.close_run(
             key,
             self.p.experiment_name,
-            "FINISHED" if outcome.ok else ("KILLED" if outcome.killed else "FAILED"),
+            status or ("FINISHED" if outcome.ok else ("KILLED" if outcome.killed else "FAILED")),
             params=task.parameters,
-            tags=tags,
+            metrics=metrics,
+            tags={**tags, **extra_tags},
             datasets=self._datasets(step, outcome),
         )
 
@@ -914,8 +941,6 @@ def run_pipeline(
         resume=resume,
         dry_run=dry_run,
         progress=progress,
-        use_cache=True,
-        parent=True,
     )
     return run.execute()
 
@@ -988,11 +1013,6 @@ def run_notebook(
     run = _Run(
         pipe,
         settings,
-        jobs=1,
-        cluster=None,
-        force=set(),
-        resume=False,
-        dry_run=False,
         progress=progress,
         use_cache=False,
         parent=False,

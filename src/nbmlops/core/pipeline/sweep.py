@@ -38,7 +38,6 @@ import queue
 import random
 import re
 import shutil
-import signal
 import socket
 import time
 import uuid
@@ -56,7 +55,7 @@ from nbmlops.core.pipeline.execute import StepOutcome, StepTask
 from nbmlops.core.pipeline.runner import LocalExecutor, StepReport, _jobs, _Run, _validated
 from nbmlops.core.pipeline.spec import Pipeline, Step
 from nbmlops.core.tracking.journal import SEGMENT_SUFFIX
-from nbmlops.core.tracking.session import _METRIC_NAME, PARENT_KEY_ENV, Tracker, get_tracker
+from nbmlops.core.tracking.session import _METRIC_NAME, get_tracker
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG
 from nbmlops.exceptions import PipelineError
 
@@ -574,92 +573,16 @@ class TrialJournal:
         return max((v for v in found if v[0] == last_run), key=lambda v: (v[1], v[2], v[3]))[5]
 
 
-def _kernel_pids(key: str) -> list[int]:
-    """The processes started for the trial ``key``: this process's descendants whose
-    environment carries the key (the kernel first, then what it or a wrapper started)."""
-    try:
-        import psutil
-
-        children = psutil.Process().children(recursive=True)
-    except Exception:
-        return []
-    found = []
-    for child in children:
-        try:
-            if child.environ().get(PARENT_KEY_ENV) == key:
-                found.append(int(child.pid))
-        except Exception:
-            continue
-    return found
-
-
-def _interrupt(pid: int) -> bool:
-    """Interrupt a kernel as Jupyter's interrupt button does (SIGINT to its process group)."""
-    try:
-        group = os.getpgid(pid)
-        if group != os.getpgid(0):
-            os.killpg(group, signal.SIGINT)
-        else:
-            os.kill(pid, signal.SIGINT)
-        return True
-    except OSError:
-        return False
-
-
 # --- run records -----------------------------------------------------------------------------
-class _TrialTracker:
-    """The process tracker, with each trial's outcome (state, score) added when its run is
-    opened and closed by the runner's record code."""
-
-    def __init__(self, tracker: Tracker, records: _TrialRecords):
-        self._tracker = tracker
-        self._records = records
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tracker, name)
-
-    def open_run(self, name: str, experiment: str, tags: dict[str, str], **kw: Any) -> str:
-        tags = dict(tags)
-        tags.pop("nbmlops.pipeline", None)  # a sweep, not a pipeline
-        tags.update(self._records.open_tags.pop(kw.get("key") or "", {}))
-        return self._tracker.open_run(name, experiment, tags, **kw)
-
-    def close_run(self, key: str, experiment: str, status: str, **kw: Any) -> None:
-        extra = self._records.close_extra.pop(key, None)
-        if extra is not None:
-            status = extra["status"] or status
-            kw["metrics"] = {**(kw.get("metrics") or {}), **extra["metrics"]}
-            kw["tags"] = {**(kw.get("tags") or {}), **extra["tags"]}
-        self._tracker.close_run(key, experiment, status, **kw)
-
-
 class _TrialRecords(_Run):
     """The runner's records for notebook runs, one per trial, each a child of the sweep run."""
 
     def __init__(self, pipeline: Pipeline, settings: Settings, sweep_key: str, outputs_dir: Path):
         super().__init__(
-            pipeline,
-            settings,
-            jobs=1,
-            cluster=None,
-            force=set(),
-            resume=False,
-            dry_run=False,
-            progress=None,
-            use_cache=False,
-            parent=True,
-            outputs_dir=outputs_dir,
+            pipeline, settings, use_cache=False, parent_kind="sweep", outputs_dir=outputs_dir
         )
         self.pipeline_key = sweep_key  # _open_step_run links each trial run to it
         self.template = pipeline.steps[_TEMPLATE]
-        self.open_tags: dict[str, dict[str, str]] = {}
-        self.close_extra: dict[str, dict[str, Any]] = {}
-        self._proxy: _TrialTracker | None = None
-
-    def _tracker(self) -> Any:
-        if self._proxy is None:
-            self._proxy = _TrialTracker(super()._tracker(), self)
-        return self._proxy
 
     def step(self, name: str, key: str, parameters: dict[str, Any]) -> tuple[Step, StepTask]:
         step = copy.copy(self.template)
@@ -1318,11 +1241,14 @@ class _Sweep:
                 trial.set_user_attr("nbmlops.run_key", key)
                 trial.set_user_attr("nbmlops.output_notebook", task.output)
                 trial.set_user_attr("nbmlops.parameters", params)
-                records.open_tags[key] = {
-                    "nbmlops.sweep": self.study_name,
-                    "nbmlops.sweep.trial": str(trial.number),
-                }
-                records._open_step_run(step, task)
+                records._open_step_run(
+                    step,
+                    task,
+                    tags={
+                        "nbmlops.sweep": self.study_name,
+                        "nbmlops.sweep.trial": str(trial.number),
+                    },
+                )
                 live = _Live(
                     trial,
                     key,
@@ -1341,7 +1267,8 @@ class _Sweep:
         def watch(live: _Live) -> None:
             """Intermediate values reach the study; the pruner may stop the trial."""
             if not live.pids:
-                live.pids = _kernel_pids(live.key)
+                pid = executor.kernel_pid(live.key)
+                live.pids = [pid] if pid else []
             for name, value, step in live.journal.poll(live.pids):
                 if name != self.metric or step in live.reported or not math.isfinite(value):
                     continue
@@ -1349,9 +1276,7 @@ class _Sweep:
                 live.reported.add(step)
                 if self.prune and live.pruned_at is None and live.trial.should_prune():
                     live.pruned_at = (step, value)
-                    pid = live.journal.pid or next(iter(live.pids), None)
-                    if pid is not None:
-                        _interrupt(pid)
+                    executor.interrupt(live.key)
 
         def finish(live: _Live, outcome: StepOutcome) -> TrialReport:
             nonlocal failures_in_row, completed, stop_reason
@@ -1387,8 +1312,9 @@ class _Sweep:
             live.trial.set_user_attr("nbmlops.duration_s", round(duration, 3))
             if error:
                 live.trial.set_user_attr("nbmlops.error", error[:2000])
-            records.close_extra[live.key] = {"status": status, "metrics": metrics, "tags": tags}
-            records._close_step_run(live.step, live.task, outcome)
+            records._close_step_run(
+                live.step, live.task, outcome, status=status, metrics=metrics, tags=tags
+            )
             if state == TrialState.COMPLETE:
                 frozen = study.tell(live.trial, value)
                 completed += 1
@@ -1434,20 +1360,15 @@ class _Sweep:
         except BaseException:
             # Ctrl-C or a bug: stop the kernels, record what is known, then re-raise.
             for live in running.values():
-                pid = live.journal.pid or next(iter(live.pids or _kernel_pids(live.key)), None)
-                if pid is not None:
-                    _interrupt(pid)
+                executor.interrupt(live.key)
             for live in list(running.values()):
                 now = time.time()
-                records.close_extra[live.key] = {
-                    "status": "KILLED",
-                    "metrics": {},
-                    "tags": {"nbmlops.sweep.state": FAIL, "nbmlops.error": "interrupted"},
-                }
                 records._close_step_run(
                     live.step,
                     live.task,
                     StepOutcome(live.key, False, live.started, now, "interrupted"),
+                    status="KILLED",
+                    tags={"nbmlops.sweep.state": FAIL, "nbmlops.error": "interrupted"},
                 )
                 try:
                     live.trial.set_user_attr("nbmlops.error", "interrupted")
