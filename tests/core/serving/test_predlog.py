@@ -7,6 +7,7 @@ import sqlite3
 import statistics
 import time
 
+import pandas as pd
 import pytest
 
 from nbmlops.core.serving.predlog import PredictionLog, read_prediction_log
@@ -76,7 +77,7 @@ def test_a_slow_sink_does_not_slow_serving(serve, store):
     lock = _hold_write_lock(predlog.db_path)
     try:
         during = _latencies(client, 300, seconds=1.5)  # the writer waits on the lock
-        assert predlog.queued > 0 or predlog._queue.unfinished_tasks > 0
+        assert predlog.queued > 0 or predlog.unfinished > 0
     finally:
         lock.rollback()
         lock.close()
@@ -154,3 +155,27 @@ def test_spool_left_by_a_dead_process_is_replayed(tmp_path):
     frame_ = read_prediction_log(tmp_path)
     assert list(frame_.request_id) == ["gone-1"] and frame_.outputs[0] == [1]
     assert not list(folder.glob("spool-*"))
+
+
+def test_rows_read_back_as_they_were_recorded(tmp_path):
+    log = PredictionLog(tmp_path).start()
+    rows = [
+        ("r-1", "main", 1700000000.123456, "churn", 3, 200, 0.731, [{"f0": 1.5, "name": "Zoë 😀"}],
+         [0.25], None),
+        ("r-2", "shadow", 1700000001.5, "churn", 4, 422, 12.0, [{"f0": "x"}], None,
+         "Field 'f0': expected a number, got \"x\""),
+        ("r-3", "canary", 1700000002.0, "churn", None, 500, 1e-3, {"weird": [1, [2, {"3": None}]]},
+         "a string output", "boom"),
+    ]  # fmt: skip
+    for rid, route, ts, model, version, status, ms, inputs, outputs, error in rows:
+        assert log.record(rid, route, model, version, status, ms, inputs, outputs, error, ts=ts)
+    assert log.flush(5)
+    log.close()
+
+    read = read_prediction_log(tmp_path)
+    got = [
+        (r.request_id, r.route, r.ts, r.model, None if r.version is pd.NA else r.version,
+         r.status, r.latency_ms, r.inputs, r.outputs, r.error)
+        for r in read.itertuples()
+    ]  # fmt: skip
+    assert got == rows
