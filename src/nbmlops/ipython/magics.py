@@ -262,6 +262,15 @@ def unload(ipython: Any) -> None:
     from nbmlops.core.tracking.session import reset_tracker
 
     for kind in ("line", "cell"):
-        for name in ("track", "data", "validate", "lineage", "mlops", "pipeline", "sweep", *_REGISTRY_MAGICS):
+        for name in (
+            "track",
+            "data",
+            "validate",
+            "lineage",
+            "mlops",
+            "pipeline",
+            "sweep",
+            *_REGISTRY_MAGICS,
+        ):
             ipython.magics_manager.magics[kind].pop(name, None)
     reset_tracker()
