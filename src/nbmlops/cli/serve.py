@@ -119,35 +119,53 @@ def _start_gateway(
 ) -> GatewayServer:
     """A gateway with its models loaded, its socket bound and its routes printed.
 
-    The order is what makes it fast: the registry helper process is started first, so that
-    it imports MLflow and asks the registry on the other core while this process imports
-    the models' libraries (before anything else, see ``preload_model_libraries``).
+    The order is what makes it fast. The socket is bound first (a taken port fails at once).
+    Then the registry helper process starts, asked about what the serving cache cannot
+    answer: it imports MLflow and asks on the other core while this process imports the
+    models' libraries, before the app's own modules (see ``preload_model_libraries``).
     """
     from nbmlops.config import load_settings
-    from nbmlops.core.serving.app import Gateway, GatewayConfig
-    from nbmlops.core.serving.loader import preload_model_libraries
-    from nbmlops.core.serving.server import GatewayServer
+    from nbmlops.core.serving.loader import (
+        ModelRef,
+        parse_weighted,
+        preload_model_libraries,
+        start_registry_helper,
+    )
+    from nbmlops.core.serving.server import bind_loopback
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    max_body_bytes = parse_size(max_body)
+    refs = [
+        ModelRef.parse(model),
+        *(parse_weighted(c)[0] for c in canary),
+        *(ModelRef.parse(s) for s in shadow),
+    ]
     settings = load_settings()
-    config = GatewayConfig(
-        max_body_bytes=parse_size(max_body),
-        read_timeout=read_timeout,
-        allowed_hosts=tuple(allow_host),
-        poll_seconds=poll_seconds,
-        direct=not pyfunc,
-    )
-    gateway = Gateway(settings, model, list(canary), list(shadow), config)
-    server = GatewayServer(gateway, port=port, log_level=log_level.lower())  # binds: fails fast
+    sock = bind_loopback("127.0.0.1", port)
+    gateway = None
     try:
-        gateway.prefetch()
+        start_registry_helper(settings, refs)
         preload_model_libraries()
+
+        from nbmlops.core.serving.app import Gateway, GatewayConfig
+        from nbmlops.core.serving.server import GatewayServer
+
+        config = GatewayConfig(
+            max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
+            allowed_hosts=tuple(allow_host),
+            poll_seconds=poll_seconds,
+            direct=not pyfunc,
+        )
+        gateway = Gateway(settings, model, list(canary), list(shadow), config)
+        server = GatewayServer(gateway, sock=sock, log_level=log_level.lower())
         gateway.start()
     except BaseException:
-        server.socket.close()
-        gateway.close()
+        sock.close()
+        if gateway is not None:
+            gateway.close()
         raise
     table = gateway.router.table
     for route in (*table.routes, *table.shadows):

@@ -1,5 +1,7 @@
 """Resolve ``NAME@alias`` / ``NAME@VERSION`` in the MLflow registry, fetch, check, load.
 
+The registry is asked through a :class:`~nbmlops.core.serving.registry.ModelRegistry`:
+MLflow's client in this process, or (for the gateway) its registry helper process.
 A version's files are downloaded once to ``<home>/serving-cache/<name>/<version>`` (through a
 temporary folder renamed into place, so a half-downloaded copy is never used); see
 :mod:`~nbmlops.core.serving.cache`. Before anything in them is imported,
@@ -30,8 +32,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +41,10 @@ from nbmlops.core.serving.cache import ServingCache
 from nbmlops.core.serving.errors import BadModelSpec, ModelLoadError
 from nbmlops.core.serving.registry import (
     DEFAULT_ALIAS,
-    RESOLVE_TIMEOUT,
     MlflowRegistry,
     ModelRef,
     ModelRegistry,
-    RegistryHelperGone,
+    RegistryWorker,
     ResolvedVersion,
 )
 from nbmlops.core.serving.schema import InputSchema, ValidatedInput, validate_payload
@@ -62,6 +61,7 @@ __all__ = [
     "ServedModel",
     "parse_weighted",
     "preload_model_libraries",
+    "start_registry_helper",
 ]
 
 log = logging.getLogger("nbmlops.serving")
@@ -70,7 +70,6 @@ DIGEST_TAG = "nbmlops.files_digest"
 SCAN_TAG = "nbmlops.scan"
 SAFETY_TAGS = (DIGEST_TAG, SCAN_TAG)
 REGISTERED_MODEL_META = "registered_model_meta"
-PREFETCH_FRESH_SECONDS = 60.0  # an answer asked for at start-up is used only this long
 
 
 def parse_weighted(text: str) -> tuple[ModelRef, float]:
@@ -157,15 +156,34 @@ def preload_model_libraries() -> None:
     imported, when it is installed.
 
     MLflow 3 saves scikit-learn models with skops, and skops computes its trusted types at
-    import time by looking for each numpy/scipy ufunc in every loaded module. After
-    ``import mlflow`` (some 1,500 modules) that search costs 2-4 s more than before it, so
-    ``nbmlops serve`` calls this first thing. It does nothing once mlflow is imported.
+    import time by looking for each numpy/scipy ufunc in every loaded module, in import
+    order. After ``import mlflow`` (some 1,500 modules) that search costs 2-4 s more than
+    before it; after the gateway's own modules (a few hundred), some 0.05 s. So ``nbmlops
+    serve`` calls this before it imports either. It does nothing once mlflow is imported.
     """
     if "mlflow" in sys.modules or "skops.io" in sys.modules:
         return
     if importlib.util.find_spec("skops") is None:
         return
     importlib.import_module("skops.io")
+
+
+def start_registry_helper(
+    settings: Settings, refs: list[ModelRef], *, use_cache: bool = True
+) -> RegistryWorker:
+    """The registry helper a gateway on ``settings`` uses, started now, already asked about
+    the refs the serving cache cannot answer. ``nbmlops serve`` calls it first thing, so the
+    helper imports MLflow and asks while this process imports the models' libraries; the
+    gateway then finds the answers waiting (see ``RegistryWorker.prefetch``)."""
+    from nbmlops.core.tracking.store import normalize_uri
+
+    uri = normalize_uri(settings.resolved_tracking_uri)
+    worker = RegistryWorker.shared(uri, settings.resolved_tracking_uri)
+    cache = ServingCache(settings.home_dir / "serving-cache", uri)
+    for ref in refs:
+        if not use_cache or cache.lookup(ref) is None:
+            worker.prefetch(ref)  # the helper starts at full priority: someone waits
+    return worker.start()  # no-op if it runs; else starts it at low priority
 
 
 def _requirement_mismatches(path: Path) -> list[str]:
@@ -282,7 +300,6 @@ class ModelLoader:
         self.direct = direct
         self.cache = ServingCache(settings.home_dir / "serving-cache", self.tracking_uri)
         self._registry = registry
-        self._early: dict[ModelRef, tuple[float, Future[ResolvedVersion]]] = {}
 
     @property
     def tracking_uri(self) -> str:
@@ -302,20 +319,12 @@ class ModelLoader:
     def prefetch(self, ref: ModelRef) -> None:
         """Ask the registry about ``ref`` now and read the answer on the next :meth:`resolve`
         (when the registry answers asynchronously; otherwise nothing happens)."""
-        ask = getattr(self.registry, "resolve_async", None)
-        if ask is not None and ref not in self._early:
-            self._early[ref] = (time.monotonic(), ask(ref))
+        ask = getattr(self.registry, "prefetch", None)
+        if ask is not None:
+            ask(ref)
 
     def resolve(self, ref: ModelRef) -> ResolvedVersion:
         """The version ``ref`` points at now; ModelNotFoundError lists what exists."""
-        early = self._early.pop(ref, None)
-        if early is not None and time.monotonic() - early[0] < PREFETCH_FRESH_SECONDS:
-            try:
-                return early[1].result(RESOLVE_TIMEOUT)
-            except RegistryHelperGone:
-                pass  # asked again below, of a new helper
-            except FutureTimeout:
-                pass
         return self.registry.resolve(ref)
 
     def cached(self, ref: ModelRef) -> ResolvedVersion | None:

@@ -11,7 +11,7 @@ about 2 s of CPU; in a helper process that time runs on another core while the g
 imports the model's own libraries, and it never holds the serving process's GIL, neither at
 start-up (while the first requests arrive) nor for the look-up every ``poll_seconds`` later.
 
-The helper runs at a lower CPU priority (nice 10) whenever nobody waits for it: from the
+The helper runs at the lowest CPU priority (nice 19) whenever nobody waits for it: from the
 start when the gateway starts from its cache, else once the start-up questions are answered
 and it has been idle for a moment. It stays in the gateway's session (a new session would be
 a scheduling group of its own, where its nice value would not count against the gateway's)
@@ -262,6 +262,7 @@ _ERRORS: dict[str, type[NbmlopsError]] = {
 RESOLVE_TIMEOUT = 120.0  # MLflow's HTTP client retries for about two minutes itself
 DOWNLOAD_TIMEOUT = 1800.0
 IDLE_EXIT_SECONDS = 300.0
+PREFETCH_FRESH_SECONDS = 60.0  # an answer asked for at start-up is used only this long
 LOWER_PRIORITY_AFTER = 2.0  # idle seconds after which an urgent helper steps back
 _URI_VAR = "NBMLOPS_REGISTRY_HELPER_URI"
 _WHERE_VAR = "NBMLOPS_REGISTRY_HELPER_WHERE"
@@ -298,6 +299,7 @@ class RegistryWorker:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._proc: _Process | None = None
+        self._early: dict[ModelRef, tuple[float, Future[dict[str, Any]]]] = {}
         self.started = 0  # helper processes started so far
 
     @classmethod
@@ -454,22 +456,25 @@ class RegistryWorker:
             fix=answer.get("fix"),
         )
 
-    def resolve_async(self, ref: ModelRef) -> Future[ResolvedVersion]:
-        """Ask now, read the answer later (start-up asks before it imports the model's
-        libraries)."""
+    def prefetch(self, ref: ModelRef) -> None:
+        """Ask about ``ref`` now; the next :meth:`resolve` of it within
+        ``PREFETCH_FRESH_SECONDS`` reads this answer (start-up asks before it imports the
+        models' libraries)."""
+        with self._lock:
+            if ref in self._early:
+                return
         raw = self.submit(_resolve_question(ref))
-        out: Future[ResolvedVersion] = Future()
-
-        def done(f: Future[dict[str, Any]]) -> None:
-            try:
-                out.set_result(ResolvedVersion.from_json(self._answer(f, 0)))
-            except BaseException as err:
-                out.set_exception(err)
-
-        raw.add_done_callback(done)
-        return out
+        with self._lock:
+            self._early[ref] = (time.monotonic(), raw)
 
     def resolve(self, ref: ModelRef) -> ResolvedVersion:
+        with self._lock:
+            early = self._early.pop(ref, None)
+        if early is not None and time.monotonic() - early[0] < PREFETCH_FRESH_SECONDS:
+            try:
+                return ResolvedVersion.from_json(self._answer(early[1], RESOLVE_TIMEOUT))
+            except RegistryHelperGone:
+                pass  # asked again below, of a new helper
         return ResolvedVersion.from_json(self._ask(_resolve_question(ref), RESOLVE_TIMEOUT))
 
     def download(self, name: str, version: int, dst: Path) -> Path:
@@ -532,7 +537,7 @@ def _answer_for(registry: MlflowRegistry, question: dict[str, Any]) -> dict[str,
         }
 
 
-def _lower_priority(nice: int = 10) -> None:
+def _lower_priority(nice: int = 19) -> None:
     """Nice ``nice`` for every thread of this process (on Linux a nice value is per thread;
     threads started later inherit it from the thread that starts them)."""
     try:

@@ -29,11 +29,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbmlops.core.serving.app import Gateway, create_app
 from nbmlops.core.serving.errors import ServingError
 from nbmlops.exceptions import UsageError
+
+if TYPE_CHECKING:  # imported when a server is made: bind_loopback alone stays light
+    from nbmlops.core.serving.app import Gateway
 
 log = logging.getLogger("nbmlops.serving")
 
@@ -118,12 +120,17 @@ class GatewayServer:
         timeout_keep_alive: int = 5,
         log_level: str = "warning",
         configure_logging: bool = False,
+        sock: socket.socket | None = None,
     ):
+        """``sock``: a socket already bound with :func:`bind_loopback` (``host`` and
+        ``port`` are then not used to bind)."""
         import uvicorn
+
+        from nbmlops.core.serving.app import create_app
 
         self.gateway = gateway
         self.app = create_app(gateway)
-        self.socket = bind_loopback(host, port)
+        self.socket = sock if sock is not None else bind_loopback(host, port)
         self.host = host
         self.port: int = self.socket.getsockname()[1]
         kwargs: dict[str, Any] = {} if configure_logging else {"log_config": None}
