@@ -52,8 +52,10 @@ def test_a_restart_serves_the_cached_version_and_the_registry_confirms_it(serve,
 def test_a_restart_does_not_need_the_registry(serve, store, tmp_path):
     name = store.register(aliases={"champion": 1})
     db = tmp_path / "own.db"  # a registry of its own: a copy of the session's
-    with sqlite3.connect(store.root / "mlflow.db") as src, sqlite3.connect(db) as dst:
-        src.backup(dst)
+    src, dst = sqlite3.connect(store.root / "mlflow.db"), sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    dst.close()
     uri = f"sqlite:///{db}"
     again = restart(serve, f"{name}@champion", tmp_path / "p", tracking_uri=uri, poll_seconds=0.2)
     db.write_bytes(b"this is not a database " * 100)  # the registry cannot be read any more

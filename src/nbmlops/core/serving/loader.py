@@ -434,7 +434,8 @@ class ModelLoader:
         path, verified = self.fetch(resolved, offline=offline)
         import yaml
 
-        mlmodel = yaml.safe_load((path / "MLmodel").read_text(encoding="utf-8")) or {}
+        safe_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: same rules, faster
+        mlmodel = yaml.load((path / "MLmodel").read_text(encoding="utf-8"), safe_loader) or {}
         schema = InputSchema.from_mlmodel(mlmodel)
         predict_fn = ((mlmodel.get("flavors") or {}).get("python_function") or {}).get(
             "predict_fn"
