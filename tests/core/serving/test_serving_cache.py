@@ -174,3 +174,15 @@ def test_a_registry_helper_that_cannot_start_says_why(store, tmp_path, monkeypat
         assert worker.started == 2  # tried once more with a new helper
     finally:
         worker.close()
+
+
+def test_an_idle_registry_helper_exits_and_the_next_question_starts_another(store):
+    name = store.register(aliases={"champion": 2})
+    worker = RegistryWorker(store.uri, idle_exit=0.5)
+    try:
+        assert worker.resolve(ModelRef.parse(f"{name}@champion")).version == 2
+        wait_until(lambda: not worker.running, 30, "the idle helper to exit")
+        assert worker.resolve(ModelRef.parse(f"{name}@champion")).version == 2
+        assert worker.started == 2
+    finally:
+        worker.close()

@@ -156,15 +156,23 @@ def preload_model_libraries() -> None:
     imported, when it is installed.
 
     MLflow 3 saves scikit-learn models with skops, and skops computes its trusted types at
-    import time by looking for each numpy/scipy ufunc in every loaded module, in import
-    order. After ``import mlflow`` (some 1,500 modules) that search costs 2-4 s more than
-    before it; after the gateway's own modules (a few hundred), some 0.05 s. So ``nbmlops
-    serve`` calls this before it imports either. It does nothing once mlflow is imported.
+    import time by looking up each numpy/scipy ufunc in every loaded module, in import
+    order, until it finds the module holding it. After ``import mlflow`` (some 1,500
+    modules) that search costs 2-4 s more than before it, so ``nbmlops serve`` calls this
+    before it imports MLflow (it never does, for scikit-learn models) or the gateway's own
+    modules. numpy and scipy.special go first: scikit-learn would import pandas (some 400
+    modules) before them, and every search would walk past those (~0.1 s in all). It does
+    nothing once mlflow is imported.
     """
     if "mlflow" in sys.modules or "skops.io" in sys.modules:
         return
     if importlib.util.find_spec("skops") is None:
         return
+    for name in ("numpy", "scipy.special"):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # skops will say what is missing
+            break
     importlib.import_module("skops.io")
 
 

@@ -312,6 +312,12 @@ class RegistryWorker:
             return worker
 
     # --- process -----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """A helper process is up (it may have exited on its own since: idle, or died)."""
+        proc = self._proc
+        return proc is not None and not proc.gone and proc.popen.poll() is None
+
     def start(self) -> RegistryWorker:
         """Start the helper process now, at low priority (it imports MLflow straight away),
         unless it runs."""
