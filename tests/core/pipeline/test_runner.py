@@ -82,6 +82,13 @@ def test_failing_cell_fails_the_run_and_keeps_the_notebook(project: Path) -> Non
     assert "bad row 7" in run.data.tags["nbmlops.error"]
 
 
+def test_a_notebook_name_with_spaces_and_brackets_runs(project: Path) -> None:
+    nb = write_notebook(project / "my notebook (v2).ipynb", ["x = n * 2"], parameters="n = 1")
+    result = run_notebook(nb, {"n": 3})
+    assert result.ok, result.report.error
+    assert result.report.name == "my-notebook-v2"
+
+
 def test_bad_parameters_stop_before_any_kernel(project: Path) -> None:
     from nbmlops.exceptions import PipelineError
 

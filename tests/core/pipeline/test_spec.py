@@ -97,6 +97,7 @@ steps:
             ["cycle", "a -> b -> c -> a"],
         ),
         ("steps:\n  'bad name': {notebook: a.ipynb}\n", ["Step name 'bad name' is not valid"]),
+        ("name: ../../etc\nsteps:\n  a: {notebook: a.ipynb}\n", ["Pipeline name '../../etc'"]),
     ],
 )
 def test_bad_pipelines_are_named_before_any_work(folder: Path, text: str, words: list[str]) -> None:

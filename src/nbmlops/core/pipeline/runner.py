@@ -897,6 +897,14 @@ def _validated(pipeline: Pipeline | str | Path, settings: Settings) -> Pipeline:
     return p.validate(data_store)
 
 
+def _slug(text: str) -> str:
+    """A name usable as a step (and file) name: 'my notebook (v2)' -> 'my-notebook-v2'."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    return slug if slug[:1].isalnum() else f"nb-{slug}".rstrip("-")
+
+
 def _jobs(jobs: int | None) -> int:
     if jobs is None:
         return max(1, min(os.cpu_count() or 1, 8))
@@ -989,7 +997,7 @@ def run_notebook(
         if isinstance(v, str) and len(v) < 4096 and "\n" not in v and (root / v).is_file()
     }
     step = Step(
-        name=nb_path.stem if nb_path.stem[:1].isalnum() else f"nb-{nb_path.stem}",
+        name=_slug(nb_path.stem),
         notebook=nb_path,
         parameters=params,
         inputs={**auto_inputs, **(inputs or {})},

@@ -102,7 +102,10 @@ class Pipeline:
 
     @property
     def display_name(self) -> str:
-        return self.name or (self.source.parent.name if self.source else "pipeline")
+        if self.name:
+            return str(self.name)
+        folder = self.source.parent.name if self.source else ""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", folder).strip("-.") or "pipeline"
 
     @property
     def experiment_name(self) -> str:
@@ -115,6 +118,13 @@ class Pipeline:
 
         if not self.steps:
             raise PipelineError("The pipeline has no steps", where=self.where, fix="Add steps:")
+        if self.name is not None and not _STEP_NAME.match(str(self.name)):
+            # the name names files under the project's home
+            raise PipelineError(
+                f"Pipeline name {self.name!r} is not valid",
+                where=self.where,
+                fix="Use letters, digits, '_', '-' and '.' (starting with a letter or digit).",
+            )
         root = self.root.resolve()
         producers: dict[Path, tuple[str, str]] = {}
         for step in self.steps.values():
