@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nbmlops.core.process import pid_alive
+
 __all__ = [
     "PG_MISSING_MESSAGE",
     "MlflowServer",
@@ -94,16 +96,6 @@ def _die_with_parent_preexec():
         prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
     return preexec
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_free_port() -> int:
@@ -388,7 +380,7 @@ class PostgresServer:
                 owner = int((stale_root / "owner.pid").read_text())
             except (OSError, ValueError):
                 continue
-            if _pid_alive(owner):
+            if pid_alive(owner):
                 continue
             with contextlib.suppress(Exception):
                 self._run(

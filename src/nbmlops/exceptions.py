@@ -144,7 +144,3 @@ class ConcurrentChange(NbmlopsError):
 
 class PipelineError(NbmlopsError, ValueError):
     """A notebook, pipeline file or sweep is invalid; raised before any kernel starts."""
-
-
-class StepFailed(NbmlopsError, RuntimeError):
-    """A notebook step ran and failed; its output notebook is kept."""

@@ -5,21 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from nbmlops.core.tracking.session import get_tracker
 from tests.conftest import Lane
-
-
-@pytest.fixture
-def shell(project: Path):
-    sh = InteractiveShell.instance()
-    sh.reset(new_session=True)
-    sh.run_line_magic("load_ext", "nbmlops")
-    yield sh
-    sh.run_line_magic("unload_ext", "nbmlops")
-    sh.reset(new_session=True)
 
 
 @pytest.fixture

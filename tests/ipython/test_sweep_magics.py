@@ -7,20 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from tests.conftest import write_notebook
-
-
-@pytest.fixture
-def shell(project: Path):
-    sh = InteractiveShell.instance()
-    sh.reset(new_session=True)
-    sh.run_line_magic("load_ext", "nbmlops")
-    yield sh
-    sh.run_line_magic("unload_ext", "nbmlops")
-    sh.reset(new_session=True)
 
 
 def magics(shell):

@@ -54,6 +54,7 @@ from typing import Any, BinaryIO, ClassVar, NamedTuple
 import xxhash
 
 from nbmlops.core.data.hashing import digest_value
+from nbmlops.core.process import pid_alive
 from nbmlops.exceptions import (
     DatasetNotFoundError,
     DataStoreError,
@@ -265,13 +266,7 @@ def _writer_gone(filename: str) -> bool:
     pid = int(parts[1])
     if pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: alive under another user
-        return False
-    return False
+    return not pid_alive(pid)
 
 
 def _fsync_dir(path: str) -> None:

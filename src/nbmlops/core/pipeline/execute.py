@@ -42,7 +42,6 @@ class StepOutcome:
     error: str | None = None
     failed_cell: int | None = None  # index in the output notebook
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> file info
-    kernel_start_s: float = 0.0
     killed: bool = False  # the kernel died (killed, out of memory) rather than a cell failing
 
     @property
@@ -81,7 +80,6 @@ class WarmKernel:
         from jupyter_core.utils import run_sync
 
         self._run_sync = run_sync
-        t0 = time.perf_counter()
         # IPC sockets: local only, no TCP port races, no "unencrypted TCP" warning. Each
         # kernel gets its own socket prefix: jupyter_client picks IPC "ports" by probing files,
         # which races when several kernels start at once in one folder.
@@ -89,7 +87,6 @@ class WarmKernel:
             kernel_name=task.kernel_name, transport="ipc", ip=_ipc_prefix()
         )
         run_sync(self.km.start_kernel)(env=kernel_env(task), cwd=task.cwd)
-        self.start_s = time.perf_counter() - t0
 
     @property
     def pid(self) -> int | None:
@@ -191,7 +188,6 @@ def execute_task(
     # half-written by a crash.
     partial = final.with_name(f".{final.stem}.{os.getpid()}.{id(task):x}.partial.ipynb")
     outcome = StepOutcome(task.name, ok=False, started=started, ended=started)
-    outcome.kernel_start_s = kernel.start_s
     try:
         papermill.execute_notebook(
             task.notebook,

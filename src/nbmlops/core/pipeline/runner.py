@@ -70,7 +70,6 @@ class PipelineReport:
     wall_s: float = 0.0
     run_key: str | None = None
     dry_run: bool = False
-    shipped: bool = True
     experiment: str = ""
 
     @property
@@ -628,20 +627,9 @@ class _Run:
                 f"Nothing to resume: pipeline {self.p.display_name!r} has no earlier run here",
                 fix="Run it without --resume.",
             )
-        status = state.get("status")
-        if status == "RUNNING":
-            try:
-                os.kill(int(state.get("pid", 0)), 0)
-                alive = True
-            except (OSError, ValueError):
-                alive = False
-            if alive and int(state.get("pid", 0)) != os.getpid():
-                raise PipelineError(
-                    f"Pipeline {self.p.display_name!r} is still running (process "
-                    f"{state.get('pid')})",
-                    fix="Wait for it to end, or stop it, before --resume.",
-                )
-        elif status == "FINISHED":
+        # RUNNING means the process that ran it died: this run holds the pipeline's lock, so
+        # no other run of it is alive.
+        if state.get("status") == "FINISHED":
             raise PipelineError(
                 f"Nothing to resume: the last run of {self.p.display_name!r} finished",
                 fix="Run it without --resume (unchanged steps are cached anyway).",
@@ -652,16 +640,12 @@ class _Run:
     def execute(self) -> PipelineReport:
         if self.dry_run:
             return self._execute()
-        paths = [str(Path(self._task(self.p.steps[n]).output)) for n in self.p.order]
-        with exclusive(
-            self.home / "locks",
-            f"pipeline:{self.p.display_name}" if self.parent else f"notebook:{paths[0]}",
-            what=(
-                f"pipeline {self.p.display_name!r}"
-                if self.parent
-                else f"output notebook {paths[0]}"
-            ),
-        ):
+        if self.parent:
+            name, what = f"pipeline:{self.p.display_name}", f"pipeline {self.p.display_name!r}"
+        else:  # a single notebook: one writer per output notebook
+            out = self._task(self.p.steps[self.p.order[0]]).output
+            name, what = f"notebook:{out}", f"output notebook {out}"
+        with exclusive(self.home / "locks", name, what=what):
             return self._execute()
 
     def _execute(self) -> PipelineReport:

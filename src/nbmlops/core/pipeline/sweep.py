@@ -54,6 +54,7 @@ from nbmlops.core.pipeline import params as P
 from nbmlops.core.pipeline.execute import StepOutcome, StepTask
 from nbmlops.core.pipeline.runner import LocalExecutor, StepReport, _jobs, _Run, _validated
 from nbmlops.core.pipeline.spec import Pipeline, Step
+from nbmlops.core.process import pid_alive
 from nbmlops.core.tracking.journal import SEGMENT_SUFFIX
 from nbmlops.core.tracking.session import _METRIC_NAME, get_tracker
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG
@@ -760,13 +761,7 @@ def _pid_alive(owner: str) -> bool:
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
         return True  # cannot tell: leave it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, ValueError):
-        return True
-    return True
+    return not pid.isdigit() or pid_alive(int(pid))  # unreadable: leave it
 
 
 def _fail_stale(study: Any, storage: Any) -> int:

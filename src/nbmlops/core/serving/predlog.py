@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from nbmlops.core.process import pid_alive
+
 log = logging.getLogger("nbmlops.serving")
 
 COLUMNS = (
@@ -86,16 +88,6 @@ def _dump(value: Any) -> str | None:
         return json.dumps(value, separators=(",", ":"), default=str)
     except (TypeError, ValueError):
         return json.dumps(repr(value))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _lower_thread_priority(nice: int = 10) -> None:
@@ -410,7 +402,7 @@ class PredictionLog:
                 pid = int(path.name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 found.append(path)
         return sorted(found)
 

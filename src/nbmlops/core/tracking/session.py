@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, load_settings
+from nbmlops.core.process import pid_alive
 from nbmlops.core.tracking.analysis import CellAnalysis, analyze_cell
 from nbmlops.core.tracking.capture import (
     Capture,
@@ -515,7 +516,8 @@ def ui_url(settings: Settings) -> str | None:
     info = settings.home_dir / "ui.json"
     try:
         data = json.loads(info.read_text())
-        os.kill(int(data["pid"]), 0)
+        if not pid_alive(int(data["pid"])):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if data.get("tracking_uri") != settings.resolved_tracking_uri:
