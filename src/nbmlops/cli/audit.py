@@ -20,10 +20,10 @@ VALUE_WIDTH = 20
 
 
 def _log():
+    from nbmlops.api.audit import audit_log
     from nbmlops.config import load_settings
-    from nbmlops.core.audit import AuditLog
 
-    return AuditLog(load_settings().audit_path)
+    return audit_log(load_settings())
 
 
 def _short(details: dict) -> str:

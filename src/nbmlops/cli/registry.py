@@ -1,6 +1,6 @@
 """``nbmlops model``: register, promote, roll back, approve; list versions and alias history.
 
-Each command parses, calls :class:`nbmlops.core.registry.models.ModelRegistry`, prints. A
+Each command parses, calls :mod:`nbmlops.api.registry`, prints. A
 refused promotion prints every gate with its verdict and exits 1; other nbmlops errors reach
 ``nbmlops.cli.main.main``, which prints them and exits 2.
 """
@@ -25,10 +25,10 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def _registry():
+    from nbmlops.api.registry import model_registry
     from nbmlops.config import load_settings
-    from nbmlops.core.registry.models import ModelRegistry
 
-    return ModelRegistry(load_settings())
+    return model_registry(load_settings())
 
 
 def _when(ts: float) -> str:

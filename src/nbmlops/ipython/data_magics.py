@@ -3,7 +3,6 @@ graph, display the result."""
 
 from __future__ import annotations
 
-import argparse
 import shlex
 from typing import Any
 
@@ -12,23 +11,12 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 from nbmlops.exceptions import NbmlopsError
+from nbmlops.ipython.args import MagicArgumentParser
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting, so a bad line prints usage in the cell."""
-
-    def error(self, message: str) -> Any:
-        raise IPythonUsageError(f"{message}\n{self.format_usage().strip()}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> Any:
-        if message:
-            raise IPythonUsageError(message.strip())
-        raise IPythonUsageError(self.format_help())
-
-
-def _data_parser() -> _Parser:
-    p = _Parser(prog="%data", description="Versioned data in the project's data store.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _data_parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(prog="%data", description="Versioned data in the project's data store.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=MagicArgumentParser)
     c = sub.add_parser("commit", help="store a version of a variable or a local file/folder")
     c.add_argument("target", help="a variable (DataFrame, Series, ndarray) or a file/folder path")
     c.add_argument("--name", "-n", help="dataset name (default: the variable or file name)")
@@ -75,7 +63,7 @@ class DataMagics(Magics):
     @line_magic
     def data(self, line: str) -> Any:
         """Versioned data: ``%data commit|ls|log|show|diff|checkout`` (``%data -h`` for help)."""
-        from nbmlops import data as api
+        from nbmlops.api import data as api
 
         args = _data_parser().parse_args(shlex.split(line))
         ns = self.shell.user_ns
@@ -132,9 +120,11 @@ class DataMagics(Magics):
     @line_magic
     def validate(self, line: str) -> Any:
         """``%validate DF --against NAME@k [--schema FILE] [--save-schema FILE] [--strict]``"""
-        from nbmlops import data as api
+        from nbmlops.api import data as api
 
-        p = _Parser(prog="%validate", description="Check a frame against a reference version.")
+        p = MagicArgumentParser(
+            prog="%validate", description="Check a frame against a reference version."
+        )
         p.add_argument("frame", help="a DataFrame variable")
         p.add_argument("--against", help="reference data version NAME@k")
         p.add_argument("--schema", help="a saved YAML schema to use instead of inferring one")
@@ -156,9 +146,7 @@ class DataMagics(Magics):
         if not args.no_plot and args.against:
             display(report.plot(df, api.load(args.against)))
         if args.strict and not report.passed:
-            from nbmlops.core.data.validate import raise_if_failed
-
-            raise_if_failed(report)
+            api.raise_if_failed(report)
         return None
 
     @line_magic
@@ -169,36 +157,16 @@ class DataMagics(Magics):
             raise IPythonUsageError(
                 "usage: %lineage X   (a variable, NAME@k, run id, runs:/ID/NAME)"
             )
-        from nbmlops.core.lineage.graph import LineageGraph
-        from nbmlops.core.lineage.store import LineageStore, data_node
-        from nbmlops.core.tracking.session import get_tracker
-        from nbmlops.data import store
+        from nbmlops.api.lineage import lineage_graph, resolve
+        from nbmlops.api.tracking import get_tracker
 
         tracker = get_tracker()
         tracker.flush(30)  # what this kernel tracked so far is part of the picture
-        graph = LineageGraph(LineageStore(tracker.settings.home_dir / "lineage.db"), store())
+        graph = lineage_graph(tracker.settings)
         try:
-            node = self._resolve(graph, what, data_node)
-            view = graph.view(node)
+            view = graph.view(resolve(graph, what, self.shell.user_ns))
         except NbmlopsError as err:
             raise IPythonUsageError(str(err)) from None
         print(graph.to_text(view))
         display(graph.draw(view))
         return None
-
-    def _resolve(self, graph: Any, what: str, data_node: Any) -> str:
-        ns = self.shell.user_ns
-        if what.isidentifier() and what in ns:
-            from nbmlops.core.data.hashing import digest_value, is_digestible
-            from nbmlops.core.tracking.capture import _is_fitted_estimator
-
-            value = ns[what]
-            if is_digestible(value):
-                node = data_node(digest_value(value).digest)
-                if node in graph.graph:
-                    return node
-            elif _is_fitted_estimator(value):
-                node = graph.latest_model(what)
-                if node is not None:
-                    return node
-        return graph.resolve(what)

@@ -9,7 +9,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.ipython.data_magics import _Parser
+from nbmlops.ipython.args import MagicArgumentParser as _Parser
 
 
 def _parser() -> _Parser:

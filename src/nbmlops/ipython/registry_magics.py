@@ -1,5 +1,5 @@
 """``%register``, ``%promote``, ``%rollback``, ``%approve`` and ``%card``: parse the line, call
-:class:`nbmlops.core.registry.models.ModelRegistry`, display the result. A refusal (role,
+:mod:`nbmlops.api.registry`, display the result. A refusal (role,
 gate, lock, store) is shown as one message in the cell and changes nothing."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import HTML, display
 
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.ipython.data_magics import _Parser
+from nbmlops.ipython.args import MagicArgumentParser
 
 
 def _registry() -> Any:
-    from nbmlops.core.registry.models import ModelRegistry
-    from nbmlops.core.tracking.session import get_tracker
+    from nbmlops.api.registry import model_registry
+    from nbmlops.api.tracking import get_tracker
 
-    return ModelRegistry(get_tracker().settings)
+    return model_registry(get_tracker().settings)
 
 
 def _gates_frame(results: list[Any]) -> Any:
@@ -43,7 +43,9 @@ class RegistryMagics(Magics):
     def register(self, line: str) -> Any:
         """``%register MODEL NAME [--holdout NAME@k --target COL] [--intended-use TEXT]
         [--limitations TEXT] [--description TEXT]``: register a model as a new version."""
-        p = _Parser(prog="%register", description="Register a model version with its card.")
+        p = MagicArgumentParser(
+            prog="%register", description="Register a model version with its card."
+        )
         p.add_argument(
             "model",
             help="a notebook variable bound by a %%%%track cell, runs:/RUN_ID/NAME, or m-...",
@@ -56,7 +58,7 @@ class RegistryMagics(Magics):
         p.add_argument("--description", help="a line describing this version")
         args = p.parse_args(shlex.split(line))
         if args.model.isidentifier() and args.model in self.shell.user_ns:
-            from nbmlops.core.tracking.session import get_tracker
+            from nbmlops.api.tracking import get_tracker
 
             tracker = get_tracker()
             if not tracker.flush(tracker.settings.ship_wait_seconds):  # lineage needs the run
@@ -90,7 +92,9 @@ class RegistryMagics(Magics):
     @line_magic
     def promote(self, line: str) -> Any:
         """``%promote NAME VERSION [--alias champion] [--override REASON]``"""
-        p = _Parser(prog="%promote", description="Move an alias to a version through its gates.")
+        p = MagicArgumentParser(
+            prog="%promote", description="Move an alias to a version through its gates."
+        )
         p.add_argument("name")
         p.add_argument("version")
         p.add_argument("--alias", default="champion", help="alias to move (default champion)")
@@ -107,7 +111,9 @@ class RegistryMagics(Magics):
     @line_magic
     def rollback(self, line: str) -> Any:
         """``%rollback NAME [--alias champion]``: the alias back to its previous holder."""
-        p = _Parser(prog="%rollback", description="Move an alias back to its previous holder.")
+        p = MagicArgumentParser(
+            prog="%rollback", description="Move an alias back to its previous holder."
+        )
         p.add_argument("name")
         p.add_argument("--alias", default="champion")
         args = p.parse_args(shlex.split(line))
@@ -118,7 +124,7 @@ class RegistryMagics(Magics):
     @line_magic
     def approve(self, line: str) -> Any:
         """``%approve NAME VERSION [--comment TEXT]``"""
-        p = _Parser(prog="%approve", description="Approve a version (approver role).")
+        p = MagicArgumentParser(prog="%approve", description="Approve a version (approver role).")
         p.add_argument("name")
         p.add_argument("version")
         p.add_argument("--comment", "-m", default="")
@@ -132,7 +138,7 @@ class RegistryMagics(Magics):
     def card(self, line: str) -> Any:
         """``%card NAME VERSION [--intended-use TEXT] [--limitations TEXT] [--description
         TEXT]``: show a version's model card, after editing the given fields."""
-        p = _Parser(prog="%card", description="Show or edit a version's model card.")
+        p = MagicArgumentParser(prog="%card", description="Show or edit a version's model card.")
         p.add_argument("name")
         p.add_argument("version")
         p.add_argument("--intended-use")

@@ -12,7 +12,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import HTML, Image, display
 
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.ipython.data_magics import _Parser
+from nbmlops.ipython.args import MagicArgumentParser as _Parser
 
 _COLOURS = {"COMPLETE": "#2e7d32", "PRUNED": "#ef6c00", "FAIL": "#c62828"}
 _FONT = "font-family:var(--jp-ui-font-family,sans-serif);font-size:12px"

@@ -19,9 +19,9 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Int, Tuple, Unicode, observe
 
+from nbmlops.api import experiments as core
+from nbmlops.api.tracking import RunSummary, Tracker, get_tracker
 from nbmlops.config import Settings
-from nbmlops.core import experiments as core
-from nbmlops.core.tracking.session import RunSummary, Tracker, get_tracker
 from nbmlops.widgets._common import PanelMixin, Worker, log
 from nbmlops.widgets.html import compare_html, note_html, png_img, runs_table_html
 
@@ -543,7 +543,7 @@ def _notebook() -> str | None:
     """The notebook this kernel runs, when the front end said (JupyterLab, VS Code)."""
     import sys
 
-    from nbmlops.core.tracking.context import notebook_from_environment
+    from nbmlops.api.tracking import notebook_from_environment
 
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None

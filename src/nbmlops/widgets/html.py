@@ -68,7 +68,7 @@ def runs_table_html(
 ) -> str:
     """One page of a runs frame as a table: selected runs marked, the sort column's header
     with an arrow, params and metrics with their short names."""
-    from nbmlops.core.experiments import short
+    from nbmlops.api.experiments import short
 
     columns = [c for c in page.columns if c not in ("run_id", "end")]
     arrow = " ▲" if ascending else " ▼"
@@ -115,7 +115,7 @@ def runs_table_html(
 
 def compare_html(table: pd.DataFrame) -> str:
     """:func:`nbmlops.core.experiments.compare_runs`'s table: rows that differ highlighted."""
-    from nbmlops.core.experiments import short
+    from nbmlops.api.experiments import short
 
     if table.empty:
         return note_html("Select runs in the list to compare them side by side.")

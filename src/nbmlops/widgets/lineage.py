@@ -16,76 +16,15 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Unicode, observe
 
+from nbmlops.api import experiments as core
+from nbmlops.api.lineage import LineageGraph, LineageView, lineage_graph, node_layers, resolve
+from nbmlops.api.tracking import get_tracker
 from nbmlops.config import Settings
-from nbmlops.core import experiments as core
-from nbmlops.core.lineage.graph import LineageGraph, LineageView, _layers
-from nbmlops.core.lineage.store import LineageStore, data_node
-from nbmlops.core.tracking.session import get_tracker
 from nbmlops.exceptions import UsageError
 from nbmlops.widgets._common import PanelMixin, Worker, log
 from nbmlops.widgets.html import details_html, note_html, png_img
 
 MAX_LISTED = 500  # node list entries; the filter box narrows longer lists
-
-
-def open_graph(settings: Settings) -> LineageGraph:
-    """The project's lineage graph, with the data store for NAME@k names when there is one."""
-    data_store = None
-    try:
-        from nbmlops.data import store
-
-        data_store = store(settings)
-    except Exception:  # lineage works without the data store (no NAME@k labels)
-        log.debug("no data store for lineage", exc_info=True)
-    return LineageGraph(LineageStore(settings.home_dir / "lineage.db"), data_store)
-
-
-def resolve_focus(graph: LineageGraph, obj: Any, namespace: dict[str, Any] | None = None) -> str:
-    """The node for what the user passed: a frame/array/Series (by content digest), a fitted
-    estimator or a variable name (its latest tracked model), ``NAME@k``, a run id,
-    ``runs:/ID/NAME``, a logged model id or a node id."""
-    ns = namespace or {}
-    if isinstance(obj, str):
-        what = obj.strip()
-        if what.isidentifier() and what in ns:
-            return _from_value(graph, ns[what], what, ns)
-        return graph.resolve(what)
-    return _from_value(graph, obj, None, ns)
-
-
-def _from_value(graph: LineageGraph, value: Any, name: str | None, ns: dict[str, Any]) -> str:
-    from nbmlops.core.data.hashing import digest_value, is_digestible
-    from nbmlops.core.tracking.capture import _is_fitted_estimator
-
-    if is_digestible(value):
-        digest = digest_value(value).digest
-        node = data_node(digest)
-        if node in graph.graph:
-            return node
-        raise UsageError(
-            f"The content of {name or 'this ' + type(value).__name__} (digest {digest[:12]}) "
-            "is not in the lineage",
-            fix="Only data that a tracked cell read or bound appears: track a cell that uses it "
-            "(%%track), or ask for a stored version as NAME@k.",
-        )
-    if _is_fitted_estimator(value):
-        names = [name] if name else sorted(k for k, v in ns.items() if v is value and k[0] != "_")
-        for n in names:
-            model = graph.latest_model(n)
-            if model is not None:
-                return model
-        raise UsageError(
-            f"No tracked model for {name or 'this ' + type(value).__name__}",
-            fix="Pass the variable's name, e.g. nbmlops.panels.lineage('model'), once a %%track "
-            "cell has bound it; or a model URI runs:/RUN_ID/NAME.",
-        )
-    if name is not None:
-        return graph.resolve(name)
-    raise UsageError(
-        f"Cannot show the lineage of a {type(value).__name__}",
-        fix="Pass a DataFrame, Series or array, a model variable name, NAME@k, an MLflow run id "
-        "or runs:/RUN_ID/NAME.",
-    )
 
 
 def node_fields(graph: LineageGraph, node: str) -> tuple[str, list[tuple[str, Any]]]:
@@ -231,11 +170,8 @@ class LineagePanel(PanelMixin, widgets.VBox):
         """Read the lineage records and centre on ``obj`` (None: the most recent run). A
         failure shows in the error box."""
         try:
-            self.graph = open_graph(self.settings)
-            if obj is None:
-                node = self._latest_run()
-            else:
-                node = resolve_focus(self.graph, obj, self.namespace)
+            self.graph = lineage_graph(self.settings)
+            node = self._latest_run() if obj is None else resolve(self.graph, obj, self.namespace)
             self.show_error(None)
             if node is None:
                 self._list_nodes()
@@ -257,17 +193,17 @@ class LineagePanel(PanelMixin, widgets.VBox):
     def show(self, what: Any) -> None:
         """Centre on something else (same forms as the constructor's ``obj``)."""
         if self.graph is None:
-            self.graph = open_graph(self.settings)
+            self.graph = lineage_graph(self.settings)
         if isinstance(what, str) and not what.strip():
             raise UsageError("Type what to show the lineage of", fix=self.what_box.placeholder)
-        node = resolve_focus(self.graph, what, self.namespace)
+        node = resolve(self.graph, what, self.namespace)
         self.show_error(None)
         self.focus = node
 
     def refresh(self) -> None:
         """Re-read the lineage records (runs shipped since), keeping the focus if it exists."""
         focus, selected = self.focus, self.selected
-        self.graph = open_graph(self.settings)
+        self.graph = lineage_graph(self.settings)
         g = self.graph.graph
         with self._quietly():
             self.focus = focus if focus in g else ""
@@ -320,7 +256,7 @@ class LineagePanel(PanelMixin, widgets.VBox):
         nothing is focused; narrowed by the filter."""
         assert self.graph is not None
         g = self.view.graph if self.view is not None else self.graph.graph
-        layers = _layers(g) if g.number_of_nodes() else {}
+        layers = node_layers(g) if g.number_of_nodes() else {}
         needle = self.node_filter.strip().lower()
         entries = []
         for node in g.nodes:

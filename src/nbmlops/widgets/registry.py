@@ -4,7 +4,7 @@ them (register, promote, roll back, approve, deploy).
 State: ``model`` (whose versions and aliases show), ``version`` (what Promote, Approve act on),
 ``alias`` (what Promote, Rollback, Deploy act on, and whose history shows), ``canary_percent``
 (Deploy's share for @challenger). Every decision (roles, gates, history, audit) is
-:class:`nbmlops.core.registry.models.ModelRegistry`'s; a refusal shows in the error box with
+:mod:`nbmlops.api.registry`'s; a refusal shows in the error box with
 its reason and changes nothing. Actions that change production (moving a protected alias such
 as ``champion``, a rollback, a deploy) wait in a confirm bar until Confirm is clicked.
 """
@@ -21,21 +21,22 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Int, Unicode, observe
 
-from nbmlops.config import Settings
-from nbmlops.core.registry.models import (
+from nbmlops.api.registry import (
     AliasEvent,
-    ModelRegistry,
     VersionInfo,
+    alias_role,
     as_version,
     check_alias,
+    check_role,
+    model_registry,
 )
-from nbmlops.core.registry.roles import alias_role, check_role
-from nbmlops.core.tracking.session import get_tracker
+from nbmlops.api.serving import CANARY_ALIAS, kserve_canary
+from nbmlops.api.tracking import get_tracker
+from nbmlops.config import Settings
 from nbmlops.exceptions import GateRefused, UsageError
 from nbmlops.widgets._common import PanelMixin, Worker, log
 from nbmlops.widgets.html import FONT, TABLE, TD, TH, error_html, note_html
 
-CANARY_ALIAS = "challenger"
 MAX_MODELS = 1000
 
 
@@ -121,7 +122,7 @@ def _multiline_error(text: str) -> str:
 # --- the panel -----------------------------------------------------------------------------------
 class RegistryPanel(PanelMixin, widgets.VBox):
     """Registered models: versions, aliases and their history; register, promote, roll back,
-    approve and deploy through :class:`ModelRegistry`."""
+    approve and deploy through :func:`nbmlops.api.registry.model_registry`."""
 
     model = Unicode("", help="Registered model shown ('' for none)")
     version = Int(0, help="Version Promote and Approve act on (0: none)")
@@ -139,7 +140,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         autoload: bool = True,
     ):
         self.settings = settings or get_tracker().settings
-        self.registry = ModelRegistry(self.settings)
+        self.registry = model_registry(self.settings)
         self.models: list[str] = []
         self.versions: list[VersionInfo] = []
         self.aliases: dict[str, int] = {}
@@ -565,22 +566,14 @@ class RegistryPanel(PanelMixin, widgets.VBox):
                 fix="Promote a version to it first, or type an alias that is set.",
             )
         percent = int(self.canary_percent)
-        canary = None
-        if percent > 0:
-            if alias == CANARY_ALIAS or CANARY_ALIAS not in self.aliases:
-                raise UsageError(
-                    f"A {percent}% canary needs @{CANARY_ALIAS} set and a different alias to "
-                    "deploy",
-                    fix=f"Promote a version to @{CANARY_ALIAS}, or set the slider to 0.",
-                )
-            canary = f"{name}@{CANARY_ALIAS}:{percent}"
+        canary = kserve_canary(name, alias, self.aliases, percent)
         folder = Path(out if out is not None else (self.out_box.value.strip() or "deploy/" + name))
         if not folder.is_absolute():
             folder = self.settings.project_dir / folder
         force = bool(self.overwrite_box.value)
 
         def action() -> str:
-            from nbmlops.core.serving.export import export_deployment
+            from nbmlops.api.serving import export_deployment
 
             result = export_deployment(
                 self.settings, f"{name}@{alias}", "kserve", folder, canary=canary, force=force

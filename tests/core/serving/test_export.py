@@ -121,3 +121,32 @@ def test_exports_and_serving_are_in_the_audit_log(store, settings, serve, tmp_pa
     assert ("model.deploy.export", f"{name}@champion") in entries
     assert ("model.deploy.serve", f"{name}@champion") in entries
     assert log.verify().ok
+
+
+def test_a_canary_of_the_deployed_version_is_refused_before_anything_is_written(
+    store, settings, tmp_path
+):
+    """`nbmlops deploy export --canary` keeps the rule the Registry panel shows: the canary is
+    another version of the same model."""
+    name = store.register(aliases={"champion": 2, "challenger": 2})
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match="another version of the same model"):
+        export_deployment(settings, f"{name}@champion", "kserve", out, canary=f"{name}@2:10")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_canary_rule_lives_behind_the_front_door():
+    from nbmlops.api.serving import kserve_canary
+    from nbmlops.exceptions import UsageError
+
+    aliases = {"champion": 1, "challenger": 2}
+    assert kserve_canary("churn", "champion", aliases, 0) is None
+    assert kserve_canary("churn", "champion", aliases, 20) == "churn@challenger:20"
+    with pytest.raises(UsageError, match="needs @challenger set"):
+        kserve_canary("churn", "challenger", aliases, 20)
+    with pytest.raises(UsageError, match="needs @challenger set"):
+        kserve_canary("churn", "champion", {"champion": 1}, 20)
+    with pytest.raises(UsageError, match="same version"):
+        kserve_canary("churn", "champion", {"champion": 2, "challenger": 2}, 20)
+    with pytest.raises(UsageError, match="1 to 50"):
+        kserve_canary("churn", "champion", aliases, 80)

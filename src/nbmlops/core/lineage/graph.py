@@ -153,7 +153,7 @@ class LineageGraph:
         lines = [f"lineage of {self.label(view.focus, g)}"]
         up = view.upstream()
         down = view.downstream()
-        layers = _layers(g)
+        layers = node_layers(g)
         lines.append("  upstream:" if up else "  upstream: (nothing recorded)")
         lines += [f"    {self.label(n, g)}" for n in sorted(up, key=lambda n: (layers[n], n))]
         lines.append("  downstream:" if down else "  downstream: (nothing recorded)")
@@ -173,7 +173,7 @@ class LineageGraph:
             )
             keep = sorted(distance, key=distance.__getitem__)[:max_nodes]
             g = g.subgraph(keep).copy()
-        for node, layer in _layers(g).items():
+        for node, layer in node_layers(g).items():
             g.nodes[node]["layer"] = layer
         pos = (
             nx.multipartite_layout(g, subset_key="layer")
@@ -218,7 +218,7 @@ class LineageGraph:
         return fig
 
 
-def _layers(g: nx.DiGraph) -> dict[str, int]:
+def node_layers(g: nx.DiGraph) -> dict[str, int]:
     """Longest-path layer of every node (data left of the run reading it, outputs right),
     over the condensation so that a content cycle across runs cannot break the drawing."""
     import networkx as nx

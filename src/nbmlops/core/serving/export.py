@@ -103,6 +103,16 @@ def _export_kserve(
     location = loader.registry.download_uri(resolved.name, resolved.version)
     uri, local = _storage_uri(storage_uri or location)
     name = k8s_name(resolved.name)
+    if canary:  # checked before anything is written
+        cref, percent = parse_weighted(canary)
+        cres = loader.resolve(cref)
+        if cres.name != resolved.name or cres.version == resolved.version:
+            raise ExportError(
+                f"The canary {cref} resolves to {cres.name} v{cres.version}, and {ref} to "
+                f"{resolved.name} v{resolved.version}: a canary must be another version of "
+                "the same model",
+                fix="Promote the new version to its own alias (e.g. @challenger) and name that.",
+            )
 
     def notes_for(version: int, tags: dict[str, str]) -> dict[str, str]:
         return {
@@ -117,8 +127,6 @@ def _export_kserve(
         _write(out / "inferenceservice.yaml", yaml.safe_dump(main, sort_keys=False), force)
     )
     if canary:
-        cref, percent = parse_weighted(canary)
-        cres = loader.resolve(cref)
         clocation = loader.registry.download_uri(cres.name, cres.version)
         curi, clocal = _storage_uri(clocation)
         local = local or clocal

@@ -171,7 +171,7 @@ def snapshot_before(
     return snap
 
 
-def _is_fitted_estimator(value: Any) -> bool:
+def is_fitted_estimator(value: Any) -> bool:
     base = loaded_module("sklearn.base", "BaseEstimator")
     if base is None or not isinstance(value, base.BaseEstimator) or isinstance(value, type):
         return False
@@ -256,7 +256,7 @@ def capture_after(
             cap.params[name] = param_text(analysis.literals[name])
         elif assigned and metric is not None:
             cap.metrics[name] = metric
-        elif options.models and _is_fitted_estimator(value):
+        elif options.models and is_fitted_estimator(value):
             entry = _stage_model(name, value, analysis, namespace, staging, cap)
             if entry is not None:
                 cap.models.append(entry)

@@ -1,4 +1,5 @@
-"""The public facade: what magics, CLI, panels and scripts call."""
+"""Tracking from the front door: ``track`` blocks, ``log_metric``/``log_param`` inside them,
+``sync``, and the process's tracker that ``%%track`` drives."""
 
 from __future__ import annotations
 
@@ -13,18 +14,58 @@ from typing import Any, Literal
 
 from nbmlops.config import Settings, load_settings
 from nbmlops.core.tracking.capture import CaptureOptions
-from nbmlops.core.tracking.context import CellOrigin
+from nbmlops.core.tracking.context import CellOrigin, locate_cell, notebook_from_environment
 from nbmlops.core.tracking.journal import Journal
-from nbmlops.core.tracking.session import RunSummary, TrackedRun, get_tracker
+from nbmlops.core.tracking.report import summary_html, summary_text
+from nbmlops.core.tracking.session import (
+    RunSummary,
+    TrackedRun,
+    Tracker,
+    current_tracker,
+    get_tracker,
+    reset_tracker,
+    ui_url,
+)
 from nbmlops.core.tracking.shipper import ReplayReport, RunShipper, replay_orphans
 from nbmlops.exceptions import UsageError
 
-__all__ = ["log_metric", "log_metrics", "log_param", "settings", "sync", "track"]
+__all__ = [
+    "CaptureOptions",
+    "CellOrigin",
+    "RunSummary",
+    "TrackedRun",
+    "Tracker",
+    "current_tracker",
+    "get_tracker",
+    "locate_cell",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "notebook_from_environment",
+    "open_store",
+    "pending_summary",
+    "project_settings",
+    "reset_tracker",
+    "settings",
+    "summary_html",
+    "summary_text",
+    "sync",
+    "sync_journal",
+    "track",
+    "ui_url",
+]
 
 
 def settings() -> Settings:
     """The settings this process tracks with."""
     return get_tracker().settings
+
+
+def project_settings() -> Settings:
+    """The settings of this process's tracker when one is running, else the project's
+    (nbmlops.yaml and NBMLOPS_* variables): reading data or lineage starts no tracker."""
+    tracker = current_tracker()
+    return tracker.settings if tracker is not None else load_settings()
 
 
 def log_metric(name: str, value: float, step: int | None = None) -> None:
@@ -72,6 +113,20 @@ def sync_journal(settings_: Settings | None = None) -> ReplayReport:
     """Replay dead processes' journal segments without starting a tracker (the CLI's sync)."""
     s = settings_ or load_settings()
     return replay_orphans(RunShipper(s), Journal(s.journal_dir))
+
+
+def pending_summary(settings_: Settings | None = None) -> dict[str, int]:
+    """What the project's journal still holds that MLflow has not: counts by kind."""
+    s = settings_ or project_settings()
+    return Journal(s.journal_dir).pending_summary()
+
+
+def open_store(settings_: Settings | None = None) -> None:
+    """Open the tracking store once (creating an embedded SQLite store's schema safely), so a
+    tool started next, such as ``mlflow ui``, finds it ready."""
+    from nbmlops.core.tracking.store import open_client
+
+    open_client(settings_ or project_settings())
 
 
 class track:

@@ -1,0 +1,57 @@
+"""Runs of an experiment as a frame, and what the panels do with it: filter, sort, page,
+compare, metric curves, parallel coordinates. The operations are pure functions of the runs
+frame (:mod:`nbmlops.core.experiments`); reading takes the project's settings."""
+
+from __future__ import annotations
+
+from nbmlops.core.experiments import (
+    BASE_COLUMNS,
+    PAGE,
+    STATUSES,
+    compare_runs,
+    curves_figure,
+    default_experiment,
+    empty_runs,
+    experiments,
+    figure_png,
+    filter_runs,
+    latest_experiment,
+    list_runs,
+    metric_columns,
+    metric_history,
+    page_of,
+    parallel_figure,
+    parallel_frame,
+    param_columns,
+    resolve_column,
+    run_details,
+    run_labels,
+    short,
+    sort_runs,
+)
+
+__all__ = [
+    "BASE_COLUMNS",
+    "PAGE",
+    "STATUSES",
+    "compare_runs",
+    "curves_figure",
+    "default_experiment",
+    "empty_runs",
+    "experiments",
+    "figure_png",
+    "filter_runs",
+    "latest_experiment",
+    "list_runs",
+    "metric_columns",
+    "metric_history",
+    "page_of",
+    "parallel_figure",
+    "parallel_frame",
+    "param_columns",
+    "resolve_column",
+    "run_details",
+    "run_labels",
+    "short",
+    "sort_runs",
+]
