@@ -57,10 +57,17 @@ _HOMES = {
 }
 
 
+_NEEDS_SERVE = {"Gateway", "GatewayConfig", "GatewayServer"}  # the web stack (nbmlops[serve])
+
+
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'nbmlops.api.serving' has no attribute {name!r}")
+    if name in _NEEDS_SERVE:
+        from nbmlops.core.extras import require_extra
+
+        require_extra("serve")
     return getattr(importlib.import_module(home), name)
 
 
