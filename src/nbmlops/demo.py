@@ -74,11 +74,10 @@ def _run_pipeline(pipeline: Path) -> None:
 
 
 def _show_runs(settings, experiment: str) -> None:
-    from nbmlops.api import sync_journal
-    from nbmlops.core.tracking.store import open_client
+    from nbmlops.api.tracking import open_store, sync_journal
 
     sync_journal(settings)  # anything a kernel could not ship before it was shut down
-    client = open_client(settings)
+    client = open_store(settings)
     exp = client.get_experiment_by_name(experiment)
     runs = (
         client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])

@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nbmlops.config import Settings, load_settings
 from nbmlops.core.tracking.capture import CaptureOptions
@@ -28,6 +28,9 @@ from nbmlops.core.tracking.session import (
 )
 from nbmlops.core.tracking.shipper import ReplayReport, RunShipper, replay_orphans
 from nbmlops.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = [
     "CaptureOptions",
@@ -121,12 +124,13 @@ def pending_summary(settings_: Settings | None = None) -> dict[str, int]:
     return Journal(s.journal_dir).pending_summary()
 
 
-def open_store(settings_: Settings | None = None) -> None:
-    """Open the tracking store once (creating an embedded SQLite store's schema safely), so a
-    tool started next, such as ``mlflow ui``, finds it ready."""
+def open_store(settings_: Settings | None = None) -> MlflowClient:
+    """A client on the project's tracking store, opened once (an embedded SQLite store's
+    schema is created safely first, so a tool started next, such as ``mlflow ui``, finds it
+    ready)."""
     from nbmlops.core.tracking.store import open_client
 
-    open_client(settings_ or project_settings())
+    return open_client(settings_ or project_settings())
 
 
 class track:
