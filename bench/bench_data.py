@@ -279,7 +279,7 @@ def mlflow_digest(df: Any) -> str:
 
 
 def bench_file(work: Path, nbytes: int, repeat: int, dvc: str | None, console: Any) -> dict:
-    from nbmlops.core.data.hashing import digest_file
+    from nbmlops.core.data.digest_files import digest_file
     from nbmlops.core.data.store import DataStore
 
     csv = work / "data.csv"

@@ -16,8 +16,8 @@ from nbmlops.exceptions import UsageError
 if TYPE_CHECKING:
     from nbmlops.core.audit import AuditLog
     from nbmlops.core.data.diff import DataDiff
+    from nbmlops.core.data.report import ValidationReport
     from nbmlops.core.data.store import CommitResult, DatasetVersion, DataStore
-    from nbmlops.core.data.validate import ValidationReport
 
 __all__ = [
     "audit_log",
@@ -197,6 +197,7 @@ def validate(
     An inferred schema lets numeric values go ``range_margin`` (a fraction of the reference's
     span) beyond the reference's min and max: new data from the same distribution exceeds a
     sample's extremes now and then. Save the schema (``save_schema``) to edit its rules."""
+    from nbmlops.core.data import schema as sc
     from nbmlops.core.data import validate as v
 
     s = settings or _settings()
@@ -205,9 +206,11 @@ def validate(
             "validate needs a reference", fix="Pass against='NAME@k' or schema='file.yaml'."
         )
     reference = load(against, settings=s) if against else None
-    sch = v.load_schema(schema) if schema else v.infer_schema(reference, range_margin=range_margin)
+    sch = (
+        sc.load_schema(schema) if schema else sc.infer_schema(reference, range_margin=range_margin)
+    )
     if save_schema:
-        v.save_schema(sch, save_schema)
+        sc.save_schema(sch, save_schema)
     report = v.validate_frame(df, reference=reference, schema=sch)
     _log_to_active_run(report, against)
     if strict:

@@ -17,7 +17,9 @@ import pytest
 import xxhash
 
 import nbmlops.core.data.hashing as hashing
-from nbmlops.core.data.hashing import ContentDigest, digest_file, digest_value, is_digestible
+from nbmlops.core.data.digest_files import digest_file
+from nbmlops.core.data.digest_framing import ContentDigest
+from nbmlops.core.data.hashing import digest_value, is_digestible
 from nbmlops.exceptions import UndigestibleError
 
 SRC = Path(hashing.__file__).resolve().parents[3]

@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 
 import nbmlops.core.data.store as store_module
-from nbmlops.core.data.hashing import digest_file, digest_value
+from nbmlops.core.data.digest_files import digest_file
+from nbmlops.core.data.hashing import digest_value
 from nbmlops.core.data.store import (
     CommitResult,
     DatasetVersion,

@@ -18,15 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from nbmlops.core.data.validate import (
-    ColumnDrift,
-    ValidationReport,
-    infer_schema,
-    load_schema,
-    raise_if_failed,
-    save_schema,
-    validate_frame,
-)
+from nbmlops.core.data.drift import ColumnDrift
+from nbmlops.core.data.report import ValidationReport
+from nbmlops.core.data.schema import infer_schema, load_schema, save_schema
+from nbmlops.core.data.validate import raise_if_failed, validate_frame
 from nbmlops.exceptions import UsageError, ValidationFailed
 
 CITIES = ["paris", "lyon", "nice"]

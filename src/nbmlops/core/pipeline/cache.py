@@ -18,7 +18,7 @@ from typing import Any
 
 import xxhash
 
-from nbmlops.core.data.hashing import digest_file
+from nbmlops.core.data.digest_files import digest_file
 
 CACHE_VERSION = 1
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbmlops.core.data.hashing import digest_file
+from nbmlops.core.data.digest_files import digest_file
 
 log = logging.getLogger("nbmlops.pipeline")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, load_settings
-from nbmlops.core.data.hashing import digest_file
+from nbmlops.core.data.digest_files import digest_file
 from nbmlops.core.pipeline import notebook as nbfile
 from nbmlops.core.pipeline.runner import RAN, Progress, _Run, _validated
 from nbmlops.core.pipeline.spec import Pipeline, Step

@@ -981,7 +981,8 @@ class ModelRegistry:
             return scores[key]
 
         def validate(data_ref: str, against: str) -> Any:
-            from nbmlops.core.data.validate import infer_schema, validate_frame
+            from nbmlops.core.data.schema import infer_schema
+            from nbmlops.core.data.validate import validate_frame
 
             reference = self._load_frame(against)
             schema = infer_schema(reference, range_margin=0.1)  # as nbmlops.data.validate

@@ -141,7 +141,7 @@ def files_digest(path: str | os.PathLike[str]) -> str:
     """One xxh3-128 digest over every file of a model folder (relative paths and contents)."""
     import xxhash
 
-    from nbmlops.core.data.hashing import digest_file
+    from nbmlops.core.data.digest_files import digest_file
 
     root = Path(path)
     h = xxhash.xxh3_128()

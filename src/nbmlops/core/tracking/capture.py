@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbmlops.core.data.hashing import digest_value, is_digestible, loaded_module
+from nbmlops.core.data.digest_framing import loaded_module
+from nbmlops.core.data.hashing import digest_value, is_digestible
 from nbmlops.core.tracking.analysis import CellAnalysis
 from nbmlops.exceptions import UndigestibleError
 
