@@ -53,7 +53,7 @@ class MissingDependencyError(NbmlopsError, ImportError):
 class ValidationFailed(NbmlopsError):
     """A DataFrame failed schema validation or drifted from its reference.
 
-    ``report`` is the :class:`nbmlops.core.data.validate.ValidationReport` that failed; call
+    ``report`` is the :class:`nbmlops.core.data.report.ValidationReport` that failed; call
     ``report.to_table()`` or ``report.schema_errors`` to see what went wrong.
     """
 
