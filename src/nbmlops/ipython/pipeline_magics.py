@@ -36,11 +36,11 @@ class PipelineMagics(Magics):
         import pandas as pd
 
         from nbmlops.config import load_settings
-        from nbmlops.core.pipeline.runner import _validated, run_pipeline
+        from nbmlops.core.pipeline.runner import plan_pipeline, run_pipeline
 
         try:
             if args.command == "show":
-                p = _validated(args.pipeline, load_settings())
+                p = plan_pipeline(args.pipeline, load_settings())
                 return pd.DataFrame(
                     [
                         {
@@ -54,7 +54,7 @@ class PipelineMagics(Magics):
                 )
             from nbmlops.widgets.progress import WidgetProgress
 
-            checked = _validated(args.pipeline, load_settings())  # errors before any widget
+            checked = plan_pipeline(args.pipeline, load_settings())  # errors before any widget
             progress = WidgetProgress("pipeline")
             display(progress)
             report = run_pipeline(
