@@ -23,18 +23,19 @@ from nbmlops.core.pipeline.events import (
     TrialStarted,
 )
 from nbmlops.core.pipeline.formatting import trial_line
+from nbmlops.core.pipeline.scheduler import StepStatus
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
 STATUS_STYLE = {
-    "ran": "green",
-    "cached": "cyan",
-    "failed": "bold red",
-    "skipped": "yellow",
-    "would run": "magenta",
-    "would skip": "cyan",
+    StepStatus.RAN: "green",
+    StepStatus.CACHED: "cyan",
+    StepStatus.FAILED: "bold red",
+    StepStatus.SKIPPED: "yellow",
+    StepStatus.WOULD_RUN: "magenta",
+    StepStatus.WOULD_SKIP: "cyan",
 }
 
 
@@ -87,7 +88,7 @@ class RichProgress:
                 self._ended(rep.name)
                 if not self.quiet:
                     style = STATUS_STYLE.get(rep.status, "")
-                    took = f" {rep.duration_s:.1f}s" if rep.status in ("ran", "failed") else ""
+                    took = f" {rep.duration_s:.1f}s" if rep.status.timed else ""
                     why = rep.error or rep.reason
                     self.progress.console.print(
                         f"  [{style}]{rep.status:>7}[/] {rep.name}{took}  [dim]{why}[/]"
@@ -304,7 +305,7 @@ def pipeline_run(
             run_id = ids.get(report.run_key or "")
             where = f"MLflow run {run_id}" if run_id else "nothing ran: no MLflow run"
             console.print(f"{report.status.lower()} in {report.wall_s:.1f}s; {where}")
-            failed = [s for s in report.steps.values() if s.status == "failed"]
+            failed = [s for s in report.steps.values() if s.status == StepStatus.FAILED]
             for s in failed:
                 cell = f" (cell {s.failed_cell})" if s.failed_cell is not None else ""
                 console.print(f"[red]{s.name}[/]{cell}: {s.error}; notebook {s.output_notebook}")

@@ -37,6 +37,7 @@ class PipelineMagics(Magics):
 
         from nbmlops.config import load_settings
         from nbmlops.core.pipeline.runner import plan_pipeline, run_pipeline
+        from nbmlops.core.pipeline.scheduler import StepStatus
 
         try:
             if args.command == "show":
@@ -71,7 +72,7 @@ class PipelineMagics(Magics):
             return None
         frame = pd.DataFrame(report.table(), columns=["step", "status", "time", "why"])
         if not report.ok and not args.dry_run:
-            failed = [s for s in report.steps.values() if s.status == "failed"]
+            failed = [s for s in report.steps.values() if s.status == StepStatus.FAILED]
             for s in failed:
                 print(f"{s.name} failed: {s.error} (notebook {s.output_notebook})")
         return frame

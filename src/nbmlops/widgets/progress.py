@@ -19,12 +19,13 @@ from nbmlops.core.pipeline.events import (
     TrialStarted,
 )
 from nbmlops.core.pipeline.formatting import format_value, trial_line
+from nbmlops.core.pipeline.scheduler import StepStatus
 
 _COLOURS = {
-    "ran": "#2e7d32",
-    "cached": "#0277bd",
-    "failed": "#c62828",
-    "skipped": "#ef6c00",
+    StepStatus.RAN: "#2e7d32",
+    StepStatus.CACHED: "#0277bd",
+    StepStatus.FAILED: "#c62828",
+    StepStatus.SKIPPED: "#ef6c00",
     "COMPLETE": "#2e7d32",
     "PRUNED": "#ef6c00",
     "FAIL": "#c62828",
@@ -75,7 +76,7 @@ class WidgetProgress:
                 if rep.name in self._running:
                     self._running.remove(rep.name)
                 self.bar.value += 1
-                took = f" {rep.duration_s:.1f}s" if rep.status in ("ran", "failed") else ""
+                took = f" {rep.duration_s:.1f}s" if rep.status.timed else ""
                 colour = _COLOURS.get(rep.status, "#555")
                 why = html.escape(rep.error or rep.reason or "")
                 self._line(

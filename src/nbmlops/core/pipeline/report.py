@@ -54,7 +54,7 @@ class PipelineReport:
             (
                 n,
                 s.status,
-                f"{s.duration_s:.2f}s" if s.status in (StepStatus.RAN, StepStatus.FAILED) else "",
+                f"{s.duration_s:.2f}s" if s.status.timed else "",
                 s.error or s.reason,
             )
             for n, s in self.steps.items()

@@ -110,7 +110,7 @@ def reproduce(
     report = ReproduceReport(run_id, kind, folder, float(rtol))
     experiment = client.get_experiment(run.info.experiment_id).name
     for tag, value in sorted(tags.items()):
-        if tag.startswith("nbmlops.step.") and value.startswith("cached"):
+        if tag.startswith("nbmlops.step.") and value.startswith(StepStatus.CACHED):
             report.notes.append(
                 f"step {tag[len('nbmlops.step.') :]!r} was cached in this pipeline run (not "
                 "run): reproduce the run that produced its outputs"

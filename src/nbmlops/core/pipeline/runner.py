@@ -45,7 +45,7 @@ from nbmlops.core.pipeline.formatting import step_slug
 from nbmlops.core.pipeline.lock import exclusive
 from nbmlops.core.pipeline.recorder import StepRecorder, step_kernel
 from nbmlops.core.pipeline.report import PipelineReport, StepReport
-from nbmlops.core.pipeline.scheduler import Executor, StepScheduler, StepStatus
+from nbmlops.core.pipeline.scheduler import Executor, StepScheduler, StepStatus, check_jobs
 from nbmlops.core.pipeline.spec import Pipeline, Step, load_pipeline
 from nbmlops.exceptions import PipelineError
 
@@ -472,15 +472,6 @@ def plan_pipeline(pipeline: Pipeline | str | Path, settings: Settings) -> Pipeli
 
         data_store = DataStore(settings.resolved_data_url)
     return p.validate(data_store)
-
-
-def check_jobs(jobs: int | None) -> int:
-    """``jobs`` checked (a positive integer); None means the cores, at most 8."""
-    if jobs is None:
-        return max(1, min(os.cpu_count() or 1, 8))
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise PipelineError(f"jobs must be a positive integer, got {jobs!r}")
-    return jobs
 
 
 def run_pipeline(

@@ -11,11 +11,13 @@ the scheduler's queue.
 from __future__ import annotations
 
 import enum
+import os
 import queue
 from collections.abc import Callable, Iterator
 from typing import Literal, Protocol
 
 from nbmlops.core.pipeline.execute import StepOutcome, StepTask
+from nbmlops.exceptions import PipelineError
 
 
 class StepStatus(enum.StrEnum):
@@ -37,6 +39,20 @@ class StepStatus(enum.StrEnum):
     @property
     def unsuccessful(self) -> bool:
         return self in (StepStatus.FAILED, StepStatus.SKIPPED)
+
+    @property
+    def timed(self) -> bool:
+        """Whether a report shows the step's duration (it was handed to a kernel or failed)."""
+        return self in (StepStatus.RAN, StepStatus.FAILED)
+
+
+def check_jobs(jobs: int | None) -> int:
+    """``jobs`` checked (a positive integer); None means the cores, at most 8."""
+    if jobs is None:
+        return max(1, min(os.cpu_count() or 1, 8))
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise PipelineError(f"jobs must be a positive integer, got {jobs!r}")
+    return jobs
 
 
 class Executor(Protocol):

@@ -40,7 +40,8 @@ from nbmlops.config import Settings, load_settings
 from nbmlops.core.pipeline.events import Progress, SweepFinished, SweepPlanned, no_progress
 from nbmlops.core.pipeline.formatting import folder_slug
 from nbmlops.core.pipeline.recorder import StepRecorder
-from nbmlops.core.pipeline.runner import check_jobs, plan_pipeline
+from nbmlops.core.pipeline.runner import plan_pipeline
+from nbmlops.core.pipeline.scheduler import check_jobs
 from nbmlops.core.pipeline.space import parse_space
 from nbmlops.core.pipeline.spec import Pipeline, Step
 from nbmlops.core.pipeline.sweep_outputs import draw_plots, write_best_params, write_trials_csv

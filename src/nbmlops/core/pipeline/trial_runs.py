@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import os
+import queue
 import random
 import socket
 import time
@@ -21,8 +22,9 @@ from typing import Any
 from nbmlops.core.pipeline import params as P
 from nbmlops.core.pipeline.events import Progress, TrialFinished, TrialStarted
 from nbmlops.core.pipeline.execute import StepOutcome, StepTask
+from nbmlops.core.pipeline.executors import LocalExecutor
 from nbmlops.core.pipeline.recorder import StepRecorder
-from nbmlops.core.pipeline.scheduler import StepScheduler
+from nbmlops.core.pipeline.scheduler import Executor, StepScheduler
 from nbmlops.core.pipeline.space import SearchSpace
 from nbmlops.core.pipeline.spec import Step
 from nbmlops.core.pipeline.trials import FAIL, TrialJournal, TrialReport, trial_report
@@ -100,9 +102,7 @@ class TrialRun:
             stop="interrupt",
         )
 
-    def _executor(self, events: Any) -> Any:
-        from nbmlops.core.pipeline.executors import LocalExecutor
-
+    def _executor(self, events: queue.Queue) -> Executor:
         return LocalExecutor(self.jobs, events)
 
     def run(self) -> None:
