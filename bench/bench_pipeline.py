@@ -359,7 +359,7 @@ def nbmlops_run(project: Path, jobs: int | None, profile: bool = False) -> dict[
     return {
         "wall_s": wall,
         "report_wall_s": report.wall_s,
-        "status": {n: s.status for n, s in report.steps.items()},
+        "status": {n: str(s.status) for n, s in report.steps.items()},
         "ran": report.ran(),
         "step_duration_s": {n: s.duration_s for n, s in report.steps.items()},
         "timeline": timeline,
