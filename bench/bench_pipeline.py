@@ -288,13 +288,13 @@ class Phases:
     kernel shutdown during the cold run; times are seconds from the run_pipeline call."""
 
     def __init__(self) -> None:
-        from nbmlops.core.pipeline import execute, runner
+        from nbmlops.core.pipeline import execute, executors
 
         self.t0 = time.time()
         self.rows: dict[str, dict[str, float]] = {}
         self._undo: list[tuple[Any, str, Any]] = []
         kernel_init, kernel_shutdown = execute.WarmKernel.__init__, execute.WarmKernel.shutdown
-        run_task = runner.execute_task
+        run_task = executors.execute_task
         phases = self
 
         def init(kernel: Any, task: Any, *args: Any, **kwargs: Any) -> None:
@@ -323,7 +323,7 @@ class Phases:
         for owner, name, fn in (
             (execute.WarmKernel, "__init__", init),
             (execute.WarmKernel, "shutdown", shutdown),
-            (runner, "execute_task", execute_task),
+            (executors, "execute_task", execute_task),
         ):
             self._undo.append((owner, name, getattr(owner, name)))
             setattr(owner, name, fn)
@@ -344,9 +344,9 @@ def nbmlops_run(project: Path, jobs: int | None, profile: bool = False) -> dict[
     phases = Phases() if profile else None
     start = time.perf_counter()
 
-    def progress(event: dict[str, Any]) -> None:
-        step = event.get("step") or ""
-        timeline.append((time.perf_counter() - start, event["event"], step))
+    def progress(event: Any) -> None:
+        step = getattr(event, "step", "")
+        timeline.append((time.perf_counter() - start, type(event).__name__, step))
 
     try:
         report = run_pipeline(project / "pipeline" / "pipeline.yaml", jobs=jobs, progress=progress)
@@ -359,7 +359,7 @@ def nbmlops_run(project: Path, jobs: int | None, profile: bool = False) -> dict[
     return {
         "wall_s": wall,
         "report_wall_s": report.wall_s,
-        "status": {n: s.status for n, s in report.steps.items()},
+        "status": {n: str(s.status) for n, s in report.steps.items()},
         "ran": report.ran(),
         "step_duration_s": {n: s.duration_s for n, s in report.steps.items()},
         "timeline": timeline,
@@ -468,14 +468,14 @@ def kernel_ready_s(cwd: Path, repeat: int) -> list[float]:
 
 
 def timeline_text(timeline: list[tuple[float, str, str]]) -> list[str]:
-    starts = {s: t for t, e, s in timeline if e == "step_start"}
+    starts = {s: t for t, e, s in timeline if e == "StepStarted"}
     lines = []
     for t, e, s in timeline:
-        if e == "step_end":
+        if e == "StepFinished":
             began = starts.get(s)
             span = f"{began:6.2f} -> {t:6.2f} s" if began is not None else f"cached at {t:.2f} s"
             lines.append(f"    {s:<8} {span}")
-        elif e == "done":
+        elif e == "PipelineFinished":
             lines.append(f"    done     at {t:6.2f} s")
     return lines
 
@@ -693,8 +693,8 @@ def report(res: dict[str, Any]) -> list[dict[str, Any]]:
     print(f"  import papermill, fresh process             {med(bd['papermill_import_s']):.2f} s")
     print(f"  papermill --help, process start to exit     {med(bd['papermill_cli_noop_s']):.2f} s")
     print(f"  python3 kernel, start until it answers      {med(bd['kernel_ready_s']):.2f} s")
-    first = next(t for t, e, _ in cold["timeline"] if e == "step_start")
-    last_end = max(t for t, e, _ in cold["timeline"] if e == "step_end")
+    first = next(t for t, e, _ in cold["timeline"] if e == "StepStarted")
+    last_end = max(t for t, e, _ in cold["timeline"] if e == "StepFinished")
     print(f"  cold run: call to first step start          {first:.2f} s")
     print(f"  cold run: last step end to return           {cold['wall_s'] - last_end:.2f} s")
     print(

@@ -11,22 +11,39 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nbmlops.core.pipeline.events import (
+    PipelineFinished,
+    PipelinePlanned,
+    ProgressEvent,
+    StepFinished,
+    StepStarted,
+    SweepFinished,
+    SweepPlanned,
+    TrialFinished,
+    TrialStarted,
+)
+from nbmlops.core.pipeline.formatting import trial_line
+from nbmlops.core.pipeline.scheduler import StepStatus
+
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
-_STATUS_STYLE = {
-    "ran": "green",
-    "cached": "cyan",
-    "failed": "bold red",
-    "skipped": "yellow",
-    "would run": "magenta",
-    "would skip": "cyan",
+STATUS_STYLE = {
+    StepStatus.RAN: "green",
+    StepStatus.CACHED: "cyan",
+    StepStatus.FAILED: "bold red",
+    StepStatus.SKIPPED: "yellow",
+    StepStatus.WOULD_RUN: "magenta",
+    StepStatus.WOULD_SKIP: "cyan",
 }
 
 
+STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "bold red", "RUNNING": "cyan"}
+
+
 class RichProgress:
-    """A live bar over the steps plus one line per finished step."""
+    """A live bar over the steps (or a sweep's trials) plus one line per finished one."""
 
     def __init__(self, console: Console, quiet: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -44,33 +61,63 @@ class RichProgress:
         )
         self.task: Any = None
         self.running: list[str] = []
+        self.running_prefix = "running "
+        self.metric = ""
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "plan":
-            self.progress.start()
-            self.task = self.progress.add_task("starting", total=len(event["steps"]))
-        elif kind == "step_start":
-            self.running.append(event["step"])
-            self._describe()
-        elif kind == "step_end":
-            rep = event["report"]
-            if rep.name in self.running:
-                self.running.remove(rep.name)
-            self.progress.advance(self.task)
-            self._describe()
-            if not self.quiet:
-                style = _STATUS_STYLE.get(rep.status, "")
-                extra = f" {rep.duration_s:.1f}s" if rep.status in ("ran", "failed") else ""
-                why = rep.error or rep.reason
-                self.progress.console.print(
-                    f"  [{style}]{rep.status:>7}[/] {rep.name}{extra}  [dim]{why}[/]"
-                )
-        elif kind == "done":
-            self.stop()
+    def __call__(self, event: ProgressEvent) -> None:
+        match event:
+            case PipelinePlanned(steps=steps):
+                self.progress.start()
+                self.task = self.progress.add_task("starting", total=len(steps))
+            case SweepPlanned():
+                self.metric = event.metric
+                self.running_prefix = "running trial "
+                if not self.quiet:
+                    self.console.print(
+                        f"study [bold]{event.study}[/] ({event.storage}): "
+                        f"{event.earlier} earlier trial(s), {event.to_run} to run"
+                    )
+                if event.to_run:
+                    self.progress.start()
+                    self.task = self.progress.add_task("starting kernels", total=event.to_run)
+            case StepStarted(step=step):
+                self._started(step)
+            case TrialStarted(number=number):
+                self._started(str(number))
+            case StepFinished(report=rep):
+                self._ended(rep.name)
+                if not self.quiet:
+                    style = STATUS_STYLE.get(rep.status, "")
+                    took = f" {rep.duration_s:.1f}s" if rep.status.timed else ""
+                    why = rep.error or rep.reason
+                    self.progress.console.print(
+                        f"  [{style}]{rep.status:>7}[/] {rep.name}{took}  [dim]{why}[/]"
+                    )
+            case TrialFinished(trial=trial):
+                self._ended(str(trial.number))
+                if not self.quiet:
+                    style = STATE_STYLE.get(trial.state, "")
+                    value, params, took = trial_line(trial, self.metric)
+                    self.progress.console.print(
+                        f"  [{style}]{trial.state:>8}[/] trial {trial.number}{value}  {params}"
+                        f"[dim]{took}  {trial.error or ''}[/]"
+                    )
+            case PipelineFinished() | SweepFinished():
+                self.stop()
+
+    def _started(self, name: str) -> None:
+        self.running.append(name)
+        self._describe()
+
+    def _ended(self, name: str) -> None:
+        if name in self.running:
+            self.running.remove(name)
+        self.progress.advance(self.task)
+        self._describe()
 
     def _describe(self) -> None:
-        text = "running " + ", ".join(self.running) if self.running else "waiting"
+        running = self.running
+        text = self.running_prefix + ", ".join(running) if running else "waiting"
         self.progress.update(self.task, description=text)
 
     def stop(self) -> None:
@@ -252,13 +299,13 @@ def pipeline_run(
         for col in ("step", "status", "time", "why"):
             table.add_column(col)
         for name, status, took, why in report.table():
-            table.add_row(name, f"[{_STATUS_STYLE.get(status, '')}]{status}[/]", took, why)
+            table.add_row(name, f"[{STATUS_STYLE.get(status, '')}]{status}[/]", took, why)
         console.print(table)
         if not dry_run:
             run_id = ids.get(report.run_key or "")
             where = f"MLflow run {run_id}" if run_id else "nothing ran: no MLflow run"
             console.print(f"{report.status.lower()} in {report.wall_s:.1f}s; {where}")
-            failed = [s for s in report.steps.values() if s.status == "failed"]
+            failed = [s for s in report.steps.values() if s.status == StepStatus.FAILED]
             for s in failed:
                 cell = f" (cell {s.failed_cell})" if s.failed_cell is not None else ""
                 console.print(f"[red]{s.name}[/]{cell}: {s.error}; notebook {s.output_notebook}")
@@ -272,9 +319,9 @@ def pipeline_run(
 def pipeline_show(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None:
     """Check a pipeline file and print its steps in run order with their inputs and outputs."""
     from nbmlops.config import load_settings
-    from nbmlops.core.pipeline.runner import _validated
+    from nbmlops.core.pipeline.runner import plan_pipeline
 
-    p = _validated(pipeline, load_settings())
+    p = plan_pipeline(pipeline, load_settings())
     table = Table(title=f"pipeline {p.display_name} (experiment {p.experiment_name})")
     for col in ("step", "notebook", "after", "inputs", "outputs"):
         table.add_column(col)

@@ -28,14 +28,15 @@ def reproduce(
     from rich.table import Table
 
     from nbmlops.config import load_settings
+    from nbmlops.core.pipeline.events import ProgressEvent, StepStarted
     from nbmlops.core.pipeline.reproduce import reproduce as run_reproduce
 
     console = Console()
     settings = load_settings()
 
-    def progress(event: dict) -> None:
-        if event.get("event") == "step_start" and not as_json:
-            console.print(f"running {event.get('step')} again ...")
+    def progress(event: ProgressEvent) -> None:
+        if isinstance(event, StepStarted) and not as_json:
+            console.print(f"running {event.step} again ...")
 
     report = run_reproduce(run_id, rtol=rtol, settings=settings, progress=progress)
     if as_json:

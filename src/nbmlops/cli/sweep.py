@@ -12,65 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nbmlops.cli.pipeline import RichProgress
+from nbmlops.cli.pipeline import STATE_STYLE, RichProgress
+from nbmlops.core.pipeline.formatting import format_value
 
 console = Console()
 err_console = Console(stderr=True)
 
-_STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "bold red", "RUNNING": "cyan"}
 _MAX_ROWS = 40
-
-
-def _fmt(value: Any) -> str:
-    from nbmlops.core.pipeline.sweep import format_value
-
-    return format_value(value)
-
-
-class SweepProgress(RichProgress):
-    """A live bar over the trials plus one line per finished trial."""
-
-    def __init__(self, console: Console, metric: str, quiet: bool = False):
-        super().__init__(console, quiet=quiet)
-        self.metric = metric
-        self.running_trials: list[int] = []
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "plan":
-            if not self.quiet:
-                self.console.print(
-                    f"study [bold]{event['study']}[/] ({event['storage']}): "
-                    f"{event['earlier']} earlier trial(s), {event['to_run']} to run"
-                )
-            if event["to_run"]:
-                self.progress.start()
-                self.task = self.progress.add_task("starting kernels", total=event["to_run"])
-        elif kind == "trial_start":
-            self.running_trials.append(event["number"])
-            self._describe()
-        elif kind == "trial_end":
-            trial = event["trial"]
-            if trial.number in self.running_trials:
-                self.running_trials.remove(trial.number)
-            self.progress.advance(self.task)
-            self._describe()
-            if not self.quiet:
-                style = _STATE_STYLE.get(trial.state, "")
-                params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-                value = f" {self.metric}={_fmt(trial.value)}" if trial.value is not None else ""
-                took = f" {trial.duration_s:.1f}s" if trial.duration_s is not None else ""
-                self.progress.console.print(
-                    f"  [{style}]{trial.state:>8}[/] trial {trial.number}{value}  {params}"
-                    f"[dim]{took}  {trial.error or ''}[/]"
-                )
-        elif kind == "done":
-            self.stop()
-
-    def _describe(self) -> None:
-        running = self.running_trials
-        text = "running trial " + ", ".join(map(str, running)) if running else "waiting"
-        self.progress.update(self.task, description=text)
 
 
 def _table(report: Any) -> Table:
@@ -96,14 +44,14 @@ def _table(report: Any) -> Table:
     table.add_column("seconds", justify="right")
     table.add_column("note", overflow="fold")
     for r in rows:
-        style = _STATE_STYLE.get(r["state"], "")
+        style = STATE_STYLE.get(r["state"], "")
         mark = "★ " if r["best"] else ""
         table.add_row(
             f"{mark}{r['trial']}",
             f"[{style}]{r['state']}[/]",
-            _fmt(r[report.metric]),
-            *[_fmt(r[n]) for n in names],
-            _fmt(r["seconds"]),
+            format_value(r[report.metric]),
+            *[format_value(r[n]) for n in names],
+            format_value(r["seconds"]),
             r["note"],
             style="bold" if r["best"] else None,
         )
@@ -169,7 +117,7 @@ def sweep(
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; never a GUI window
     from nbmlops.core.pipeline.sweep import run_sweep
 
-    progress = SweepProgress(err_console, metric, quiet=as_json)
+    progress = RichProgress(err_console, quiet=as_json)
     try:
         report = run_sweep(
             notebook,
@@ -200,9 +148,9 @@ def sweep(
         console.print(_table(report))
     best = report.best
     if best is not None:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
         console.print(
-            f"[bold green]best[/]: {report.metric} = {_fmt(best.value)} with {params} "
+            f"[bold green]best[/]: {report.metric} = {format_value(best.value)} with {params} "
             f"(trial {best.number})"
         )
         console.print(f"best parameters: {report.best_params_path}")

@@ -36,11 +36,12 @@ class PipelineMagics(Magics):
         import pandas as pd
 
         from nbmlops.config import load_settings
-        from nbmlops.core.pipeline.runner import _validated, run_pipeline
+        from nbmlops.core.pipeline.runner import plan_pipeline, run_pipeline
+        from nbmlops.core.pipeline.scheduler import StepStatus
 
         try:
             if args.command == "show":
-                p = _validated(args.pipeline, load_settings())
+                p = plan_pipeline(args.pipeline, load_settings())
                 return pd.DataFrame(
                     [
                         {
@@ -54,7 +55,7 @@ class PipelineMagics(Magics):
                 )
             from nbmlops.widgets.progress import WidgetProgress
 
-            checked = _validated(args.pipeline, load_settings())  # errors before any widget
+            checked = plan_pipeline(args.pipeline, load_settings())  # errors before any widget
             progress = WidgetProgress("pipeline")
             display(progress)
             report = run_pipeline(
@@ -71,7 +72,7 @@ class PipelineMagics(Magics):
             return None
         frame = pd.DataFrame(report.table(), columns=["step", "status", "time", "why"])
         if not report.ok and not args.dry_run:
-            failed = [s for s in report.steps.values() if s.status == "failed"]
+            failed = [s for s in report.steps.values() if s.status == StepStatus.FAILED]
             for s in failed:
                 print(f"{s.name} failed: {s.error} (notebook {s.output_notebook})")
         return frame

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import html
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import HTML, Image, display
 
+from nbmlops.core.pipeline.formatting import format_value
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.ipython.args import MagicArgumentParser as _Parser
 
-_COLOURS = {"COMPLETE": "#2e7d32", "PRUNED": "#ef6c00", "FAIL": "#c62828"}
+if TYPE_CHECKING:
+    from nbmlops.widgets.progress import WidgetProgress
+
 _FONT = "font-family:var(--jp-ui-font-family,sans-serif);font-size:12px"
 
 
@@ -48,79 +51,14 @@ def _parser() -> _Parser:
     return p
 
 
-def _fmt(value: Any) -> str:
-    from nbmlops.core.pipeline.sweep import format_value
-
-    return format_value(value)
-
-
-class SweepProgress:
-    """The pipeline's widget bar (an IntProgress, a status label, one line per finished item)
-    over the trials of a sweep."""
-
-    def __init__(self, metric: str):
-        from nbmlops.widgets.progress import WidgetProgress
-
-        view = WidgetProgress("sweep")
-        self.bar, self.label, self.lines, self.box = view.bar, view.label, view.lines, view.box
-        self.label.value = "checking"
-        self.metric = metric
-        self._rows: list[str] = []
-        self._running: list[int] = []
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
-        if kind == "plan":
-            self.bar.max = max(1, event["to_run"])
-            self.bar.value = 0
-            self._rows.append(
-                f"<div style='color:#555'>study <b>{html.escape(event['study'])}</b>: "
-                f"{event['earlier']} earlier trial(s), {event['to_run']} to run</div>"
-            )
-            self.lines.value = "".join(self._rows)
-            if not event["to_run"]:
-                self.bar.value = self.bar.max
-        elif kind == "trial_start":
-            self._running.append(event["number"])
-        elif kind == "trial_end":
-            trial = event["trial"]
-            if trial.number in self._running:
-                self._running.remove(trial.number)
-            self.bar.value = min(self.bar.max, self.bar.value + 1)
-            colour = _COLOURS.get(trial.state, "#555")
-            value = f" {self.metric}={_fmt(trial.value)}" if trial.value is not None else ""
-            params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-            took = f" {trial.duration_s:.1f}s" if trial.duration_s is not None else ""
-            self._rows.append(
-                f"<div><b style='color:{colour}'>{trial.state}</b> trial {trial.number}"
-                f"{html.escape(value)} <span>{html.escape(params)}</span>"
-                f"<span style='color:#777'>{took} {html.escape(trial.error or '')}</span></div>"
-            )
-            self.lines.value = "".join(self._rows)
-        elif kind == "done":
-            report = event["report"]
-            self.bar.bar_style = "success" if report.ok else "danger"
-            best = report.best
-            self.label.value = (
-                f"best {self.metric}={_fmt(best.value)} (trial {best.number}) in "
-                f"{report.wall_s:.1f}s"
-                if best is not None
-                else "no trial completed"
-            )
-            return
-        self.label.value = (
-            "running trial " + ", ".join(map(str, self._running)) if self._running else ""
-        )
-
-
 def _summary_html(report: Any) -> str:
     parts = []
     best = report.best
     if best is not None:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
         parts.append(
             f"<div><b style='color:#2e7d32'>best</b> {html.escape(report.metric)} = "
-            f"<b>{_fmt(best.value)}</b> with {html.escape(params)} (trial {best.number})</div>"
+            f"<b>{format_value(best.value)}</b> with {html.escape(params)} (trial {best.number})</div>"
             f"<div>best parameters: <code>{html.escape(str(report.best_params_path))}</code></div>"
         )
     else:
@@ -135,7 +73,7 @@ def _summary_html(report: Any) -> str:
 
 @magics_class
 class SweepMagics(Magics):
-    last_progress: SweepProgress | None = None
+    last_progress: WidgetProgress | None = None
     last_report: Any = None
 
     @line_magic
@@ -151,8 +89,9 @@ class SweepMagics(Magics):
 
         from nbmlops.core.pipeline.sweep import run_sweep
         from nbmlops.core.tracking.session import get_tracker
+        from nbmlops.widgets.progress import WidgetProgress
 
-        progress = SweepProgress(args.metric)
+        progress = WidgetProgress("sweep", status="checking")
         self.last_progress = progress
         display(progress.box)
         try:

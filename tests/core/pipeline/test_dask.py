@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from nbmlops.core.pipeline.runner import CACHED, run_pipeline
+from nbmlops.core.pipeline.events import StepFinished, StepStarted
+from nbmlops.core.pipeline.runner import run_pipeline
+from nbmlops.core.pipeline.scheduler import StepStatus
 from nbmlops.core.tracking.session import get_tracker
 from nbmlops.exceptions import PipelineError
 from tests.conftest import write_notebook
@@ -194,9 +196,11 @@ def mlflow_runs() -> list[Any]:
 
 def run_on(cluster: Cluster, project: Path) -> None:
     path = write_pipeline(project)
-    events: list[tuple[str, str]] = []
+    events: list[tuple[type, str]] = []
     report = run_pipeline(
-        path, cluster=cluster.address, progress=lambda e: events.append((e["event"], e.get("step")))
+        path,
+        cluster=cluster.address,
+        progress=lambda e: events.append((type(e), getattr(e, "step", ""))),
     )
     assert report.ok, report.table()
     assert report.ran() == STEPS
@@ -206,9 +210,9 @@ def run_on(cluster: Cluster, project: Path) -> None:
 
     # Order: each step started only after every step it reads from had ended.
     for step, ups in UPSTREAM.items():
-        started = events.index(("step_start", step))
+        started = events.index((StepStarted, step))
         for up in ups:
-            assert events.index(("step_end", up)) < started, (step, up, events)
+            assert events.index((StepFinished, up)) < started, (step, up, events)
 
     # Outputs: what flowed through the DAG, written by kernels the workers started.
     out = project / "out"
@@ -246,7 +250,7 @@ def run_on(cluster: Cluster, project: Path) -> None:
     # Nothing changed: the second run runs nothing.
     again = run_pipeline(path, cluster=cluster.address)
     assert again.ok and again.ran() == []
-    assert {n: s.status for n, s in again.steps.items()} == dict.fromkeys(STEPS, CACHED)
+    assert {n: s.status for n, s in again.steps.items()} == dict.fromkeys(STEPS, StepStatus.CACHED)
     assert json.loads((out / "result.json").read_text()) == result
 
 

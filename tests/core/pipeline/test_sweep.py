@@ -15,7 +15,10 @@ import yaml
 
 from nbmlops.config import load_settings
 from nbmlops.core.pipeline import params as P
-from nbmlops.core.pipeline.sweep import TrialJournal, _storage, parse_space, run_sweep
+from nbmlops.core.pipeline.events import SweepFinished, SweepPlanned, TrialFinished
+from nbmlops.core.pipeline.space import parse_space
+from nbmlops.core.pipeline.sweep import open_storage, run_sweep
+from nbmlops.core.pipeline.trials import TrialJournal
 from nbmlops.core.tracking.session import get_tracker
 from nbmlops.exceptions import PipelineError
 from tests.conftest import Lane, write_notebook
@@ -144,7 +147,7 @@ def test_a_study_resumes_only_with_the_same_space_and_direction(project: Path) -
     nb = train_notebook(project)
     settings = load_settings()
     study = optuna.create_study(
-        storage=_storage(settings), study_name="train-val_auc", direction="maximize"
+        storage=open_storage(settings), study_name="train-val_auc", direction="maximize"
     )
     study.set_user_attr("nbmlops.space", {"mode": "choice('good', 'bad', 'ugly')"})
     with pytest.raises(PipelineError, match="cannot be resumed by this sweep: its search space"):
@@ -194,7 +197,7 @@ def test_sweep_finds_the_better_setting_records_runs_and_resumes(lane: Lane) -> 
     project = lane.project
     nb = train_notebook(project)
     space = ["mode=choice(good,bad)", "k=int(1,2)"]
-    events: list[str] = []
+    events: list[type] = []
     report = run_sweep(
         nb,
         space,
@@ -203,14 +206,15 @@ def test_sweep_finds_the_better_setting_records_runs_and_resumes(lane: Lane) -> 
         maximize=True,
         jobs=2,
         seed=0,
-        progress=lambda e: events.append(e["event"]),
+        progress=lambda e: events.append(type(e)),
     )
     assert report.ok, [t.error for t in report.trials]
     assert report.counts() == {"COMPLETE": 4, "PRUNED": 0, "FAIL": 0}
     assert report.best is not None
     assert report.best.params == {"mode": "good", "k": 2}
     assert report.best.value == pytest.approx(0.92)
-    assert events.count("trial_end") == 4 and events[0] == "plan" and events[-1] == "done"
+    assert events.count(TrialFinished) == 4
+    assert events[0] is SweepPlanned and events[-1] is SweepFinished
 
     out = project / ".nbmlops" / "sweeps" / "train-val_auc"
     assert report.best_params_path == out / "best_params.yaml"
@@ -253,7 +257,7 @@ def test_sweep_finds_the_better_setting_records_runs_and_resumes(lane: Lane) -> 
     assert again.earlier == 4 and len(again.ran) == 2 and len(again.trials) == 6
     assert any("resumed study 'train-val_auc'" in n for n in again.notes)
     assert again.best is not None and again.best.params == {"mode": "good", "k": 2}
-    study = optuna.load_study(study_name="train-val_auc", storage=_storage(load_settings()))
+    study = optuna.load_study(study_name="train-val_auc", storage=open_storage(load_settings()))
     assert len(study.trials) == 6
     shipped()
     runs = lane.runs("train")
@@ -310,7 +314,7 @@ def test_pruning_interrupts_a_losing_trial(project: Path) -> None:
         parameters="mode = 'bad'",
     )
     study = optuna.create_study(
-        storage=_storage(load_settings()), study_name="curve", direction="maximize"
+        storage=open_storage(load_settings()), study_name="curve", direction="maximize"
     )
     study.enqueue_trial({"mode": "good"})
     study.enqueue_trial({"mode": "bad"})

@@ -23,7 +23,8 @@ from nbmlops.core.data.digest_files import digest_file
 CACHE_VERSION = 1
 
 
-def _atomic_write(path: Path, data: dict[str, Any]) -> None:
+def atomic_write(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON so a reader sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -86,7 +87,7 @@ class FileDigests:
             data = {"v": CACHE_VERSION, "files": dict(self._known)}
             self._dirty = False
         try:
-            _atomic_write(self.path, data)
+            atomic_write(self.path, data)
         except OSError:
             pass  # only a speed-up
 
@@ -172,4 +173,4 @@ class StepCache:
         return entry, f"cached (run {entry.get('run_key', '?')[:8]})"
 
     def store(self, key: str, entry: dict[str, Any]) -> None:
-        _atomic_write(self._path(key), {**entry, "key": key, "stored_at": time.time()})
+        atomic_write(self._path(key), {**entry, "key": key, "stored_at": time.time()})

@@ -155,7 +155,8 @@ def check_plain(value: Any, path: str, where: str, depth: int = 0) -> None:
     )
 
 
-def _fits(value: Any, default: Any) -> bool:
+def fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` has a type the parameter's ``default`` accepts."""
     if default is None or value is None:
         return True
     if isinstance(default, bool):
@@ -204,7 +205,7 @@ def validate(
                 where=where,
                 fix="Use one of the declared names, or add it to the notebook's parameters cell.",
             )
-        if param.literal and not _fits(value, param.default):
+        if param.literal and not fits(value, param.default):
             raise PipelineError(
                 f"Parameter {name!r} is {type(value).__name__} {value!r}, but its default "
                 f"{param.source} is {type(param.default).__name__}",

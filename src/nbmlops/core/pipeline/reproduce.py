@@ -25,18 +25,25 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, load_settings
-from nbmlops.core.data.digest_files import digest_file
 from nbmlops.core.pipeline import notebook as nbfile
-from nbmlops.core.pipeline.runner import RAN, Progress, _Run, _validated
+from nbmlops.core.pipeline.events import Progress
+from nbmlops.core.pipeline.formatting import short_digest
+from nbmlops.core.pipeline.reproduce_inputs import RecordedInputs
+from nbmlops.core.pipeline.reproduce_report import (
+    Check,
+    ReproduceReport,
+    Reproduction,
+    metric_checks,
+)
+from nbmlops.core.pipeline.runner import PipelineRun, plan_pipeline
+from nbmlops.core.pipeline.scheduler import StepStatus
 from nbmlops.core.pipeline.spec import Pipeline, Step
 from nbmlops.core.tracking.session import Tracker, get_tracker
-from nbmlops.exceptions import NbmlopsError, PipelineError
+from nbmlops.exceptions import PipelineError
 
 REPRODUCES_TAG = "nbmlops.reproduces"
 RESULT_TAG = "nbmlops.reproduce.result"
@@ -44,94 +51,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _STEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-@dataclass
-class Check:
-    """One line of the comparison: an input, the code, the status, an output or a metric."""
-
-    item: str
-    recorded: str
-    now: str
-    match: bool
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class Reproduction:
-    """One notebook run reproduced (or refused: ``ran`` False and ``error`` says why)."""
-
-    run_id: str
-    name: str
-    experiment: str
-    folder: Path
-    checks: list[Check] = field(default_factory=list)
-    ran: bool = False
-    error: str | None = None
-    new_run_id: str | None = None
-    output_notebook: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.ran and self.error is None and all(c.match for c in self.checks)
-
-    @property
-    def differences(self) -> list[Check]:
-        return [c for c in self.checks if not c.match]
-
-    def table(self) -> list[tuple[str, str, str, str]]:
-        return [(c.item, c.recorded, c.now, "yes" if c.match else "NO") for c in self.checks]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "name": self.name,
-            "experiment": self.experiment,
-            "folder": str(self.folder),
-            "ok": self.ok,
-            "ran": self.ran,
-            "error": self.error,
-            "new_run_id": self.new_run_id,
-            "output_notebook": self.output_notebook,
-            "checks": [c.to_dict() for c in self.checks],
-            "notes": list(self.notes),
-        }
-
-
-@dataclass
-class ReproduceReport:
-    """What ``reproduce`` did: one :class:`Reproduction` per notebook run."""
-
-    run_id: str
-    kind: str  # "notebook" | "pipeline"
-    folder: Path
-    rtol: float
-    runs: list[Reproduction] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.runs) and all(r.ok for r in self.runs)
-
-    @property
-    def differences(self) -> list[tuple[str, Check]]:
-        return [(r.name, c) for r in self.runs for c in r.differences]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "kind": self.kind,
-            "folder": str(self.folder),
-            "rtol": self.rtol,
-            "ok": self.ok,
-            "runs": [r.to_dict() for r in self.runs],
-            "notes": list(self.notes),
-        }
-
-
-# --- the entry point ---------------------------------------------------------------------------
 def reproduce(
     run_id: str,
     *,
@@ -191,7 +110,7 @@ def reproduce(
     report = ReproduceReport(run_id, kind, folder, float(rtol))
     experiment = client.get_experiment(run.info.experiment_id).name
     for tag, value in sorted(tags.items()):
-        if tag.startswith("nbmlops.step.") and value.startswith("cached"):
+        if tag.startswith("nbmlops.step.") and value.startswith(StepStatus.CACHED):
             report.notes.append(
                 f"step {tag[len('nbmlops.step.') :]!r} was cached in this pipeline run (not "
                 "run): reproduce the run that produced its outputs"
@@ -327,119 +246,6 @@ def _mirror(path: str, name: str, work: Path, project: Path) -> Path:
     return work / rel
 
 
-def _short(digest: str | None) -> str:
-    return digest[:12] if digest else "(none)"
-
-
-def _copy_checked(src: Path, dest: Path, digest: str) -> bool:
-    """Copy ``src`` to ``dest``; True when the copy has ``digest`` (else it is removed)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.copyfile(src, dest)
-    except OSError:
-        return False
-    if digest_file(dest).digest == digest:
-        return True
-    dest.unlink(missing_ok=True)
-    return False
-
-
-class _Inputs:
-    """Finds each recorded input by digest and puts it in the scratch folder."""
-
-    def __init__(self, settings: Settings, produced: dict[str, tuple[Path, str]]):
-        self.settings = settings
-        self.produced = produced
-        self._store: Any = None
-
-    @property
-    def store(self) -> Any:
-        if self._store is None:
-            from nbmlops.core.data.store import DataStore
-
-            self._store = DataStore(self.settings.resolved_data_url)
-        return self._store
-
-    def versions(self, digest: str) -> list[Any]:
-        try:
-            return [v for v in self.store.find_digest(digest) if v.kind == "file"]
-        except (NbmlopsError, OSError):
-            return []
-
-    def checkout(self, version: Any, dest: Path) -> bool:
-        from nbmlops.core.access import check_dataset
-        from nbmlops.core.audit import AuditLog
-
-        user = self.settings.resolved_user
-        check_dataset(self.settings.access, user, "read", version.name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.store.checkout_path(version.ref, dest)
-        except NbmlopsError:
-            return False
-        AuditLog(self.settings.audit_path).append(
-            "data.checkout",
-            version.ref,
-            user=user,
-            details={"digest": version.digest, "dest": str(dest), "for": "reproduce"},
-        )
-        return True
-
-    def file(self, name: str, path: str, digest: str, dest: Path) -> Check:
-        item = f"input {name}"
-        earlier = self.produced.get(path)
-        if earlier is not None and earlier[1] == digest and _copy_checked(earlier[0], dest, digest):
-            return Check(item, _short(digest), _short(digest), True, "reproduced output")
-        current: str | None = None
-        if path and os.path.isfile(path):
-            if _copy_checked(Path(path), dest, digest):
-                return Check(item, _short(digest), _short(digest), True, f"unchanged at {path}")
-            try:
-                current = digest_file(path).digest
-            except OSError:
-                current = None
-        for version in self.versions(digest):
-            if self.checkout(version, dest):
-                return Check(
-                    item, _short(digest), _short(digest), True, f"restored from {version.ref}"
-                )
-        now = f"changed ({_short(current)})" if current else "missing"
-        return Check(
-            item,
-            _short(digest),
-            now,
-            False,
-            f"{path or name} {'changed since the run' if current else 'is gone'} and no data "
-            "version with the recorded digest is in the data store",
-        )
-
-    def data(self, name: str, ref: str, digest: str) -> tuple[Check, str | None]:
-        item = f"input {name}"
-        try:
-            current = self.store.get(ref)
-        except (NbmlopsError, OSError):
-            current = None
-        if current is not None and current.digest == digest:
-            return Check(item, _short(digest), _short(digest), True, f"data version {ref}"), ref
-        same = next(iter(self.store_versions(digest)), None)
-        if same is not None:
-            return (
-                Check(item, _short(digest), _short(digest), True, f"as {same.ref}"),
-                same.ref,
-            )
-        now = _short(current.digest) if current is not None else "missing"
-        return (
-            Check(item, _short(digest), now, False, f"no data version of {ref}'s content"),
-            None,
-        )
-
-    def store_versions(self, digest: str) -> list[Any]:
-        try:
-            return list(self.store.find_digest(digest))
-        except (NbmlopsError, OSError):
-            return []
-
-
 def _same_path(value: Any, path: str, project: Path) -> bool:
     if not isinstance(value, str) or not value or not path or "\n" in value or len(value) > 4096:
         return False
@@ -478,8 +284,8 @@ def _reproduce_run(
     rep.checks.append(
         Check(
             "code",
-            _short(recorded_code),
-            _short(code_now),
+            short_digest(recorded_code),
+            short_digest(code_now),
             not recorded_code or recorded_code == code_now,
             f"notebook/{Path(source).name} artifact",
         )
@@ -500,7 +306,7 @@ def _reproduce_run(
                 remapped.add(key)
 
     # Inputs, by digest.
-    finder = _Inputs(settings, produced)
+    finder = RecordedInputs(settings, produced)
     step_inputs: dict[str, str] = {}
     recorded_inputs = info.get("inputs") or {}
     if not recorded_inputs and tags.get("nbmlops.inputs"):
@@ -567,13 +373,13 @@ def _reproduce_run(
         outputs=step_outputs,
         kernel=tags.get("nbmlops.kernel") or None,
     )
-    pipe = _validated(
+    pipe = plan_pipeline(
         Pipeline(steps={name: step}, root=work, name=name, experiment=experiment), settings
     )
     out = folder / f"{name}.ipynb"
     # The step cache and digests stay in the scratch folder: its outputs must never answer a
     # cache lookup of the project.
-    runner = _Run(
+    runner = PipelineRun(
         pipe,
         settings,
         progress=progress,
@@ -591,7 +397,7 @@ def _reproduce_run(
     status = Check(
         "status",
         run.info.status,
-        "FINISHED" if result.status == RAN else "FAILED",
+        "FINISHED" if result.status == StepStatus.RAN else "FAILED",
         False,
         result.error or "",
     )
@@ -604,8 +410,8 @@ def _reproduce_run(
         rep.checks.append(
             Check(
                 f"output {oname}",
-                _short(digest),
-                _short(now) if now else "(not written)",
+                short_digest(digest),
+                short_digest(now) if now else "(not written)",
                 now == digest,
             )
         )
@@ -633,7 +439,7 @@ def _reproduce_run(
     new_run = client.get_run(new_id)
     status.now = new_run.info.status
     status.match = status.recorded == status.now
-    rep.checks.extend(_metric_checks(_children(client, run), _children(client, new_run), rtol))
+    rep.checks.extend(metric_checks(_children(client, run), _children(client, new_run), rtol))
     _record_result(client, new_id, rep)
     return rep
 
@@ -670,54 +476,6 @@ def _new_run_id(client: Any, tracker: Tracker, experiment_id: str, key: str | No
         [experiment_id], filter_string=f"tags.`nbmlops.run_key` = '{key}'", max_results=1
     )
     return found[0].info.run_id if found else None
-
-
-def _label(runs: Iterable[Any]) -> dict[str, Any]:
-    """Child runs by name; a name used twice gets #2, #3 in the order the cells ran."""
-    out: dict[str, Any] = {}
-    seen: dict[str, int] = {}
-    for r in runs:
-        name = r.info.run_name or r.info.run_id
-        seen[name] = seen.get(name, 0) + 1
-        out[name if seen[name] == 1 else f"{name}#{seen[name]}"] = r
-    return out
-
-
-def _fmt(value: float | None) -> str:
-    return "(missing)" if value is None else f"{value:.10g}"
-
-
-def _close(a: float, b: float, rtol: float) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b or math.isclose(a, b, rel_tol=rtol, abs_tol=0.0)
-
-
-def _metric_checks(before: list[Any], after: list[Any], rtol: float) -> list[Check]:
-    old, new = _label(before), _label(after)
-    checks: list[Check] = []
-    for label in [*old, *(n for n in new if n not in old)]:
-        a, b = old.get(label), new.get(label)
-        if a is None or b is None:
-            checks.append(
-                Check(
-                    f"run {label}",
-                    a.info.status if a is not None else "(none)",
-                    b.info.status if b is not None else "(none)",
-                    False,
-                    "a tracked cell run on one side only",
-                )
-            )
-            continue
-        ma, mb = a.data.metrics, b.data.metrics
-        for metric in [*sorted(ma), *sorted(m for m in mb if m not in ma)]:
-            va, vb = ma.get(metric), mb.get(metric)
-            match = va is not None and vb is not None and _close(va, vb, rtol)
-            note = ""
-            if va is not None and vb is not None and not match and va != 0:
-                note = f"relative difference {abs(vb - va) / abs(va):.3g}"
-            checks.append(Check(f"metric {label}.{metric}", _fmt(va), _fmt(vb), match, note))
-    return checks
 
 
 def _record_result(client: Any, run_id: str, rep: Reproduction) -> None:
