@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_pipeline(pipeline: Path) -> None:
+    from nbmlops.api.pipeline import run_pipeline
+    from nbmlops.api.tracking import get_tracker
     from nbmlops.cli.pipeline import RichProgress
-    from nbmlops.core.pipeline.runner import run_pipeline
-    from nbmlops.core.tracking.session import get_tracker
 
     for attempt in ("cold", "again, nothing changed"):
         console.rule(f"pipeline {pipeline.parent.name}/{pipeline.name} ({attempt})")

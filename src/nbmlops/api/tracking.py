@@ -8,6 +8,7 @@ import linecache
 import sys
 import textwrap
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,6 +37,7 @@ __all__ = [
     "CaptureOptions",
     "CellOrigin",
     "RunSummary",
+    "ShipResult",
     "TrackedRun",
     "Tracker",
     "current_tracker",
@@ -49,7 +51,9 @@ __all__ = [
     "pending_summary",
     "project_settings",
     "reset_tracker",
+    "run_id_of",
     "settings",
+    "ship_pending",
     "summary_html",
     "summary_text",
     "sync",
@@ -131,6 +135,41 @@ def open_store(settings_: Settings | None = None) -> MlflowClient:
     from nbmlops.core.tracking.store import open_client
 
     return open_client(settings_ or project_settings())
+
+
+@dataclass(frozen=True)
+class ShipResult:
+    """Where this process's runs are after :func:`ship_pending`."""
+
+    shipped: bool  # every record reached MLflow within the wait
+    run_ids: dict[str, str]  # run key -> MLflow run id, for the runs shipped so far
+    last_error: str | None  # why the store could not take them, when it could not
+    journal_dir: Path  # where the rest is kept until it ships
+
+
+def ship_pending(timeout: float | None = None) -> ShipResult | None:
+    """Ship what this process and its ended step kernels recorded, and wait up to ``timeout``
+    seconds (default: ``ship_wait_seconds``) for MLflow to have it. None when this process
+    has tracked nothing."""
+    tracker = current_tracker()
+    if tracker is None:
+        return None
+    tracker.ship_ended_processes()
+    shipped = tracker.flush(tracker.settings.ship_wait_seconds if timeout is None else timeout)
+    return ShipResult(
+        shipped=shipped,
+        run_ids=dict(tracker.shipper.shipper.key_ids),
+        last_error=tracker.shipper.stats.last_error,
+        journal_dir=tracker.settings.journal_dir,
+    )
+
+
+def run_id_of(run_key: str | None) -> str | None:
+    """The MLflow run id of a run this process recorded under ``run_key``, once shipped."""
+    tracker = current_tracker()
+    if tracker is None or run_key is None or tracker.deferred:
+        return None
+    return tracker.shipper.run_ids.get(run_key)
 
 
 class track:

@@ -11,19 +11,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nbmlops.core.pipeline.events import (
+from nbmlops.api.pipeline import (
     PipelineFinished,
     PipelinePlanned,
     ProgressEvent,
     StepFinished,
     StepStarted,
+    StepStatus,
     SweepFinished,
     SweepPlanned,
     TrialFinished,
     TrialStarted,
+    trial_line,
 )
-from nbmlops.core.pipeline.formatting import trial_line
-from nbmlops.core.pipeline.scheduler import StepStatus
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -166,18 +166,17 @@ def _named_paths(items: list[str] | None, option: str) -> dict[str, str]:
 
 def _ship(quiet: bool) -> dict[str, str]:
     """Wait for the runs to reach MLflow; returns run key -> run id."""
-    from nbmlops.core.tracking.session import current_tracker
+    from nbmlops.api.tracking import ship_pending
 
-    tracker = current_tracker()
-    if tracker is None:
+    result = ship_pending()
+    if result is None:
         return {}
-    tracker.ship_ended_processes()
-    if not tracker.flush(tracker.settings.ship_wait_seconds) and not quiet:
+    if not result.shipped and not quiet:
         err_console.print(
-            f"[yellow]runs not yet in MLflow ({tracker.shipper.stats.last_error}); they are "
-            f"safe in {tracker.settings.journal_dir} and ship with `nbmlops sync`[/]"
+            f"[yellow]runs not yet in MLflow ({result.last_error}); they are "
+            f"safe in {result.journal_dir} and ship with `nbmlops sync`[/]"
         )
-    return dict(tracker.shipper.shipper.key_ids)
+    return result.run_ids
 
 
 def run(
@@ -203,13 +202,12 @@ def run(
     """Execute a notebook with papermill as a recorded run. Parameters: -p NAME VALUE
     (repeatable), checked against the notebook's parameters cell before the kernel starts. Its
     %%track cells become child runs; a failed cell exits 1 and keeps the output notebook."""
+    from nbmlops.api.pipeline import parse_parameters, read_parameters, run_notebook
     from nbmlops.config import load_settings
-    from nbmlops.core.pipeline import params as P
-    from nbmlops.core.pipeline.runner import run_notebook
 
     settings = load_settings()
-    declared = P.read_parameters(notebook)
-    values = P.parse_cli(_params(ctx.args), list(params_file or []), declared)
+    declared = read_parameters(notebook)
+    values = parse_parameters(_params(ctx.args), list(params_file or []), declared)
     progress = RichProgress(err_console, quiet=as_json)
     try:
         result = run_notebook(
@@ -274,7 +272,7 @@ def pipeline_run(
 ) -> None:
     """Run a pipeline of notebooks: steps in dependency order, independent ones in parallel,
     unchanged ones skipped (cache)."""
-    from nbmlops.core.pipeline.runner import run_pipeline
+    from nbmlops.api.pipeline import run_pipeline
 
     progress = RichProgress(err_console, quiet=as_json or dry_run)
     try:
@@ -318,8 +316,8 @@ def pipeline_run(
 @app.command("show")
 def pipeline_show(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None:
     """Check a pipeline file and print its steps in run order with their inputs and outputs."""
+    from nbmlops.api.pipeline import plan_pipeline
     from nbmlops.config import load_settings
-    from nbmlops.core.pipeline.runner import plan_pipeline
 
     p = plan_pipeline(pipeline, load_settings())
     table = Table(title=f"pipeline {p.display_name} (experiment {p.experiment_name})")

@@ -27,9 +27,9 @@ def reproduce(
     from rich.console import Console
     from rich.table import Table
 
+    from nbmlops.api.pipeline import ProgressEvent, StepStarted
+    from nbmlops.api.pipeline import reproduce as run_reproduce
     from nbmlops.config import load_settings
-    from nbmlops.core.pipeline.events import ProgressEvent, StepStarted
-    from nbmlops.core.pipeline.reproduce import reproduce as run_reproduce
 
     console = Console()
     settings = load_settings()

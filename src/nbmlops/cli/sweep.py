@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nbmlops.api.pipeline import format_value
 from nbmlops.cli.pipeline import STATE_STYLE, RichProgress
-from nbmlops.core.pipeline.formatting import format_value
 
 console = Console()
 err_console = Console(stderr=True)
@@ -60,12 +60,9 @@ def _table(report: Any) -> Table:
 
 
 def _run_id(run_key: str | None) -> str | None:
-    from nbmlops.core.tracking.session import current_tracker
+    from nbmlops.api.tracking import run_id_of
 
-    tracker = current_tracker()
-    if tracker is None or run_key is None or tracker.deferred:
-        return None
-    return tracker.shipper.run_ids.get(run_key)
+    return run_id_of(run_key)
 
 
 def sweep(
@@ -115,7 +112,7 @@ def sweep(
     it again resumes the study (stored in .nbmlops/optuna.db). Exits 1 when no trial
     completed, 2 on bad input (checked before any kernel starts)."""
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots are files; never a GUI window
-    from nbmlops.core.pipeline.sweep import run_sweep
+    from nbmlops.api.sweep import run_sweep
 
     progress = RichProgress(err_console, quiet=as_json)
     try:

@@ -35,9 +35,8 @@ class PipelineMagics(Magics):
         args = _parser().parse_args(shlex.split(line))
         import pandas as pd
 
+        from nbmlops.api.pipeline import StepStatus, plan_pipeline, run_pipeline
         from nbmlops.config import load_settings
-        from nbmlops.core.pipeline.runner import plan_pipeline, run_pipeline
-        from nbmlops.core.pipeline.scheduler import StepStatus
 
         try:
             if args.command == "show":

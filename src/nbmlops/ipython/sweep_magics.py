@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import HTML, Image, display
 
-from nbmlops.core.pipeline.formatting import format_value
+from nbmlops.api.pipeline import format_value
 from nbmlops.exceptions import NbmlopsError
 from nbmlops.ipython.args import MagicArgumentParser as _Parser
 
@@ -87,8 +87,8 @@ class SweepMagics(Magics):
         args = _parser().parse_args(shlex.split(line))
         import pandas as pd
 
-        from nbmlops.core.pipeline.sweep import run_sweep
-        from nbmlops.core.tracking.session import get_tracker
+        from nbmlops.api.sweep import run_sweep
+        from nbmlops.api.tracking import get_tracker
         from nbmlops.widgets.progress import WidgetProgress
 
         progress = WidgetProgress("sweep", status="checking")

@@ -7,29 +7,33 @@ import html
 
 import ipywidgets as W
 
-from nbmlops.core.pipeline.events import (
+from nbmlops.api.pipeline import (
     PipelineFinished,
     PipelinePlanned,
     ProgressEvent,
     StepFinished,
     StepStarted,
+    StepStatus,
     SweepFinished,
     SweepPlanned,
     TrialFinished,
     TrialStarted,
+    format_value,
+    trial_line,
 )
-from nbmlops.core.pipeline.formatting import format_value, trial_line
-from nbmlops.core.pipeline.scheduler import StepStatus
 
+# JupyterLab's theme colours, so the lines read in the light and the dark theme alike (with
+# plain fallbacks for a saved notebook shown outside JupyterLab)
 _COLOURS = {
-    StepStatus.RAN: "#2e7d32",
-    StepStatus.CACHED: "#0277bd",
-    StepStatus.FAILED: "#c62828",
-    StepStatus.SKIPPED: "#ef6c00",
-    "COMPLETE": "#2e7d32",
-    "PRUNED": "#ef6c00",
-    "FAIL": "#c62828",
+    StepStatus.RAN: "var(--jp-success-color1, #2e7d32)",
+    StepStatus.CACHED: "var(--jp-info-color1, #0277bd)",
+    StepStatus.FAILED: "var(--jp-error-color1, #c62828)",
+    StepStatus.SKIPPED: "var(--jp-warn-color1, #ef6c00)",
+    "COMPLETE": "var(--jp-success-color1, #2e7d32)",
+    "PRUNED": "var(--jp-warn-color1, #ef6c00)",
+    "FAIL": "var(--jp-error-color1, #c62828)",
 }
+_PLAIN = "var(--jp-ui-font-color2, #555)"
 
 
 class WidgetProgress:
@@ -77,7 +81,7 @@ class WidgetProgress:
                     self._running.remove(rep.name)
                 self.bar.value += 1
                 took = f" {rep.duration_s:.1f}s" if rep.status.timed else ""
-                colour = _COLOURS.get(rep.status, "#555")
+                colour = _COLOURS.get(rep.status, _PLAIN)
                 why = html.escape(rep.error or rep.reason or "")
                 self._line(
                     f"<div><b style='color:{colour}'>{html.escape(rep.status)}</b> "
@@ -87,7 +91,7 @@ class WidgetProgress:
                 if str(trial.number) in self._running:
                     self._running.remove(str(trial.number))
                 self.bar.value = min(self.bar.max, self.bar.value + 1)
-                colour = _COLOURS.get(trial.state, "#555")
+                colour = _COLOURS.get(trial.state, _PLAIN)
                 value, params, took = trial_line(trial, self._metric)
                 self._line(
                     f"<div><b style='color:{colour}'>{trial.state}</b> trial {trial.number}"

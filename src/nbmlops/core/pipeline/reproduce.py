@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, load_settings
+from nbmlops.core.extras import require_extra
 from nbmlops.core.pipeline import notebook as nbfile
 from nbmlops.core.pipeline.events import Progress
 from nbmlops.core.pipeline.formatting import short_digest
@@ -65,6 +66,7 @@ def reproduce(
     by content digest, exactly. Raises PipelineError for an unknown run or one that is not a
     notebook or pipeline run; a run that does not reproduce is a report with ``ok`` False.
     """
+    require_extra("pipelines")
     settings = settings or load_settings()
     if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not rtol >= 0:
         raise PipelineError(f"rtol must be a number >= 0, got {rtol!r}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, load_settings
+from nbmlops.core.extras import require_extra
 from nbmlops.core.pipeline import notebook as nbfile
 from nbmlops.core.pipeline.cache import (
     FileDigests,
@@ -486,6 +487,7 @@ def run_pipeline(
     settings: Settings | None = None,
 ) -> PipelineReport:
     """Run a pipeline (a ``pipeline.yaml`` path or a :class:`Pipeline`); see ``spec``."""
+    require_extra("pipelines", *(["dask"] if cluster is not None else []))
     settings = settings or load_settings()
     p = plan_pipeline(pipeline, settings)
     force = set(force)
@@ -547,6 +549,7 @@ def run_notebook(
 
     String parameters naming existing files are recorded as inputs (by content digest) too.
     """
+    require_extra("pipelines")
     settings = settings or load_settings()
     root = Path(cwd or Path.cwd()).resolve()
     nb_path = Path(notebook)

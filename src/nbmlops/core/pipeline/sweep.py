@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings, load_settings
+from nbmlops.core.extras import require_extra
 from nbmlops.core.pipeline.events import Progress, SweepFinished, SweepPlanned, no_progress
 from nbmlops.core.pipeline.formatting import folder_slug
 from nbmlops.core.pipeline.recorder import StepRecorder
@@ -148,6 +149,7 @@ def run_sweep(
     """Run an Optuna study over ``notebook``: up to ``trials`` trials in all (a study run
     before under the same name continues), ``jobs`` at once, each a recorded notebook run
     scored by ``metric``. Everything is checked before any kernel starts."""
+    require_extra("pipelines", "sweep")
     sweep = _Sweep(
         notebook,
         space,
