@@ -27,7 +27,10 @@ def test_pipeline_magic_runs_and_shows_progress(project: Path) -> None:
             "%pipeline run nowhere.yaml",
         ],
     )
-    run_papermill(driver, project)
+    proc = run_papermill(driver, project, check=False)
+    # the refused last line fails its cell, and so the batch run, as `nbmlops pipeline` exits 1
+    assert proc.returncode != 0
+    assert 'Exception encountered at "In [5]"' in proc.stderr
     executed = nbformat.read(str(driver.with_name("driver.out.ipynb")), as_version=4)
     views = [
         o

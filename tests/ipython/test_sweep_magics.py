@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from tests.conftest import write_notebook
@@ -48,12 +49,12 @@ def test_sweep_magic_shows_progress_table_and_best(shell, project: Path) -> None
 
 def test_sweep_magic_reports_bad_input_in_one_line(shell, project: Path) -> None:
     write_notebook(project / "train.ipynb", ["pass"], parameters="mode = 'bad'")
-    with capture_output() as out:
-        result = shell.run_line_magic(
+    with capture_output(), pytest.raises(UsageError) as refused:
+        shell.run_line_magic(
             "sweep", "train.ipynb --param 'mood=choice(a,b)' --trials 2 --metric val_auc"
         )
-    assert result is None
-    assert out.stdout.startswith("nbmlops: Unknown parameter 'mood' for train.ipynb")
-    assert "(in --param 'mood=choice(a,b)')" in out.stdout
+    # a refused sweep fails its cell (and so a papermill run of the notebook), in one message
+    assert str(refused.value).startswith("Unknown parameter 'mood' for train.ipynb")
+    assert "(in --param 'mood=choice(a,b)')" in str(refused.value)
     assert magics(shell).last_progress.bar.bar_style == "danger"
     assert not (project / ".nbmlops" / "sweeps").exists()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.ipython.args import MagicArgumentParser as _Parser
+from nbmlops.ipython.args import MagicArgumentParser
 
 
-def _parser() -> _Parser:
-    p = _Parser(prog="%pipeline", description="Pipelines of notebooks (see `nbmlops pipeline`).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(
+        prog="%pipeline", description="Pipelines of notebooks (see `nbmlops pipeline`)."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=MagicArgumentParser)
     r = sub.add_parser("run", help="run the steps that changed, in parallel where possible")
     r.add_argument("pipeline")
     r.add_argument("--jobs", "-j", type=int, default=None)
@@ -67,11 +70,16 @@ class PipelineMagics(Magics):
                 progress=progress,
             )
         except NbmlopsError as err:
-            print(f"nbmlops: {err}")
-            return None
+            raise IPythonUsageError(str(err)) from None
         frame = pd.DataFrame(report.table(), columns=["step", "status", "time", "why"])
         if not report.ok and not args.dry_run:
+            # the cell fails as the CLI exits 1, so a notebook running this fails too
+            display(frame)
             failed = [s for s in report.steps.values() if s.status == StepStatus.FAILED]
-            for s in failed:
-                print(f"{s.name} failed: {s.error} (notebook {s.output_notebook})")
+            raise IPythonUsageError(
+                "\n".join(
+                    f"{s.name} failed: {s.error} (notebook {s.output_notebook})" for s in failed
+                )
+                or f"pipeline {report.status.lower()}"
+            )
         return frame

@@ -8,12 +8,13 @@ import html
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import HTML, Image, display
 
 from nbmlops.api.pipeline import format_value
 from nbmlops.exceptions import NbmlopsError
-from nbmlops.ipython.args import MagicArgumentParser as _Parser
+from nbmlops.ipython.args import MagicArgumentParser
 
 if TYPE_CHECKING:
     from nbmlops.widgets.progress import WidgetProgress
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
 _FONT = "font-family:var(--jp-ui-font-family,sans-serif);font-size:12px"
 
 
-def _parser() -> _Parser:
-    p = _Parser(
+def _parser() -> MagicArgumentParser:
+    p = MagicArgumentParser(
         prog="%sweep",
         description="An Optuna study over a notebook's parameters (see `nbmlops sweep --help`).",
     )
@@ -116,8 +117,7 @@ class SweepMagics(Magics):
         except NbmlopsError as err:
             progress.bar.bar_style = "danger"
             progress.label.value = "not started"
-            print(f"nbmlops: {err}")
-            return None
+            raise IPythonUsageError(str(err)) from None
         self.last_report = report
         display(HTML(_summary_html(report)))
         for path in report.plots.values():
