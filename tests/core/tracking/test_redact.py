@@ -228,3 +228,42 @@ def test_a_bad_regex_is_a_clear_error_naming_the_setting(project: Path):
     assert "redact_names" in msg and "(unclosed" in msg and "regular expression" in msg
     with pytest.raises(ConfigError, match="NBMLOPS_REDACT_VALUES"):
         load_settings(environ={"NBMLOPS_REDACT_VALUES": "[not json"})
+
+
+def test_git_remote_url_is_recorded_without_its_token(project: Path):
+    import subprocess
+
+    from nbmlops.core.tracking.context import git_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x")
+    git("remote", "add", "origin", f"https://ci:{GITHUB}@github.com/acme/repo.git")
+    tags = git_state(project)
+    assert tags["mlflow.source.git.repoURL"] == f"https://ci:{MARKER}@github.com/acme/repo.git"
+
+
+def test_openlineage_events_redact_code_and_errors_from_older_journals(project: Path):
+    import json
+    import uuid
+
+    from nbmlops.core.lineage.openlineage import LineageEmitter
+
+    emitter = LineageEmitter(load_settings())
+    assert emitter.emit(
+        "FAIL",
+        run_key=uuid.uuid4().hex,
+        job_name="old.run",
+        ts_ms=1_700_000_000_000,
+        source_code='password = "hunter2"\nconnect()',
+        error="OperationalError: postgresql://scott:tiger@db/prod refused",
+    )
+    [line] = (project / ".nbmlops" / "openlineage" / "events.jsonl").read_text().splitlines()
+    event = json.loads(line)
+    assert "hunter2" not in line and "tiger" not in line
+    assert event["job"]["facets"]["sourceCode"]["sourceCode"] == f'password = "{MARKER}"\nconnect()'
+    assert event["run"]["facets"]["errorMessage"]["message"] == (
+        f"OperationalError: postgresql://scott:{MARKER}@db/prod refused"
+    )
