@@ -267,3 +267,35 @@ def test_openlineage_events_redact_code_and_errors_from_older_journals(project: 
     assert event["run"]["facets"]["errorMessage"]["message"] == (
         f"OperationalError: postgresql://scott:{MARKER}@db/prod refused"
     )
+
+
+def test_a_tracking_uri_holding_a_password_is_not_written_into_lineage(project: Path):
+    import uuid
+
+    from nbmlops.core.lineage.openlineage import LineageEmitter
+    from nbmlops.core.lineage.store import LineageStore
+
+    uri = "postgresql://mlflow:Db-Pa55word@db.example/mlflow"
+    key = uuid.uuid4().hex
+    store = LineageStore(project / "lineage.db")
+    store.record_run(
+        key,
+        run_id="r1",
+        name="n",
+        experiment="e",
+        status="FINISHED",
+        start_ms=1,
+        end_ms=2,
+        source=None,
+        datasets=[],
+        models=[{"name": "model"}],
+        tracking_uri=uri,
+    )
+    emitter = LineageEmitter(load_settings(tracking_uri=uri))
+    assert emitter.emit(
+        "COMPLETE", run_key=key, job_name="e.n", ts_ms=2, models=[{"name": "model"}]
+    )
+    events = (project / ".nbmlops" / "openlineage" / "events.jsonl").read_text()
+    assert f"postgresql://mlflow:{MARKER}@db.example/mlflow" in events
+    written = b"".join(p.read_bytes() for p in project.rglob("*") if p.is_file())
+    assert b"Db-Pa55word" not in written

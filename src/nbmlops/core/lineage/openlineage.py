@@ -131,7 +131,7 @@ class LineageEmitter:
             for m in models or []:
                 outputs.append(
                     OutputDataset(
-                        namespace=self.settings.resolved_tracking_uri,
+                        namespace=redactor.text(self.settings.resolved_tracking_uri),
                         name=f"models/{run_id or run_key}/{m['name']}",
                     )
                 )
