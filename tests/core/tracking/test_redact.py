@@ -299,3 +299,17 @@ def test_a_tracking_uri_holding_a_password_is_not_written_into_lineage(project: 
     assert f"postgresql://mlflow:{MARKER}@db.example/mlflow" in events
     written = b"".join(p.read_bytes() for p in project.rglob("*") if p.is_file())
     assert b"Db-Pa55word" not in written
+
+
+def test_values_of_secret_params_are_replaced_wherever_they_appear_later():
+    params = {"password": "hunter2", "pin": "12", "auth": "None", "user": "scott"}
+    r = R.knowing(params)
+    assert r.text("login scott/hunter2 failed") == f"login scott/{MARKER} failed"
+    assert r.text("pin 12, auth None") == "pin 12, auth None"  # too short or not a secret
+    assert R.knowing({"C": "0.5"}) is R
+
+
+def test_values_that_only_switch_a_secret_are_kept():
+    assert R.text("auth=none password: null") == "auth=none password: null"
+    assert R.code("use_token = True\npassword = None\n") == "use_token = True\npassword = None\n"
+    assert R.param("auth", "off") == "off"

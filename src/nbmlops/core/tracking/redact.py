@@ -101,6 +101,8 @@ _DESCRIBING_WORDS = frozenset(
 _TOKENIZER_WORDS = frozenset(
     {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "start", "end", "vocab", "id"}
 )
+# Values that say a secret is absent or switched, never a secret themselves.
+_NOT_SECRETS = frozenset({"", "none", "null", "true", "false", "yes", "no", "off", "on"})
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 # Well-known credential formats; a group named ``secret`` is what gets replaced, else the match.
@@ -161,7 +163,7 @@ class Redactor:
                 v
                 for k, v in params.items()
                 if isinstance(v, str) and len(v) >= MIN_KNOWN_CHARS and v != MARKER
-                if self.is_secret_name(k) and v not in ("None", "True", "False")
+                if self.is_secret_name(k) and v.lower() not in _NOT_SECRETS
             },
             key=len,
             reverse=True,
@@ -203,7 +205,7 @@ class Redactor:
             if (
                 not self.is_secret_name(m["name"])
                 or value.strip("'\"") in ("", MARKER)
-                or (value in ("None", "True", "False"))
+                or (value.strip("'\"").lower() in _NOT_SECRETS)
             ):
                 pos = m.end("name")
                 continue
@@ -240,7 +242,7 @@ class Redactor:
 
     def param(self, name: str, value: str) -> str:
         """A param's recorded text: all of it under a secret name, else its secret parts."""
-        if self.is_secret_name(name) and value not in ("", "None", "True", "False"):
+        if self.is_secret_name(name) and value.lower() not in _NOT_SECRETS:
             return MARKER
         return self.text(value)
 
@@ -257,6 +259,8 @@ class Redactor:
 
     def record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A journal record with its params and tags redacted (the note as code)."""
+        if "params" not in record and "tags" not in record:
+            return record  # metric records: one per logged value, nothing to redact
         out = dict(record)
         if isinstance(out.get("params"), dict):
             out["params"] = dict(out["params"])
