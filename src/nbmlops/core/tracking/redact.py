@@ -9,6 +9,9 @@ Two kinds of patterns, both extendable in settings (``redact_names``, ``redact_v
   secret part): passwords in URLs (``postgresql://scott:***redacted***@db/prod``), AWS, GitHub,
   Slack, Stripe, OpenAI and Google keys, JWTs, PEM private keys, ``Bearer`` tokens.
 
+The values a run's params held under secret names are also replaced in its error message and
+traceback, where no pattern could tell them apart.
+
 Hand-written rather than a secret-scanning library: those (detect-secrets, trufflehog) report
 findings in files, while nbmlops needs to rewrite short values and code in place, keeping
 everything else exactly as written.
@@ -151,29 +154,27 @@ def _compile(patterns: Iterable[str], flags: int = 0) -> list[re.Pattern[str]]:
 class Redactor:
     """Applies the built-in patterns plus the extra ``names`` and ``values`` regexes."""
 
-    def __init__(self, names: Iterable[str] = (), values: Iterable[str] = ()):
-        self._extra_names = _compile(names, re.IGNORECASE)
-        self._values = _compile(_VALUE_PATTERNS) + _compile(values)
+    def __init__(
+        self, names: Iterable[str] = (), values: Iterable[str] = (), known: Iterable[str] = ()
+    ):
+        self._names, self._extra_values = tuple(names), tuple(values)
+        self._extra_names = _compile(self._names, re.IGNORECASE)
+        self._values = _compile(_VALUE_PATTERNS) + _compile(self._extra_values)
+        # longest first, so a known value that contains another is replaced whole
+        known = sorted(set(known), key=len, reverse=True)
+        if known:
+            self._values.append(re.compile("|".join(re.escape(v) for v in known)))
 
     def knowing(self, params: dict[str, str]) -> Redactor:
         """This redactor, also replacing the values of ``params`` under secret names wherever
         they appear (an error message that quotes the password of a cell's params)."""
-        known = sorted(
-            {
-                v
-                for k, v in params.items()
-                if isinstance(v, str) and len(v) >= MIN_KNOWN_CHARS and v != MARKER
-                if self.is_secret_name(k) and v.lower() not in _NOT_SECRETS
-            },
-            key=len,
-            reverse=True,
-        )
-        if not known:
-            return self
-        out = Redactor()
-        out._extra_names = self._extra_names
-        out._values = [*self._values, re.compile("|".join(re.escape(v) for v in known))]
-        return out
+        known = {
+            v
+            for k, v in params.items()
+            if isinstance(v, str) and len(v) >= MIN_KNOWN_CHARS and v != MARKER
+            if self.is_secret_name(k) and v.lower() not in _NOT_SECRETS
+        }
+        return Redactor(self._names, self._extra_values, known) if known else self
 
     # --- names ------------------------------------------------------------------------------
     def is_secret_name(self, name: str) -> bool:
