@@ -9,7 +9,9 @@ it is the working folder when nothing marks another one.
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +20,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -251,6 +255,18 @@ class Settings(BaseModel):
     capture_data: bool = Field(True, description="Digest frames and arrays the cell reads")
     capture_figures: bool = Field(True, description="Log matplotlib figures the cell draws")
     ignore: list[str] = Field(default_factory=list, description="Names never captured")
+    redact_names: list[str] = Field(
+        default_factory=list,
+        description="Extra regular expressions (case-insensitive, searched in the name) for "
+        "params, keys and assignments whose values are secrets and never recorded; "
+        "password, api_key, token, secret... are built in",
+    )
+    redact_values: list[str] = Field(
+        default_factory=list,
+        description="Extra regular expressions for secret values, replaced wherever they "
+        "appear (a group named 'secret' limits it to that part); URL passwords and "
+        "well-known key formats are built in",
+    )
     data_url: str | None = Field(
         None, description="Data store: a folder or fsspec URL; default <home>/data"
     )
@@ -270,6 +286,19 @@ class Settings(BaseModel):
         description="Model registry: roles and promotion gates per model (registry.models), "
         "security scan options (registry.scan)",
     )
+
+    @field_validator("redact_names", "redact_values")
+    @classmethod
+    def _regexes(cls, patterns: list[str], info: ValidationInfo) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(
+                    f"{pattern!r} is not a regular expression ({err}); write one Python "
+                    f"regular expression per item of {info.field_name}"
+                ) from None
+        return patterns
 
     @property
     def home_dir(self) -> Path:
@@ -370,6 +399,8 @@ def load_settings(
             raw: Any = env[var]
             if field == "ignore":
                 raw = [n.strip() for n in raw.split(",") if n.strip()]
+            elif field in ("redact_names", "redact_values"):
+                raw = _regex_list(raw, var)
             values[field] = raw
             sources[field] = var
     for key, value in overrides.items():
@@ -398,6 +429,27 @@ def load_settings(
             if key in Settings.model_fields
             else None,
         ) from None
+
+
+def _regex_list(raw: str, var: str) -> list[str]:
+    """A JSON list of regexes, or one regex (commas belong to regexes, so no comma lists)."""
+    if not raw.lstrip().startswith("["):
+        return [raw]
+    try:
+        items = json.loads(raw)
+    except ValueError as err:
+        raise ConfigError(
+            f"Cannot parse {raw!r} as a JSON list ({err})",
+            where=var,
+            fix=f'Set {var} to one regular expression or a JSON list: ["^db_", "pin$"].',
+        ) from None
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(
+            f"Expected a JSON list of strings, got {raw!r}",
+            where=var,
+            fix=f'Set {var} to one regular expression or a JSON list: ["^db_", "pin$"].',
+        )
+    return items
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

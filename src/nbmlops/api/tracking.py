@@ -93,7 +93,8 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
 
 def log_param(name: str, value: Any) -> None:
-    """Record a param on the active tracked block's run."""
+    """Record a param on the active tracked block's run (a secret-looking name or value is
+    recorded as ``***redacted***``; see nbmlops.core.tracking.redact)."""
     get_tracker().log_param(name, value)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nbmlops.config import Settings
+from nbmlops.core.tracking.redact import redactor_for
 
 log = logging.getLogger("nbmlops.openlineage")
 
@@ -107,6 +108,10 @@ class LineageEmitter:
         versions: Any = None,
     ) -> bool:
         """Send one run event; False (and counted) when it could not be sent."""
+        # Journals written before redaction existed still hold secrets: redact here too.
+        redactor = redactor_for(self.settings)
+        source_code = redactor.code(source_code) if source_code else source_code
+        error = redactor.text(error) if error else error
         try:
             from openlineage.client.event_v2 import Job, OutputDataset, Run, RunEvent, RunState
             from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
@@ -126,7 +131,7 @@ class LineageEmitter:
             for m in models or []:
                 outputs.append(
                     OutputDataset(
-                        namespace=self.settings.resolved_tracking_uri,
+                        namespace=redactor.text(self.settings.resolved_tracking_uri),
                         name=f"models/{run_id or run_key}/{m['name']}",
                     )
                 )

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbmlops.core.tracking.redact import Redactor
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, attrs TEXT NOT NULL,
@@ -113,7 +115,7 @@ class LineageStore:
                         "start_ms": start_ms,
                         "end_ms": end_ms,
                         "source": source,
-                        "tracking_uri": tracking_uri,
+                        "tracking_uri": Redactor().text(tracking_uri),  # no DB password
                     }
                 ),
                 now,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbmlops.core.tracking.redact import Redactor
+
 _MAX_NOTEBOOKS_SCANNED = 50
 
 
@@ -146,8 +148,8 @@ def git_state(folder: Path) -> dict[str, str]:
         ).lower()
         tags["mlflow.source.git.branch"] = git("rev-parse", "--abbrev-ref", "HEAD")
         remote = git("config", "--get", "remote.origin.url")
-        if remote:
-            tags["mlflow.source.git.repoURL"] = remote
+        if remote:  # https://user:TOKEN@host/repo.git must not be recorded
+            tags["mlflow.source.git.repoURL"] = Redactor().text(remote)
     except (OSError, subprocess.SubprocessError):
         pass
     return tags

@@ -34,6 +34,7 @@ from nbmlops.core.tracking.capture import (
 )
 from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
+from nbmlops.core.tracking.redact import redactor_for
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG, BackgroundShipper
 from nbmlops.exceptions import NoActiveRunError, UsageError
 
@@ -234,7 +235,7 @@ class Tracker:
             name=name,
             experiment=experiment,
             origin=origin,
-            source=source,
+            source=redactor_for(self.settings).code(source),  # the note and code/cell.py
             analysis=analysis,
             snapshot=snapshot,
             options=options,
@@ -282,6 +283,7 @@ class Tracker:
         return tags
 
     def _write(self, record: dict[str, Any]) -> None:
+        record = redactor_for(self.settings).record(record)  # no secret reaches the journal
         self.segment.append(record)
         if not self.deferred:
             self.shipper.submit(record)
@@ -437,12 +439,15 @@ class Tracker:
             except Exception as err:  # a capture bug must not hide the user's own result
                 cap = Capture(notes=[f"capture failed: {type(err).__name__}: {err}"])
             cap.params.update(run.logged_params)
+            redactor = redactor_for(self.settings).knowing(cap.params)
+            redacted = redactor.capture_note(cap.params, run.source)
+            cap.notes += [redacted] if redacted else []
             status, err_text = "FINISHED", None
             if isinstance(error, KeyboardInterrupt):
                 status, err_text = "KILLED", "interrupted (KeyboardInterrupt)"
             elif error is not None:
                 status = "FAILED"
-                err_text = f"{type(error).__name__}: {error}"
+                err_text = redactor.text(f"{type(error).__name__}: {error}")
             summary = RunSummary(
                 key=run.key,
                 name=run.name,
@@ -468,7 +473,7 @@ class Tracker:
             self._stage_text(run, "code/cell.py", run.source)
             if error is not None:
                 tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-                self._stage_text(run, "traceback.txt", tb)
+                self._stage_text(run, "traceback.txt", redactor.text(tb))
             ts = int(ended * 1000)
             self._summaries[run.key] = summary
             self._write(
