@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import sys
@@ -1092,7 +1093,12 @@ def _stream_digest(f: BinaryIO) -> tuple[str, int]:
     return _pump(f, None, _CHUNK)
 
 
-def _write_cause(err: OSError) -> str:
+# Write errors that more room (or a bigger disk) cures.
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _write_cause(err: OSError, folder: str | None = None) -> str:
+    """What went wrong, in words; for a full disk also the folder and the space left there."""
     causes = {
         errno.ENOSPC: "no space left on the device (disk full)",
         errno.EFBIG: "file too large (a file-size limit was reached)",
@@ -1102,7 +1108,48 @@ def _write_cause(err: OSError) -> str:
         errno.EPERM: "operation not permitted",
     }
     cause = causes.get(err.errno or -1, err.strerror or str(err) or type(err).__name__)
-    return f"{cause} ({type(err).__name__}: {err})"
+    text = f"{cause} ({type(err).__name__}: {err})"
+    if folder is not None and err.errno in _SPACE_ERRNOS:
+        text += f"; {folder} has {_free_space(folder)} free"
+    return text
+
+
+def _space_fix(err: OSError, retry: str, folder: str | None) -> str | None:
+    """How to get out of a full disk (None for other errors)."""
+    if err.errno not in _SPACE_ERRNOS:
+        return None
+    where = folder or "the store"
+    return (
+        f"Free space on the disk holding {where} (or set data_url in nbmlops.yaml to a folder "
+        f"on a bigger disk) and {retry}; nothing partial was kept and earlier versions are "
+        "intact"
+    )
+
+
+def _free_space(folder: str) -> str:
+    """Free space on the disk holding ``folder`` (or its nearest existing parent), readable."""
+    path = folder
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        free = float(shutil.disk_usage(path).free)
+    except OSError:
+        return "an unknown amount of space"
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while free >= 1024 and i < len(units) - 1:
+        free /= 1024
+        i += 1
+    return f"{free:.0f} bytes" if i == 0 else f"{free:.1f} {units[i]}"
+
+
+class _PlainWriter:
+    """Only the ``write`` of a file: numpy then writes in chunks through it. Given the real
+    file, ``np.save`` uses ``ndarray.tofile``, which reports a full disk as a bare OSError
+    ("N requested and M written") without the errno that says the disk is full."""
+
+    def __init__(self, f: BinaryIO):
+        self.write = f.write
 
 
 def _safe_join(root: Path, rel: str) -> Path:
@@ -1187,11 +1234,12 @@ class DataStore:
                 payload = self._prepare_source(source, name)
             return self._commit(payload, name, message, author)
         except OSError as err:
+            root = self._backend.root if isinstance(self._backend, _LocalBackend) else None
             raise DataStoreError(
-                f"Could not commit {name!r}: {_write_cause(err)}",
+                f"Could not commit {name!r}: {_write_cause(err, root)}",
                 where=self._where,
-                fix="Free space (or fix the store's permissions) and commit again; nothing "
-                "partial was kept",
+                fix=_space_fix(err, "commit again", root)
+                or "Fix the store's permissions and commit again; nothing partial was kept",
             ) from err
 
     def _prepare_source(self, path: Path, name: str) -> _Payload:
@@ -1367,7 +1415,7 @@ class DataStore:
             import numpy as np
 
             arr = p.value
-            created = b.put(rel, lambda f: np.save(f, arr, allow_pickle=False))
+            created = b.put(rel, lambda f: np.save(_PlainWriter(f), arr, allow_pickle=False))
             size = b.size(rel)
             return (size if created else 0), size
         created = b.put(rel, _copy_verified(p.value, p.digest))
@@ -1607,10 +1655,12 @@ class DataStore:
                 fix="Restore it from a backup or commit the data again",
             ) from None
         except OSError as err:
+            folder = str(dest.parent.resolve())
             raise DataStoreError(
-                f"Could not write {v.ref} to {dest}: {_write_cause(err)}",
+                f"Could not write {v.ref} to {dest}: {_write_cause(err, folder)}",
                 where=self._where,
-                fix="Free space or choose another destination",
+                fix=_space_fix(err, "check out again, or choose another destination", folder)
+                or "Fix the destination's permissions or choose another destination",
             ) from err
 
     def _copy_out(self, rel: str, target: Path, v: DatasetVersion, digest: str) -> None:
