@@ -16,7 +16,8 @@ from nbmlops.exceptions import UsageError
 if TYPE_CHECKING:
     from nbmlops.core.audit import AuditLog
     from nbmlops.core.data.diff import DataDiff
-    from nbmlops.core.data.store import CommitResult, DatasetVersion, DataStore
+    from nbmlops.core.data.records import CommitResult, DatasetVersion
+    from nbmlops.core.data.store import DataStore
     from nbmlops.core.data.validate import ValidationReport
 
 __all__ = ["checkout", "commit", "diff", "load", "log", "ls", "show", "store", "validate"]
@@ -72,7 +73,7 @@ def commit(
                 f"commit needs a name for a {type(obj).__name__}",
                 fix="Pass name=..., e.g. nbmlops.data.commit(df, 'sales').",
             )
-    from nbmlops.core.data.store import validate_name
+    from nbmlops.core.data.refs import validate_name
 
     validate_name(name)
     user = _check(s, "commit", name)
@@ -96,7 +97,7 @@ def commit(
 
 
 def _read(ref: str, s: Settings) -> tuple[DatasetVersion, str]:
-    from nbmlops.core.data.store import parse_ref
+    from nbmlops.core.data.refs import parse_ref
 
     name, _ = parse_ref(ref)
     user = _check(s, "read", name)
