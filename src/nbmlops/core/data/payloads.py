@@ -220,15 +220,6 @@ def parquet_to_value(source: Any) -> Any:
     return df
 
 
-class _PlainWriter:
-    """Only the ``write`` of a file: numpy then writes in chunks through it. Given the real
-    file, ``np.save`` uses ``ndarray.tofile``, which reports a full disk as a bare OSError
-    ("N requested and M written") without the errno that says the disk is full."""
-
-    def __init__(self, f: BinaryIO):
-        self.write = f.write
-
-
 def safe_join(root: Path, rel: str) -> Path:
     """``root / rel`` for a manifest path; refuses absolute paths, '..' and escapes via links."""
     parts = rel.split("/")
@@ -250,6 +241,15 @@ def safe_join(root: Path, rel: str) -> Path:
             fix="Check out into an empty folder",
         )
     return target
+
+
+class _PlainWriter:
+    """Only the ``write`` of a file: numpy then writes in chunks through it. Given the real
+    file, ``np.save`` uses ``ndarray.tofile``, which reports a full disk as a bare OSError
+    ("N requested and M written") without the errno that says the disk is full."""
+
+    def __init__(self, f: BinaryIO):
+        self.write = f.write
 
 
 def save_npy(f: BinaryIO, arr: Any) -> None:

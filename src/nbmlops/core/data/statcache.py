@@ -7,9 +7,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import NamedTuple
 
-from nbmlops.core.data.backends import unlink_quiet
+from nbmlops.core.data.backends import Backend, LocalBackend, unlink_quiet
 from nbmlops.core.data.refs import DIGEST_RE
-from nbmlops.exceptions import NbmlopsError
+from nbmlops.exceptions import DataStoreError, NbmlopsError
 
 __all__ = ["RACY_NS", "StatCache", "user_cache_dir"]
 
@@ -137,6 +137,24 @@ class StatCache:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    @classmethod
+    def of(cls, b: Backend) -> StatCache:
+        """The stat cache of the store on ``b``: ``<root>/cache/stat.db`` on a local store
+        (created at the first file commit), the user's ``~/.cache/nbmlops/stat.db`` otherwise."""
+        if isinstance(b, LocalBackend):
+            try:
+                db = b.path("cache/stat.db")
+            except DataStoreError:
+                return cls(None)  # a link planted at cache/: no cache, never outside
+
+            def make_folder() -> None:
+                b.makedirs(os.path.dirname(db))
+                b.path("cache/stat.db")
+
+            return cls(db, make_folder)
+        folder = user_cache_dir()
+        return cls(os.path.join(folder, "stat.db"), lambda: os.makedirs(folder, exist_ok=True))
 
     def __enter__(self) -> StatCache:
         return self

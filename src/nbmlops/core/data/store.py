@@ -31,7 +31,8 @@ of its bytes; see :class:`nbmlops.core.data.statcache.StatCache` for when an ent
 
 The store's parts live beside it: ``records`` (what is recorded), ``refs`` (names, refs
 and paths), ``backends`` (file operations by URL scheme), ``payloads`` (what a commit
-stores), ``fileio`` (reading local files) and ``statcache``.
+stores), ``sources`` (committing local paths), ``fileio`` (reading local files) and
+``statcache``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ from nbmlops.core.data.hashing import digest_value
 from nbmlops.core.data.payloads import (
     Payload,
     copy_verified,
-    folder_payload,
     frame_to_parquet,
     load_npy,
     parquet_to_value,
@@ -84,7 +84,8 @@ from nbmlops.core.data.refs import (
     validate_name,
     version_rel,
 )
-from nbmlops.core.data.statcache import StatCache, user_cache_dir
+from nbmlops.core.data.sources import file_payload, is_folder, read_folder
+from nbmlops.core.data.statcache import StatCache
 from nbmlops.exceptions import (
     DatasetNotFoundError,
     DataStoreError,
@@ -162,40 +163,17 @@ class DataStore:
             ) from err
 
     def _prepare_source(self, path: Path, name: str) -> Payload:
-        """Digest a local file or folder, storing its bytes on the way (see ``_digest_source``).
+        """Digest a local file or folder, storing its bytes on the way (see
+        :func:`nbmlops.core.data.sources.digest_source`).
 
         Files whose stat-cache entry is trusted and whose object is in the store are not read
         at all, so committing unchanged data again costs a few stat calls.
         """
-        try:
-            is_dir, is_file = path.is_dir(), path.is_file()
-        except OSError as err:
-            raise fileio.unreadable_error(path, err) from None
-        if not (is_dir or is_file):
-            raise UsageError(
-                f"No such file or folder: {path}",
-                fix="Pass the path of an existing local file or folder (or a DataFrame / array)",
-            )
+        folder = is_folder(path)
         latest = self._latest_of(name)
-        with self._stat_cache() as cache:
-            if is_file:
-                source = str(path.resolve())
-                st = fileio.stat_source(path)
-                # The latest version holds a file of the same size: probably this one again.
-                likely = (
-                    latest is not None and latest.kind == "file" and latest.nbytes == st.st_size
-                )
-                digest, n, written = self._digest_source(path, source, st, cache, likely)
-                return Payload(
-                    "file",
-                    "bytes",
-                    digest,
-                    [n],
-                    None,
-                    value=path,
-                    source=source,
-                    prewritten=written,
-                )
+        with StatCache.of(self._backend) as cache:
+            if not folder:
+                return file_payload(self._backend, path, latest, cache)
             root = path.resolve()
             entries = walk_folder(root)  # every file checked before anything is read
             previous: dict[str, dict[str, Any]] = {}
@@ -204,73 +182,7 @@ class DataStore:
                     previous = self._read_manifest(latest)
                 except (IntegrityError, ValueError):
                     previous = {}
-            files: list[tuple[str, Path, str, int]] = []
-            written = 0
-            for rel, file in entries:
-                st = fileio.stat_source(file)
-                before = previous.get(rel)
-                likely = before is not None and before.get("nbytes") == st.st_size
-                digest, n, w = self._digest_source(file, str(file), st, cache, likely)
-                files.append((rel, file, digest, n))
-                written += w
-            return folder_payload(root, files, written)
-
-    def _digest_source(
-        self, path: Path, source: str, st: os.stat_result, cache: StatCache, likely: bool
-    ) -> tuple[str, int, int]:
-        """(digest, size, bytes stored) of one local file, reading it at most once if it can.
-
-        1. A trusted stat-cache entry whose object is in the store: no read at all.
-        2. On a local store, when the file is not ``likely`` already stored: one pass that
-           hashes the bytes and writes them to the store at once (``LocalBackend.ingest``).
-        3. Otherwise hash only (the object then usually exists: nothing to write). On a local
-           store a miss falls back to the one-pass store; elsewhere ``_store_payload`` uploads
-           the file later, checking its digest again.
-        """
-        b = self._backend
-        cached = cache.get(source, st)
-        if cached is not None and b.exists(object_rel(cached, "bytes")):
-            return cached, st.st_size, 0
-        if isinstance(b, LocalBackend) and not likely:
-            hashed_ns = time.time_ns()
-            digest, n, written, before = b.ingest(path)
-            cache.add(source, before, digest, hashed_ns)
-            return digest, n, written
-        hashed_ns = time.time_ns()
-        digest, n, before, stable = fileio.hash_source(path)
-        if not isinstance(b, LocalBackend):
-            if not stable:
-                raise fileio.changed_error(path)
-            cache.add(source, before, digest, hashed_ns)
-            return digest, n, 0
-        if stable:
-            cache.add(source, before, digest, hashed_ns)
-            if b.exists(object_rel(digest, "bytes")):
-                return digest, n, 0
-        hashed_ns = time.time_ns()
-        digest, n, written, before = b.ingest(path)  # new content after all
-        cache.add(source, before, digest, hashed_ns)
-        return digest, n, written
-
-    def _stat_cache(self) -> StatCache:
-        """The stat cache of this store: ``<root>/cache/stat.db`` on a local store (created
-        at the first file commit), the user's ``~/.cache/nbmlops/stat.db`` otherwise."""
-        b = self._backend
-        if isinstance(b, LocalBackend):
-            try:
-                db = b.path("cache/stat.db")
-            except DataStoreError:
-                return StatCache(None)  # a link planted at cache/: no cache, never outside
-
-            def make_folder() -> None:
-                b.makedirs(os.path.dirname(db))
-                b.path("cache/stat.db")
-
-            return StatCache(db, make_folder)
-        folder = user_cache_dir()
-        return StatCache(
-            os.path.join(folder, "stat.db"), lambda: os.makedirs(folder, exist_ok=True)
-        )
+            return read_folder(self._backend, root, entries, previous, cache)
 
     def _commit(self, p: Payload, name: str, message: str, author: str) -> CommitResult:
         latest = self._latest_of(name)
