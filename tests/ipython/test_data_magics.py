@@ -130,3 +130,33 @@ def test_snapshot_commits_the_inputs_and_lineage_links_them(shell, project: Path
     assert {t.key: t.value for t in inp.tags}["nbmlops.data_version"] == "train_df@1"
     _r, out = run(shell, "%lineage train_df@1")
     assert "train_df@1" in out.stdout and "run fit (FINISHED" in out.stdout
+
+
+def test_a_full_disk_under_the_data_store_reaches_the_user_and_fails_the_run(
+    shell, project: Path, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """RELIABILITY 9 and 29: a real tmpfs too small for the frame holds the data store."""
+    from nbmlops.core.tracking.session import reset_tracker
+    from nbmlops.exceptions import DataStoreError
+    from tests.tmpfs import small_disk
+
+    disk = small_disk(tmp_path / "disk", "256k", request)
+    (project / "nbmlops.yaml").write_text(f"data_url: {disk / 'data'}\n")
+    reset_tracker()
+    shell.user_ns["big"] = frame(60_000)
+    _result, out = run(shell, "%data commit big")
+    assert "Could not commit 'big': no space left on the device (disk full)" in out.stderr
+    assert f"{disk / 'data'} has " in out.stderr and " free" in out.stderr
+    assert "Free space on the disk holding" in out.stderr
+    assert "Traceback" not in out.stderr
+
+    result, out = run(shell, "%%track fit -e full --snapshot\nmean_x = float(big.x.mean())")
+    assert not result.success and isinstance(result.error_in_exec, DataStoreError)
+    assert "mean_x" not in shell.user_ns
+    assert get_tracker().flush(60)
+    lane = Lane("sqlite", project, {}, f"sqlite:///{project / '.nbmlops' / 'mlflow.db'}")
+    [r] = lane.runs("full")
+    assert r.info.status == "FAILED"
+    reason = r.data.tags["nbmlops.error"]
+    assert "no space left on the device (disk full)" in reason and f"{disk / 'data'}" in reason
+    assert not list((disk / "data").rglob("*.tmp-*"))

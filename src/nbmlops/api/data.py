@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from nbmlops.core.audit import AuditLog
     from nbmlops.core.data.diff import DataDiff
     from nbmlops.core.data.report import ValidationReport
-    from nbmlops.core.data.store import CommitResult, DatasetVersion, DataStore
+    from nbmlops.core.data.records import CommitResult, DatasetVersion
+    from nbmlops.core.data.store import DataStore
 
 __all__ = [
     "audit_log",
@@ -91,7 +92,7 @@ def commit(
                 f"commit needs a name for a {type(obj).__name__}",
                 fix="Pass name=..., e.g. nbmlops.data.commit(df, 'sales').",
             )
-    from nbmlops.core.data.store import validate_name
+    from nbmlops.core.data.refs import validate_name
 
     validate_name(name)
     user = _check(s, "commit", name)
@@ -115,7 +116,7 @@ def commit(
 
 
 def _read(ref: str, s: Settings) -> tuple[DatasetVersion, str]:
-    from nbmlops.core.data.store import parse_ref
+    from nbmlops.core.data.refs import parse_ref
 
     name, _ = parse_ref(ref)
     user = _check(s, "read", name)

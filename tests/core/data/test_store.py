@@ -22,15 +22,13 @@ import pandas as pd
 import pytest
 
 import nbmlops.core.data.store as store_module
+from nbmlops.core.data import fileio
+from nbmlops.core.data.backends import temp_suffix
 from nbmlops.core.data.digest_files import digest_file
 from nbmlops.core.data.hashing import digest_value
-from nbmlops.core.data.store import (
-    CommitResult,
-    DatasetVersion,
-    DataStore,
-    parse_ref,
-    validate_name,
-)
+from nbmlops.core.data.records import CommitResult, DatasetVersion
+from nbmlops.core.data.refs import parse_ref, validate_name
+from nbmlops.core.data.store import DataStore
 from nbmlops.exceptions import (
     DatasetNotFoundError,
     DataStoreError,
@@ -716,7 +714,7 @@ def test_clean_orphans_spares_commits_in_flight(tmp_path: Path) -> None:
     store = DataStore(tmp_path / "store")
     v = store.commit(np.arange(3), "a").version
     folder = tmp_path / "store" / "objects" / v.digest[:2]
-    live = folder / f"{v.digest}.npy{store_module._temp_suffix()}"  # this (live) process
+    live = folder / f"{v.digest}.npy{temp_suffix()}"  # this (live) process
     elsewhere = folder / f"{v.digest}.npy.tmp-otherhost-1-abc"  # another host's, recent
     stale = folder / f"{v.digest}.npy.tmp-otherhost-2-def"  # unknown writer, 2 hours old
     for p in (live, elsewhere, stale):
@@ -770,23 +768,23 @@ def same_size_other_bytes(path: Path) -> bytes:
 
 
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every pass over a source or object file the store makes (one ``_pump`` call each)."""
+    """Every pass over a source or object file the store makes (one ``fileio.pump`` call each)."""
     calls: list[str] = []
-    real = store_module._pump
+    real = fileio.pump
 
     def pump(src: object, name: object, size_hint: int, out: object = None, *rest: object):
         calls.append("copy" if out is not None else "hash")
         return real(src, name, size_hint, out, *rest)
 
-    monkeypatch.setattr(store_module, "_pump", pump)
+    monkeypatch.setattr(fileio, "pump", pump)
     return calls
 
 
 def test_file_commit_reads_once_and_matches_digest_file(
     store: DataStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_CHUNK", 64 << 10)  # many chunks, one odd tail
-    monkeypatch.setattr(store_module, "_SMALL_CHUNK", 4 << 10)
+    monkeypatch.setattr(fileio, "CHUNK", 64 << 10)  # many chunks, one odd tail
+    monkeypatch.setattr(fileio, "_SMALL_CHUNK", 4 << 10)
     data = np.random.default_rng(5).bytes((1 << 20) + 12_345)
     src = write_old(tmp_path / "data.bin", data)
     reads = count_reads(monkeypatch)
@@ -949,7 +947,7 @@ def test_a_file_changing_while_it_is_committed_leaves_nothing(
 ) -> None:
     store = DataStore(tmp_path / "store")
     src = write_old(tmp_path / "data.bin", b"q" * 100_000)
-    real = store_module._pump
+    real = fileio.pump
 
     def pump_then_append(src_file: object, name: object, hint: int, *rest: object):
         result = real(src_file, name, hint, *rest)
@@ -957,7 +955,7 @@ def test_a_file_changing_while_it_is_committed_leaves_nothing(
             f.write(b"more")
         return result
 
-    monkeypatch.setattr(store_module, "_pump", pump_then_append)
+    monkeypatch.setattr(fileio, "pump", pump_then_append)
     with pytest.raises(DataStoreError, match="changed while it was being committed"):
         store.commit(src, "data")
     monkeypatch.undo()
@@ -1016,19 +1014,19 @@ def test_a_cache_folder_linked_out_of_the_store_is_not_used(tmp_path: Path) -> N
 def test_large_files_start_their_write_back_early(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Files of at least 2 x _EARLY_FLUSH bytes get an _EarlyFlush (a helper thread that
+    """Files of at least 2 x _EARLY_FLUSH bytes get an EarlyFlush (a helper thread that
     fdatasyncs while they are written), at commit and at checkout; same bytes either way."""
-    monkeypatch.setattr(store_module, "_CHUNK", 16 << 10)
-    monkeypatch.setattr(store_module, "_SMALL_CHUNK", 4 << 10)
-    monkeypatch.setattr(store_module, "_EARLY_FLUSH", 64 << 10)
+    monkeypatch.setattr(fileio, "CHUNK", 16 << 10)
+    monkeypatch.setattr(fileio, "_SMALL_CHUNK", 4 << 10)
+    monkeypatch.setattr(fileio, "_EARLY_FLUSH", 64 << 10)
     flushed: list[int] = []
-    real_wrote = store_module._EarlyFlush.wrote
+    real_wrote = fileio.EarlyFlush.wrote
 
-    def wrote(self: store_module._EarlyFlush, n: int) -> None:
+    def wrote(self: fileio.EarlyFlush, n: int) -> None:
         flushed.append(n)
         real_wrote(self, n)
 
-    monkeypatch.setattr(store_module._EarlyFlush, "wrote", wrote)
+    monkeypatch.setattr(fileio.EarlyFlush, "wrote", wrote)
     data = np.random.default_rng(9).bytes(1 << 20)
     src = write_old(tmp_path / "big.bin", data)
     store = DataStore(tmp_path / "store")
@@ -1051,7 +1049,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 def test_early_flush_syncs_in_the_background_and_reports_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_EARLY_FLUSH", 1000)
+    monkeypatch.setattr(fileio, "_EARLY_FLUSH", 1000)
     synced: list[int] = []
     failing = [False]
 
@@ -1062,9 +1060,9 @@ def test_early_flush_syncs_in_the_background_and_reports_errors(
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
     with open(tmp_path / "a", "wb") as f:
-        with store_module._early_flush(f.fileno(), 1999) as none:
+        with fileio.early_flush(f.fileno(), 1999) as none:
             assert none is None  # small file: no thread
-        with store_module._early_flush(f.fileno(), 2000) as flush:
+        with fileio.early_flush(f.fileno(), 2000) as flush:
             assert flush is not None
             flush.wrote(999)
             flush.wrote(1)  # 1000 bytes since the last sync: wake the helper
@@ -1073,8 +1071,20 @@ def test_early_flush_syncs_in_the_background_and_reports_errors(
         failing[0] = True
         with (
             pytest.raises(OSError, match="Input/output error"),
-            store_module._early_flush(f.fileno(), 2000) as failed,
+            fileio.early_flush(f.fileno(), 2000) as failed,
         ):
             assert failed is not None
             failed.wrote(1000)
             wait_for(lambda: failed.error is not None)
+
+
+def test_the_url_scheme_picks_the_backend(tmp_path: Path) -> None:
+    from nbmlops.core.data.backends import BACKENDS, FsspecBackend, LocalBackend
+
+    assert isinstance(DataStore(tmp_path / "plain")._backend, LocalBackend)
+    assert isinstance(DataStore(f"file://{tmp_path}/url")._backend, LocalBackend)
+    assert isinstance(DataStore("memory://scheme-test/root")._backend, FsspecBackend)
+    assert BACKENDS[""] is LocalBackend
+    with pytest.raises(DataStoreError, match="unknown URL scheme 'nosuch'") as err:
+        DataStore("nosuch://bucket/prefix")
+    assert "fsspec URL such as s3://bucket/prefix" in str(err.value)

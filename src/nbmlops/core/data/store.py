@@ -27,1110 +27,77 @@ Committing a local file reads it once: on a local store its bytes go to a temp f
 dropped when that object exists). A stat cache (``cache/stat.db`` under a local store's root,
 ``~/.cache/nbmlops/stat.db`` for other stores) remembers the digest of every committed file by
 (path, size, mtime, inode, device), so committing an unchanged file or folder again reads none
-of its bytes; see :class:`_StatCache` for when an entry is trusted.
+of its bytes; see :class:`nbmlops.core.data.statcache.StatCache` for when an entry is trusted.
+
+The store's parts live beside it: ``records`` (what is recorded), ``refs`` (names, refs
+and paths), ``backends`` (file operations by URL scheme), ``payloads`` (what a commit
+stores), ``sources`` (committing local paths), ``fileio`` (reading local files) and
+``statcache``.
 """
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import math
 import os
-import re
-import socket
-import sqlite3
-import sys
-import threading
 import time
-import uuid
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import xxhash
 
+from nbmlops.core.data import fileio
+from nbmlops.core.data.backends import (
+    TEMP_MARK,
+    Backend,
+    LocalBackend,
+    open_backend,
+    space_fix,
+    temp_suffix,
+    unlink_quiet,
+    write_cause,
+    writer_gone,
+)
 from nbmlops.core.data.hashing import digest_value
-from nbmlops.core.process import pid_alive
+from nbmlops.core.data.payloads import (
+    Payload,
+    copy_verified,
+    frame_to_parquet,
+    load_npy,
+    parquet_to_value,
+    prepare,
+    safe_join,
+    save_npy,
+    source_path,
+    walk_folder,
+)
+from nbmlops.core.data.records import CommitResult, DatasetVersion
+from nbmlops.core.data.refs import (
+    DIGEST_RE,
+    EXT,
+    FORMAT_OF_EXT,
+    OBJECT_RE,
+    VERSION_RE,
+    is_valid_name,
+    object_rel,
+    parse_ref,
+    validate_name,
+    version_rel,
+)
+from nbmlops.core.data.sources import file_payload, is_folder, read_folder
+from nbmlops.core.data.statcache import StatCache
 from nbmlops.exceptions import (
     DatasetNotFoundError,
     DataStoreError,
     IntegrityError,
     NbmlopsError,
-    UndigestibleError,
     UsageError,
 )
 
-__all__ = [
-    "CommitResult",
-    "DataStore",
-    "DatasetVersion",
-    "parse_ref",
-    "validate_name",
-]
+__all__ = ["ORPHAN_AGE", "DataStore"]
 
-KINDS = ("dataframe", "series", "ndarray", "file", "folder")
-FORMATS = ("parquet", "npy", "bytes", "tree")
-_EXT = {"parquet": ".parquet", "npy": ".npy", "bytes": ".bin", "tree": ".json"}
-_FORMAT_OF_EXT = {ext: fmt for fmt, ext in _EXT.items()}
 # Temp files of commits in flight or interrupted ones; older than this, any commit removes them.
 ORPHAN_AGE = 3600.0
-
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_NAME_FIX = (
-    "Use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit and without "
-    "'..' (e.g. 'sales-2024.q1')"
-)
-_DIGEST_RE = re.compile(r"[0-9a-f]{16,128}")
-_VERSION_RE = re.compile(r"([1-9][0-9]{0,17})\.json")
-_OBJECT_RE = re.compile(r"objects/([0-9a-f]{2})/([0-9a-f]{16,128})(\.[a-z]+)")
-_TEMP_MARK = ".tmp-"
-_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
-_CHUNK = 8 << 20  # file commits and checkouts read and write in chunks of this size
-_SMALL_CHUNK = 64 << 10  # the smallest buffer allocated for a (small) file
-_EARLY_FLUSH = 64 << 20  # a file written to the store starts its write-back every this many bytes
-_PARQUET_KEY = b"nbmlops"  # schema metadata key marking how a parquet object maps back
-
-
-# --------------------------------------------------------------------------------------------
-# Records
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """One committed version of a dataset: what it holds and where its content lives."""
-
-    name: str
-    version: int
-    digest: str
-    kind: str
-    format: str
-    shape: list[int]
-    schema: dict[str, str] | None
-    profile: dict[str, Any] | None
-    message: str
-    author: str
-    created: float
-    nbytes: int
-    source: str | None = None
-
-    def __hash__(self) -> int:  # lists and dicts inside: hash by identity of the content
-        return hash((self.name, self.version, self.digest))
-
-    @property
-    def ref(self) -> str:
-        """``NAME@k``: what :meth:`DataStore.get` / :meth:`DataStore.load` accept."""
-        return f"{self.name}@{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "digest": self.digest,
-            "kind": self.kind,
-            "format": self.format,
-            "shape": list(self.shape),
-            "schema": dict(self.schema) if self.schema is not None else None,
-            "profile": self.profile,
-            "message": self.message,
-            "author": self.author,
-            "created": self.created,
-            "nbytes": self.nbytes,
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DatasetVersion:
-        """Build from :meth:`to_dict` output, checking every field a path is built from."""
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
-        name = validate_name(d["name"])
-        version = d["version"]
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise ValueError(f"bad version number {version!r}")
-        digest = d["digest"]
-        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-            raise ValueError(f"bad digest {digest!r}")
-        if d["kind"] not in KINDS or d["format"] not in FORMATS:
-            raise ValueError(f"unknown kind/format {d['kind']!r}/{d['format']!r}")
-        return cls(
-            name=name,
-            version=version,
-            digest=digest,
-            kind=d["kind"],
-            format=d["format"],
-            shape=[int(x) for x in d["shape"]],
-            schema=dict(d["schema"]) if d.get("schema") is not None else None,
-            profile=d.get("profile"),
-            message=str(d.get("message", "")),
-            author=str(d.get("author", "unknown")),
-            created=float(d["created"]),
-            nbytes=int(d["nbytes"]),
-            source=d.get("source"),
-        )
-
-
-@dataclass(frozen=True)
-class CommitResult:
-    """What :meth:`DataStore.commit` did.
-
-    ``created`` is False when the content equals the latest version of that name (the store
-    was left unchanged and ``version`` is that latest version). ``bytes_written`` counts the
-    payload bytes newly stored (0 when the content was already in the store).
-    """
-
-    version: DatasetVersion
-    created: bool
-    bytes_written: int
-
-
-# --------------------------------------------------------------------------------------------
-# Names and refs
-# --------------------------------------------------------------------------------------------
-
-
-def validate_name(name: str) -> str:
-    """Return ``name`` if it is a safe dataset name, else raise UsageError saying why.
-
-    Names become folder names in the store, so anything that could name a path is refused:
-    separators, ``..``, percent-encoding (never decoded), URLs, drive letters.
-    """
-    if not isinstance(name, str):
-        raise UsageError(
-            f"A dataset name must be a string, got {type(name).__name__}",
-            where="data store",
-            fix=_NAME_FIX,
-        )
-    if _NAME_RE.fullmatch(name) and ".." not in name:
-        return name
-    raise UsageError(f"Invalid dataset name {name!r}: {_why_bad(name)}", fix=_NAME_FIX)
-
-
-def _why_bad(name: str) -> str:
-    if not name:
-        return "it is empty"
-    if len(name) > 128:
-        return f"it is {len(name)} characters long (at most 128)"
-    if "://" in name or name.lower().startswith("file:"):
-        return "it looks like a URL; a dataset name is a name, not a location"
-    if "/" in name or "\\" in name or re.match(r"[A-Za-z]:", name) or name.startswith("~"):
-        return "it contains a path separator or drive; a dataset name cannot point at a path"
-    if "%" in name:
-        return "it contains '%' (percent-encoded text is not decoded, and not allowed)"
-    if ".." in name:
-        return "it contains '..'"
-    if not name[0].isascii() or not name[0].isalnum():
-        return "it must start with a letter or digit"
-    bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
-    return "it contains " + ", ".join(repr(c) for c in bad)
-
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """``"NAME@3"`` -> ``("NAME", 3)``; ``"NAME"`` or ``"NAME@latest"`` -> ``("NAME", None)``."""
-    if not isinstance(ref, str):
-        raise UsageError(
-            f"A dataset ref must be a string like 'NAME@3', got {type(ref).__name__}",
-            fix="Write NAME@k for version k, or NAME for the latest version",
-        )
-    name, sep, ver = ref.partition("@")
-    validate_name(name)
-    if not sep or ver == "latest":
-        return name, None
-    if not re.fullmatch(r"[1-9][0-9]{0,17}", ver):
-        raise UsageError(
-            f"Invalid version {ver!r} in dataset ref {ref!r}",
-            fix="Write NAME@k with k = 1, 2, 3 ..., or NAME (or NAME@latest) for the latest",
-        )
-    return name, int(ver)
-
-
-# --------------------------------------------------------------------------------------------
-# Backends: the handful of file operations the store needs
-# --------------------------------------------------------------------------------------------
-
-
-def _temp_suffix() -> str:
-    """Marks a temp file with its writer so a cleaner can tell a dead writer's leftovers."""
-    return f"{_TEMP_MARK}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def _writer_gone(filename: str) -> bool:
-    """True when a temp file was made by a process of this host that no longer runs."""
-    parts = filename.rpartition(_TEMP_MARK)[2].split("-")
-    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
-        return False
-    pid = int(parts[1])
-    if pid == os.getpid():
-        return False
-    return not pid_alive(pid)
-
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename or a new entry in ``path`` durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        pass  # a leftover temp is removed later by clean_orphans
-
-
-class _LocalBackend:
-    """Plain ``os`` calls: fsync, atomic rename and hard links for exclusive creation."""
-
-    local = True
-
-    def __init__(self, root: str, url: str):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        self.url = url
-
-    def path(self, rel: str) -> str:
-        """Absolute path of ``rel``; refuses anything that resolves outside the root."""
-        full = os.path.join(self.root, *rel.split("/")) if rel else self.root
-        root = os.path.realpath(self.root)
-        real = os.path.realpath(full)
-        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
-            raise DataStoreError(
-                f"{rel!r} resolves to {real}, outside the data store root {root}",
-                where=f"data store {self.url}",
-                fix="Remove the symbolic link that points out of the store; nbmlops never "
-                "reads or writes outside its root",
-            )
-        return full
-
-    def exists(self, rel: str) -> bool:
-        return os.path.exists(self.path(rel))
-
-    def listdir(self, rel: str) -> list[str]:
-        try:
-            return sorted(os.listdir(self.path(rel)))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def isdir(self, rel: str) -> bool:
-        return os.path.isdir(self.path(rel))
-
-    def size(self, rel: str) -> int:
-        return os.path.getsize(self.path(rel))
-
-    def mtime(self, rel: str) -> float | None:
-        return os.path.getmtime(self.path(rel))
-
-    def open_read(self, rel: str) -> BinaryIO:
-        return open(self.path(rel), "rb")
-
-    def read_bytes(self, rel: str) -> bytes:
-        with open(self.path(rel), "rb") as f:
-            return f.read()
-
-    def remove(self, rel: str) -> None:
-        try:
-            os.unlink(self.path(rel))
-        except FileNotFoundError:
-            pass
-
-    def walk(self, rel: str) -> Iterator[str]:
-        """Relative paths of the files below ``rel`` (symbolic links to folders not followed)."""
-        top = self.path(rel)
-        for folder, dirs, files in os.walk(top, followlinks=False):
-            dirs.sort()
-            sub = os.path.relpath(folder, self.root).replace(os.sep, "/")
-            for f in sorted(files):
-                yield f"{sub}/{f}"
-
-    def _makedirs(self, path: str) -> None:
-        if os.path.isdir(path):
-            return
-        parent = os.path.dirname(path)
-        if parent != path:
-            self._makedirs(parent)
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            return
-        _fsync_dir(parent)  # the new folder's entry must survive a crash too
-
-    def put(self, rel: str, write: Callable[[BinaryIO], object]) -> bool:
-        """Store an object atomically; False (nothing written) when it already exists."""
-        final = self.path(rel)
-        if os.path.exists(final):
-            return False
-        folder = os.path.dirname(final)
-        self._makedirs(folder)
-        self.path(rel)  # re-check: the folders now exist and resolve for real
-        tmp = final + _temp_suffix()
-        try:
-            with open(tmp, "xb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            if os.path.exists(final):  # another process stored the same content meanwhile
-                return False
-            os.replace(tmp, final)
-            _fsync_dir(folder)
-            return True
-        finally:
-            _unlink_quiet(tmp)
-
-    def ingest(self, src: Path, fmt: str = "bytes") -> tuple[str, int, int, os.stat_result]:
-        """Store the bytes of the local file ``src`` reading them once; (digest, size, bytes
-        written, the file's stat before the read).
-
-        The bytes are hashed while they are copied to a temp file under ``objects/``; once the
-        digest is known the temp file is fsynced and renamed to the object's name, or dropped
-        when that object is already stored. Raises DataStoreError if ``src`` changed while it
-        was read (nothing is kept), UsageError if it cannot be read.
-        """
-        objects = self.path("objects")
-        self._makedirs(objects)
-        self.path("objects")  # re-check: it exists now and resolves for real
-        tmp = os.path.join(objects, "incoming" + _EXT[fmt] + _temp_suffix())
-        try:
-            with _open_source(src) as s:
-                before = os.fstat(s.fileno())
-                _advise_sequential(s)
-                # O_EXCL: never follows a link planted at the temp name
-                with open(tmp, "xb", buffering=0) as out:
-                    with _early_flush(out.fileno(), before.st_size) as flush:
-                        digest, n = _pump(s, src, before.st_size, out, flush)
-                    _check_unchanged(src, s, before, n)
-                    rel = _object_rel(digest, fmt)
-                    final = self.path(rel)
-                    if os.path.exists(final):  # already stored (by any name, any process)
-                        return digest, n, 0, before
-                    out.flush()
-                    os.fsync(out.fileno())
-            folder = os.path.dirname(final)
-            self._makedirs(folder)
-            self.path(rel)
-            if os.path.exists(final):  # another process stored the same content meanwhile
-                return digest, n, 0, before
-            os.replace(tmp, final)
-            _fsync_dir(folder)
-            return digest, n, n, before
-        finally:
-            _unlink_quiet(tmp)
-
-    def create_exclusive(self, rel: str, data: bytes) -> bool:
-        """Create ``rel`` with ``data`` unless it exists (then False); never half-written."""
-        final = self.path(rel)
-        folder = os.path.dirname(final)
-        self._makedirs(folder)
-        self.path(rel)
-        tmp = final + _temp_suffix()
-        try:
-            with open(tmp, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                # link() fails if the name exists: an atomic create-if-absent of a whole file.
-                os.link(tmp, final)
-            except FileExistsError:
-                return False
-            except OSError as err:
-                if err.errno not in (
-                    errno.EPERM,
-                    errno.ENOTSUP,
-                    errno.EOPNOTSUPP,
-                    errno.EXDEV,
-                    errno.EMLINK,
-                    errno.ENOSYS,
-                ):
-                    raise
-                # No hard links on this filesystem (some FUSE/SMB mounts): check, then rename.
-                # Two writers racing here could both pass the check (as on fsspec backends).
-                if os.path.exists(final):
-                    return False
-                os.replace(tmp, final)
-            _fsync_dir(folder)
-            return True
-        finally:
-            _unlink_quiet(tmp)
-
-
-class _FsspecBackend:
-    """Any fsspec filesystem (memory://, s3://, gcs://, ...).
-
-    Objects are written to a temp name and moved into place (``fs.mv``; on object stores a
-    server-side copy, so a reader never sees a partial object). Version files are created by
-    check-then-move, which is NOT atomic across processes: two writers committing the same
-    name at the same instant could both take version k, the later move winning. Use a local
-    folder (which uses ``os.link``) when several processes commit the same name at once.
-    """
-
-    local = False
-
-    def __init__(self, fs: Any, root: str, url: str):
-        self.fs = fs
-        self.root = root.rstrip("/") or "/"
-        self.url = url
-
-    def path(self, rel: str) -> str:
-        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
-
-    def exists(self, rel: str) -> bool:
-        return bool(self.fs.exists(self.path(rel)))
-
-    def listdir(self, rel: str) -> list[str]:
-        p = self.path(rel)
-        self.fs.invalidate_cache(p)
-        try:
-            entries = self.fs.ls(p, detail=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != p)
-
-    def isdir(self, rel: str) -> bool:
-        return bool(self.fs.isdir(self.path(rel)))
-
-    def size(self, rel: str) -> int:
-        return int(self.fs.size(self.path(rel)))
-
-    def mtime(self, rel: str) -> float | None:
-        try:
-            return float(self.fs.modified(self.path(rel)).timestamp())
-        except (NotImplementedError, AttributeError, OSError):
-            return None
-
-    def open_read(self, rel: str) -> BinaryIO:
-        f: BinaryIO = self.fs.open(self.path(rel), "rb")
-        return f
-
-    def read_bytes(self, rel: str) -> bytes:
-        return bytes(self.fs.cat_file(self.path(rel)))
-
-    def remove(self, rel: str) -> None:
-        try:
-            self.fs.rm_file(self.path(rel))
-        except FileNotFoundError:
-            pass
-
-    def walk(self, rel: str) -> Iterator[str]:
-        top = self.path(rel)
-        self.fs.invalidate_cache(top)
-        try:
-            found = self.fs.find(top)
-        except FileNotFoundError:
-            return
-        prefix = self.root.rstrip("/") + "/"
-        for p in sorted(found):
-            p = "/" + p.lstrip("/") if prefix.startswith("/") else p
-            if p.startswith(prefix):
-                yield p[len(prefix) :]
-
-    def _rm_quiet(self, path: str) -> None:
-        try:
-            self.fs.rm_file(path)
-        except (FileNotFoundError, OSError):
-            pass
-
-    def put(self, rel: str, write: Callable[[BinaryIO], object]) -> bool:
-        final = self.path(rel)
-        if self.fs.exists(final):
-            return False
-        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        tmp = final + _temp_suffix()
-        try:
-            with self.fs.open(tmp, "wb") as f:
-                write(f)
-            if self.fs.exists(final):
-                return False
-            self.fs.mv(tmp, final)
-            return True
-        finally:
-            if self.fs.exists(tmp):
-                self._rm_quiet(tmp)
-
-    def create_exclusive(self, rel: str, data: bytes) -> bool:
-        # Check-then-move, exactly as put(): see the class docstring for the race this leaves.
-        return self.put(rel, lambda f: f.write(data))
-
-
-_Backend = _LocalBackend | _FsspecBackend
-
-
-def _open_backend(url: str, storage_options: dict[str, Any]) -> _Backend:
-    if "://" not in url and "::" not in url:
-        return _LocalBackend(url, url)
-    import fsspec
-    from fsspec.implementations.local import LocalFileSystem
-
-    try:
-        fs, path = fsspec.core.url_to_fs(url, **storage_options)
-    except ImportError as err:
-        raise DataStoreError(
-            f"Cannot open the data store {url!r}: {err}",
-            fix="Install the fsspec implementation for that protocol (e.g. pip install s3fs)",
-        ) from None
-    except (ValueError, TypeError) as err:
-        raise DataStoreError(
-            f"Cannot open the data store {url!r}: {err}",
-            fix="Use a local folder or an fsspec URL such as s3://bucket/prefix",
-        ) from None
-    if isinstance(fs, LocalFileSystem):
-        return _LocalBackend(path, url)
-    return _FsspecBackend(fs, path, url)
-
-
-# --------------------------------------------------------------------------------------------
-# Payloads: what one commit stores
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Payload:
-    kind: str
-    format: str
-    digest: str
-    shape: list[int]
-    schema: dict[str, str] | None
-    value: Any = None
-    source: str | None = None
-    files: list[tuple[str, Path, str, int]] | None = None  # folders: (relpath, path, digest, n)
-    manifest: bytes | None = None
-    prewritten: int = 0  # payload bytes already stored while the source was read
-
-
-def _object_rel(digest: str, fmt: str) -> str:
-    return f"objects/{digest[:2]}/{digest}{_EXT[fmt]}"
-
-
-def _version_rel(name: str, k: int) -> str:
-    return f"versions/{name}/{k}.json"
-
-
-def _prepare(obj: Any) -> _Payload:
-    """Digest a frame, series or array and decide how it is stored (no store access).
-
-    Paths are not handled here: their commit reads and stores in one pass
-    (:meth:`DataStore._prepare_source`)."""
-    pd = sys.modules.get("pandas")
-    np = sys.modules.get("numpy")
-    if pd is not None and isinstance(obj, pd.DataFrame | pd.Series):
-        kind = "dataframe" if isinstance(obj, pd.DataFrame) else "series"
-        try:
-            cd = digest_value(obj)
-        except UndigestibleError as err:
-            raise UsageError(f"This {kind} cannot be committed: {err}", fix=err.fix) from None
-        return _Payload(kind, "parquet", cd.digest, list(cd.shape), cd.schema, value=obj)
-    if np is not None and isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise UsageError(
-                f"A numpy array of dtype {obj.dtype} (Python objects) cannot be committed: "
-                "it could only be stored with pickle, which runs code when loaded",
-                fix="Convert it to a fixed dtype first (e.g. arr.astype(str) or "
-                "arr.astype(float)), or commit a DataFrame",
-            )
-        try:
-            cd = digest_value(obj)
-        except UndigestibleError as err:
-            raise UsageError(f"This array cannot be committed: {err}", fix=err.fix) from None
-        return _Payload("ndarray", "npy", cd.digest, list(cd.shape), cd.schema, value=obj)
-    raise UsageError(
-        f"Cannot commit a {type(obj).__module__}.{type(obj).__qualname__}",
-        fix="Commit a pandas DataFrame or Series, a numpy array, or the path of a local file "
-        "or folder",
-    )
-
-
-def _source_path(obj: str | os.PathLike[str]) -> Path:
-    """The local path a commit reads, or UsageError (URLs, bytes paths)."""
-    text = os.fspath(obj)
-    if isinstance(text, bytes):
-        raise UsageError("Pass a str or pathlib.Path, not a bytes path")
-    if "://" in text:
-        raise UsageError(
-            f"commit() reads local files and folders only, got the URL {text!r}",
-            fix="Download it first, or load it into a DataFrame and commit that",
-        )
-    return Path(text).expanduser()
-
-
-def _walk_folder(root: Path) -> list[tuple[str, Path]]:
-    """(relative posix path, path) of every file below ``root``, checked before any read."""
-    files: list[tuple[str, Path]] = []
-    for folder, dirs, names in os.walk(root, followlinks=False):
-        linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
-        if linked:
-            raise UsageError(
-                f"{os.path.join(folder, linked[0])} is a symbolic link to a folder; folder "
-                "commits do not follow them",
-                fix="Copy the linked folder in, or remove the link",
-            )
-        dirs.sort()
-        for fname in sorted(names):
-            path = Path(folder) / fname
-            if not path.is_file():
-                raise UsageError(
-                    f"{path} is not a regular file (a broken link, a socket or a pipe)",
-                    fix="Remove it from the folder before committing",
-                )
-            files.append((path.relative_to(root).as_posix(), path))
-    return files
-
-
-def _folder_payload(root: Path, files: list[tuple[str, Path, str, int]], written: int) -> _Payload:
-    manifest = _manifest_bytes({rel: {"digest": d, "nbytes": n} for rel, _, d, n in files})
-    digest = xxhash.xxh3_128(manifest).hexdigest()  # == digest_value(manifest)
-    return _Payload(
-        "folder",
-        "tree",
-        digest,
-        [len(files)],
-        None,
-        value=root,
-        source=str(root),
-        files=files,
-        manifest=manifest,
-        prewritten=written,
-    )
-
-
-def _manifest_bytes(entries: dict[str, dict[str, Any]]) -> bytes:
-    return json.dumps(entries, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _copy_verified(src: Path, digest: str) -> Callable[[BinaryIO], object]:
-    """A writer that copies ``src`` and fails if its bytes no longer have ``digest``."""
-
-    def write(f: BinaryIO) -> None:
-        with _open_source(src) as s:
-            size = os.fstat(s.fileno()).st_size
-            _advise_sequential(s)
-            actual, _ = _pump(s, src, size, f)
-        if actual != digest:
-            raise _changed(src)
-
-    return write
-
-
-# --------------------------------------------------------------------------------------------
-# Reading local files: once, in large chunks, into one reused buffer
-# --------------------------------------------------------------------------------------------
-
-
-def _changed(src: Path | str) -> DataStoreError:
-    return DataStoreError(
-        f"{src} changed while it was being committed",
-        fix="Commit it again once nothing is writing to it; nothing partial was kept",
-    )
-
-
-def _unreadable(src: Path | str, err: OSError) -> UsageError:
-    return UsageError(f"Cannot read {src}: {err.strerror or err}")
-
-
-def _open_source(src: Path | str) -> Any:
-    """The unbuffered file object of a file to commit (read errors are the caller's)."""
-    try:
-        return open(src, "rb", buffering=0)
-    except OSError as err:
-        raise _unreadable(src, err) from None
-
-
-def _advise_sequential(f: Any) -> None:
-    """Tell the kernel ``f`` is read front to back once: a larger read-ahead."""
-    try:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except (AttributeError, OSError, ValueError):
-        pass  # not on this platform / file system
-
-
-def _buffer(size_hint: int) -> memoryview:
-    """A buffer of _CHUNK bytes, smaller for a small file (allocating 8 MiB costs ~1 ms)."""
-    return memoryview(bytearray(max(_SMALL_CHUNK, min(_CHUNK, size_hint + 1))))
-
-
-class _EarlyFlush:
-    """Write-back of a large file started while it is still being written.
-
-    The kernel starts writing dirty pages to disk only once they make up a good share of
-    memory, so a 1 GB copy followed by fsync would first fill the page cache, then wait for
-    the whole gigabyte to reach the disk. A helper thread calls fdatasync every _EARLY_FLUSH
-    bytes instead (the GIL is released meanwhile): the disk works while the copy goes on, and
-    the final fsync waits for the tail only. An error it meets is raised by ``stop``'s caller
-    (fsync errors are reported once per open file, so it must not be lost).
-    """
-
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._since = 0
-        self._wake = threading.Event()
-        self._stopping = False
-        self.error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="nbmlops-flush", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        sync = getattr(os, "fdatasync", os.fsync)
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            try:
-                sync(self._fd)
-            except OSError as err:
-                self.error = err
-                return
-
-    def wrote(self, n: int) -> None:
-        self._since += n
-        if self._since >= _EARLY_FLUSH:
-            self._since = 0
-            self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join()
-
-
-@contextmanager
-def _early_flush(fd: int, size: int) -> Iterator[_EarlyFlush | None]:
-    """An _EarlyFlush of ``fd`` for a file of ``size`` bytes (None for small files); stopped,
-    and its error raised, on leaving the block (before the file is closed)."""
-    if size < 2 * _EARLY_FLUSH:
-        yield None
-        return
-    flush = _EarlyFlush(fd)
-    try:
-        yield flush
-    finally:
-        flush.stop()
-    if flush.error is not None:
-        raise flush.error
-
-
-def _pump(
-    src: Any,
-    name: Path | str | None,
-    size_hint: int,
-    out: Any = None,
-    flush: _EarlyFlush | None = None,
-) -> tuple[str, int]:
-    """xxh3_128 hex digest and length of what is left in the file ``src``, writing every
-    chunk to ``out`` too when given (the single pass of a commit; ``flush`` is told of every
-    write). A read error is a UsageError naming ``name`` (the OSError itself when ``name`` is
-    None); a write error is the OSError itself (a store problem)."""
-    h = xxhash.xxh3_128()
-    view = _buffer(size_hint)
-    total = 0
-    while True:
-        try:
-            n = src.readinto(view)
-        except OSError as err:
-            if name is None:
-                raise
-            raise _unreadable(name, err) from None
-        if not n:
-            break
-        chunk = view[:n]
-        h.update(chunk)
-        if out is not None and not isinstance(out, io.RawIOBase):
-            out.write(bytes(chunk))  # a writer that might keep a reference: its own copy
-        elif out is not None:
-            while chunk:  # a raw write may take fewer bytes than given
-                done = out.write(chunk)
-                if done is None or done >= len(chunk):
-                    break
-                chunk = chunk[done:]
-            if flush is not None:
-                flush.wrote(n)
-        total += n
-    return h.hexdigest(), total
-
-
-def _check_unchanged(src: Path | str, f: Any, before: os.stat_result, n: int) -> None:
-    """Raise if the open file ``f`` changed (size, mtime) while it was read."""
-    after = os.fstat(f.fileno())
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or (
-        n != after.st_size
-    ):
-        raise _changed(src)
-
-
-def _hash_source(src: Path) -> tuple[str, int, os.stat_result, bool]:
-    """Digest of a local file, read once; (digest, size, stat before, unchanged meanwhile)."""
-    with _open_source(src) as f:
-        before = os.fstat(f.fileno())
-        _advise_sequential(f)
-        digest, n = _pump(f, src, before.st_size)
-        after = os.fstat(f.fileno())
-    stable = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-    return digest, n, before, stable and n == after.st_size
-
-
-def _stat_source(path: Path) -> os.stat_result:
-    try:
-        return os.stat(path)
-    except OSError as err:
-        raise _unreadable(path, err) from None
-
-
-# --------------------------------------------------------------------------------------------
-# The stat cache: digests of local files that have not changed since they were committed
-# --------------------------------------------------------------------------------------------
-
-# An entry is trusted only if the file's mtime was at least this much older than the moment
-# its bytes began to be read. Otherwise a write landing right after the read, within the same
-# mtime tick (1-2 s on FAT, SMB and some NFS mounts; a kernel clock tick on ext4), would leave
-# size and mtime as recorded while the content changed, and the stale digest would be trusted
-# from then on: the "racy git" problem. A racy file is simply read again at its next commit,
-# which then records a trusted entry. (Like make or rsync's quick check, the cache is fooled
-# by a tool that rewrites a file and then restores its size and mtime on purpose.)
-RACY_NS = 2_000_000_000
-
-_STAT_TABLE = (
-    "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, key TEXT NOT NULL, "
-    "mtime_ns INTEGER NOT NULL, hashed_ns INTEGER NOT NULL, digest TEXT NOT NULL)"
-)
-
-
-class _Entry(NamedTuple):
-    path: str
-    key: str
-    mtime_ns: int
-    hashed_ns: int
-    digest: str
-
-
-def _stat_key(st: os.stat_result) -> str:
-    # text: st_ino and st_dev may not fit a signed 64-bit SQLite integer
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
-
-
-def _user_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "nbmlops")
-
-
-class _StatCache:
-    """(absolute path, size, mtime_ns, inode, device) -> xxh3_128 digest, in SQLite (WAL).
-
-    Purely an optimisation: any problem with the database (locked, read-only, on a file
-    system without shared memory for WAL) turns the cache off for this commit, which then
-    reads the files as if it were empty; a damaged database is replaced by a new one when
-    entries are next written. Entries are written once the commit has read its files, in one
-    transaction.
-    """
-
-    def __init__(self, db: str | None, make_folder: Callable[[], None] | None = None):
-        self.db = db
-        self._make_folder = make_folder
-        self._conn: sqlite3.Connection | None = None
-        self._pending: list[_Entry] = []
-        self._damaged = False
-
-    def _connect(self, create: bool) -> sqlite3.Connection | None:
-        if self._conn is not None or self.db is None:
-            return self._conn
-        if not create and (self._damaged or not os.path.exists(self.db)):
-            return None
-        try:
-            if create and self._make_folder is not None:
-                self._make_folder()
-            try:
-                conn = self._open(self.db)
-            except sqlite3.DatabaseError as err:
-                if isinstance(err, sqlite3.OperationalError):
-                    raise  # busy, locked, unavailable: not damaged
-                if not create:
-                    self._damaged = True  # recreated when entries are written
-                    return None
-                for suffix in ("", "-wal", "-shm"):
-                    _unlink_quiet(self.db + suffix)
-                conn = self._open(self.db)
-        except (sqlite3.Error, OSError, NbmlopsError):
-            self.db = None  # no cache for this commit
-            return None
-        self._conn = conn
-        return conn
-
-    @staticmethod
-    def _open(db: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(db, timeout=2.0, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_STAT_TABLE)
-        except sqlite3.Error:
-            conn.close()
-            raise
-        return conn
-
-    def get(self, path: str, st: os.stat_result) -> str | None:
-        """The digest recorded for this very file, if the entry is trusted (see RACY_NS)."""
-        conn = self._connect(create=False)
-        if conn is None:
-            return None
-        try:
-            row = conn.execute(
-                "SELECT digest FROM stat WHERE path = ? AND key = ? AND mtime_ns < hashed_ns - ?",
-                (path, _stat_key(st), RACY_NS),
-            ).fetchone()
-        except sqlite3.Error:
-            return None
-        digest = row[0] if row else None
-        return digest if isinstance(digest, str) and _DIGEST_RE.fullmatch(digest) else None
-
-    def add(self, path: str, st: os.stat_result, digest: str, hashed_ns: int) -> None:
-        """Record that ``path`` with stat ``st`` has ``digest``; ``hashed_ns`` is the wall
-        time at which its read started (what the racy check compares the mtime with)."""
-        self._pending.append(_Entry(path, _stat_key(st), st.st_mtime_ns, hashed_ns, digest))
-
-    def close(self) -> None:
-        try:
-            if self._pending:
-                conn = self._connect(create=True)
-                if conn is not None:
-                    with conn:  # one transaction
-                        conn.execute("BEGIN IMMEDIATE")
-                        conn.executemany(
-                            "INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?)", self._pending
-                        )
-        except sqlite3.Error:
-            pass
-        finally:
-            self._pending = []
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> _StatCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _frame_to_parquet(value: Any, kind: str, digest: str) -> Any:
-    """Parquet bytes (a pyarrow Buffer) that read back to exactly ``value``, or UsageError."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    frame = value if kind == "dataframe" else value.to_frame()
-    marker = {"kind": kind, "unnamed": kind == "series" and value.name is None}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # lossy conversions are caught below, exactly
-            table = pa.Table.from_pandas(frame, preserve_index=None)
-    except (pa.ArrowException, ValueError, TypeError) as err:
-        raise UsageError(
-            f"This {kind} cannot be stored as Parquet: {err}",
-            fix="Convert the offending column to a numeric, string, categorical or datetime "
-            "dtype first",
-        ) from None
-    meta = dict(table.schema.metadata or {})
-    meta[_PARQUET_KEY] = json.dumps(marker).encode()
-    table = table.replace_schema_metadata(meta)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    buf = sink.getvalue()
-    back = _parquet_to_value(pa.BufferReader(buf))
-    if digest_value(back).digest != digest:
-        raise UsageError(
-            f"This {kind} does not come back exactly from Parquet: {_difference(value, back)}",
-            fix="Convert that column to a dtype Parquet keeps (e.g. mixed-type object columns "
-            "to str), or commit the data as a file",
-        )
-    return buf
-
-
-def _difference(before: Any, after: Any) -> str:
-    import pandas as pd
-
-    if isinstance(before, pd.Series):
-        before, after = before.to_frame(), after.to_frame()
-    if list(map(repr, before.columns)) != list(map(repr, after.columns)):
-        return f"column labels {list(before.columns)!r} came back as {list(after.columns)!r}"
-    for (name, a), (_, b) in zip(before.items(), after.items(), strict=False):
-        if str(a.dtype) != str(b.dtype):
-            return f"column {name!r} of dtype {a.dtype} came back as {b.dtype}"
-    if type(before.index) is not type(after.index) or str(before.index.dtype) != str(
-        after.index.dtype
-    ):
-        return f"the index ({type(before.index).__name__}, {before.index.dtype}) changed"
-    return "some values differ"
-
-
-def _parquet_to_value(source: Any) -> Any:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(source)
-    marker = json.loads((table.schema.metadata or {}).get(_PARQUET_KEY, b"{}"))
-    df = table.to_pandas()
-    if marker.get("kind") == "series":
-        ser = df.iloc[:, 0]
-        if marker.get("unnamed"):
-            ser = ser.copy(deep=False)
-            ser.name = None
-        return ser
-    return df
-
-
-def _stream_digest(f: BinaryIO) -> tuple[str, int]:
-    return _pump(f, None, _CHUNK)
-
-
-def _write_cause(err: OSError) -> str:
-    causes = {
-        errno.ENOSPC: "no space left on the device (disk full)",
-        errno.EFBIG: "file too large (a file-size limit was reached)",
-        errno.EDQUOT: "disk quota exceeded",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "operation not permitted",
-    }
-    cause = causes.get(err.errno or -1, err.strerror or str(err) or type(err).__name__)
-    return f"{cause} ({type(err).__name__}: {err})"
-
-
-def _safe_join(root: Path, rel: str) -> Path:
-    """``root / rel`` for a manifest path; refuses absolute paths, '..' and escapes via links."""
-    parts = rel.split("/")
-    if (
-        not rel
-        or rel.startswith("/")
-        or "\x00" in rel
-        or re.match(r"[A-Za-z]:", rel)
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise IntegrityError(
-            f"A folder manifest holds the unsafe path {rel!r}",
-            fix="The store was tampered with: restore it from a backup",
-        )
-    target = root.joinpath(*parts)
-    if not Path(os.path.realpath(target)).is_relative_to(root):
-        raise IntegrityError(
-            f"{rel!r} would be written outside {root} (through a symbolic link)",
-            fix="Check out into an empty folder",
-        )
-    return target
-
-
-# --------------------------------------------------------------------------------------------
-# The store
-# --------------------------------------------------------------------------------------------
 
 
 class DataStore:
@@ -1151,7 +118,7 @@ class DataStore:
             )
         self.url: str = str(os.fspath(url))
         self.storage_options = dict(storage_options or {})
-        self._backend: _Backend = _open_backend(self.url, self.storage_options)
+        self._backend: Backend = open_backend(self.url, self.storage_options)
 
     def __repr__(self) -> str:
         return f"DataStore({self.url!r})"
@@ -1178,8 +145,8 @@ class DataStore:
         validate_name(name)
         if not isinstance(message, str) or not isinstance(author, str):
             raise UsageError("message and author must be strings", where="DataStore.commit")
-        source = _source_path(obj) if isinstance(obj, str | os.PathLike) else None
-        payload = _prepare(obj) if source is None else None
+        source = source_path(obj) if isinstance(obj, str | os.PathLike) else None
+        payload = prepare(obj) if source is None else None
         try:
             self._sweep_now_and_then()
             if payload is None:
@@ -1187,125 +154,37 @@ class DataStore:
                 payload = self._prepare_source(source, name)
             return self._commit(payload, name, message, author)
         except OSError as err:
+            root = self._backend.root if isinstance(self._backend, LocalBackend) else None
             raise DataStoreError(
-                f"Could not commit {name!r}: {_write_cause(err)}",
+                f"Could not commit {name!r}: {write_cause(err, root)}",
                 where=self._where,
-                fix="Free space (or fix the store's permissions) and commit again; nothing "
-                "partial was kept",
+                fix=space_fix(err, "commit again", root)
+                or "Fix the store's permissions and commit again; nothing partial was kept",
             ) from err
 
-    def _prepare_source(self, path: Path, name: str) -> _Payload:
-        """Digest a local file or folder, storing its bytes on the way (see ``_digest_source``).
+    def _prepare_source(self, path: Path, name: str) -> Payload:
+        """Digest a local file or folder, storing its bytes on the way (see
+        :func:`nbmlops.core.data.sources.digest_source`).
 
         Files whose stat-cache entry is trusted and whose object is in the store are not read
         at all, so committing unchanged data again costs a few stat calls.
         """
-        try:
-            is_dir, is_file = path.is_dir(), path.is_file()
-        except OSError as err:
-            raise _unreadable(path, err) from None
-        if not (is_dir or is_file):
-            raise UsageError(
-                f"No such file or folder: {path}",
-                fix="Pass the path of an existing local file or folder (or a DataFrame / array)",
-            )
+        folder = is_folder(path)
         latest = self._latest_of(name)
-        with self._stat_cache() as cache:
-            if is_file:
-                source = str(path.resolve())
-                st = _stat_source(path)
-                # The latest version holds a file of the same size: probably this one again.
-                likely = (
-                    latest is not None and latest.kind == "file" and latest.nbytes == st.st_size
-                )
-                digest, n, written = self._digest_source(path, source, st, cache, likely)
-                return _Payload(
-                    "file",
-                    "bytes",
-                    digest,
-                    [n],
-                    None,
-                    value=path,
-                    source=source,
-                    prewritten=written,
-                )
+        with StatCache.of(self._backend) as cache:
+            if not folder:
+                return file_payload(self._backend, path, latest, cache)
             root = path.resolve()
-            entries = _walk_folder(root)  # every file checked before anything is read
+            entries = walk_folder(root)  # every file checked before anything is read
             previous: dict[str, dict[str, Any]] = {}
             if latest is not None and latest.kind == "folder":
                 try:
                     previous = self._read_manifest(latest)
                 except (IntegrityError, ValueError):
                     previous = {}
-            files: list[tuple[str, Path, str, int]] = []
-            written = 0
-            for rel, file in entries:
-                st = _stat_source(file)
-                before = previous.get(rel)
-                likely = before is not None and before.get("nbytes") == st.st_size
-                digest, n, w = self._digest_source(file, str(file), st, cache, likely)
-                files.append((rel, file, digest, n))
-                written += w
-            return _folder_payload(root, files, written)
+            return read_folder(self._backend, root, entries, previous, cache)
 
-    def _digest_source(
-        self, path: Path, source: str, st: os.stat_result, cache: _StatCache, likely: bool
-    ) -> tuple[str, int, int]:
-        """(digest, size, bytes stored) of one local file, reading it at most once if it can.
-
-        1. A trusted stat-cache entry whose object is in the store: no read at all.
-        2. On a local store, when the file is not ``likely`` already stored: one pass that
-           hashes the bytes and writes them to the store at once (``_LocalBackend.ingest``).
-        3. Otherwise hash only (the object then usually exists: nothing to write). On a local
-           store a miss falls back to the one-pass store; elsewhere ``_store_payload`` uploads
-           the file later, checking its digest again.
-        """
-        b = self._backend
-        cached = cache.get(source, st)
-        if cached is not None and b.exists(_object_rel(cached, "bytes")):
-            return cached, st.st_size, 0
-        if isinstance(b, _LocalBackend) and not likely:
-            hashed_ns = time.time_ns()
-            digest, n, written, before = b.ingest(path)
-            cache.add(source, before, digest, hashed_ns)
-            return digest, n, written
-        hashed_ns = time.time_ns()
-        digest, n, before, stable = _hash_source(path)
-        if not isinstance(b, _LocalBackend):
-            if not stable:
-                raise _changed(path)
-            cache.add(source, before, digest, hashed_ns)
-            return digest, n, 0
-        if stable:
-            cache.add(source, before, digest, hashed_ns)
-            if b.exists(_object_rel(digest, "bytes")):
-                return digest, n, 0
-        hashed_ns = time.time_ns()
-        digest, n, written, before = b.ingest(path)  # new content after all
-        cache.add(source, before, digest, hashed_ns)
-        return digest, n, written
-
-    def _stat_cache(self) -> _StatCache:
-        """The stat cache of this store: ``<root>/cache/stat.db`` on a local store (created
-        at the first file commit), the user's ``~/.cache/nbmlops/stat.db`` otherwise."""
-        b = self._backend
-        if isinstance(b, _LocalBackend):
-            try:
-                db = b.path("cache/stat.db")
-            except DataStoreError:
-                return _StatCache(None)  # a link planted at cache/: no cache, never outside
-
-            def make_folder() -> None:
-                b._makedirs(os.path.dirname(db))
-                b.path("cache/stat.db")
-
-            return _StatCache(db, make_folder)
-        folder = _user_cache_dir()
-        return _StatCache(
-            os.path.join(folder, "stat.db"), lambda: os.makedirs(folder, exist_ok=True)
-        )
-
-    def _commit(self, p: _Payload, name: str, message: str, author: str) -> CommitResult:
+    def _commit(self, p: Payload, name: str, message: str, author: str) -> CommitResult:
         latest = self._latest_of(name)
         if latest is not None and (latest.digest, latest.format) == (p.digest, p.format):
             return CommitResult(latest, False, p.prewritten)
@@ -1335,7 +214,7 @@ class DataStore:
             )
             data = json.dumps(version.to_dict(), indent=2, allow_nan=False).encode()
             # Written only now: the objects it names are durable, so it never dangles.
-            if self._backend.create_exclusive(_version_rel(name, k), data):
+            if self._backend.create_exclusive(version_rel(name, k), data):
                 return CommitResult(version, True, written)
             # Another process took version k first; it may have committed this very content.
             latest = self._latest_of(name)
@@ -1343,15 +222,15 @@ class DataStore:
                 return CommitResult(latest, False, written)
             k = max(k, latest.version if latest is not None else 0) + 1
 
-    def _store_payload(self, p: _Payload) -> tuple[int, int]:
+    def _store_payload(self, p: Payload) -> tuple[int, int]:
         """Write the payload's objects that are missing; (bytes written, payload bytes)."""
         b = self._backend
-        rel = _object_rel(p.digest, p.format)
+        rel = object_rel(p.digest, p.format)
         if p.format == "tree":
             assert p.files is not None and p.manifest is not None
             written = 0
             for _, path, digest, n in p.files:  # files first, the manifest naming them last
-                if b.put(_object_rel(digest, "bytes"), _copy_verified(path, digest)):
+                if b.put(object_rel(digest, "bytes"), copy_verified(path, digest)):
                     written += n
             manifest = p.manifest
             if b.put(rel, lambda f: f.write(manifest)):
@@ -1360,17 +239,15 @@ class DataStore:
         if b.exists(rel):
             return 0, b.size(rel)
         if p.format == "parquet":
-            buf = _frame_to_parquet(p.value, p.kind, p.digest)
+            buf = frame_to_parquet(p.value, p.kind, p.digest)
             created = b.put(rel, lambda f: f.write(buf))
             return (buf.size if created else 0), buf.size
         if p.format == "npy":
-            import numpy as np
-
             arr = p.value
-            created = b.put(rel, lambda f: np.save(f, arr, allow_pickle=False))
+            created = b.put(rel, lambda f: save_npy(f, arr))
             size = b.size(rel)
             return (size if created else 0), size
-        created = b.put(rel, _copy_verified(p.value, p.digest))
+        created = b.put(rel, copy_verified(p.value, p.digest))
         return (p.shape[0] if created else 0), p.shape[0]
 
     def clean_orphans(self, older_than: float = ORPHAN_AGE) -> int:
@@ -1384,9 +261,9 @@ class DataStore:
         for top in ("objects", "versions"):
             for rel in list(self._backend.walk(top)):
                 fname = rel.rsplit("/", 1)[-1]
-                if _TEMP_MARK not in fname:
+                if TEMP_MARK not in fname:
                     continue
-                if not _writer_gone(fname):
+                if not writer_gone(fname):
                     mtime = self._backend.mtime(rel)
                     if mtime is None or now - mtime < older_than:
                         continue
@@ -1410,13 +287,13 @@ class DataStore:
     def _version_numbers(self, name: str) -> list[int]:
         nums = []
         for fname in self._backend.listdir(f"versions/{name}"):
-            m = _VERSION_RE.fullmatch(fname)
+            m = VERSION_RE.fullmatch(fname)
             if m:
                 nums.append(int(m.group(1)))
         return sorted(nums)
 
     def _read_version(self, name: str, k: int) -> DatasetVersion:
-        rel = _version_rel(name, k)
+        rel = version_rel(name, k)
         try:
             v = DatasetVersion.from_dict(json.loads(self._backend.read_bytes(rel)))
         except (ValueError, KeyError, TypeError, UsageError) as err:
@@ -1442,7 +319,7 @@ class DataStore:
         return [
             n
             for n in self._backend.listdir("versions")
-            if _NAME_RE.fullmatch(n) and ".." not in n and self._version_numbers(n)
+            if is_valid_name(n) and self._version_numbers(n)
         ]
 
     def _unknown_name(self, name: str) -> DatasetNotFoundError:
@@ -1502,7 +379,7 @@ class DataStore:
                 f"{v.ref} is a {v.kind}; load() returns frames, series and arrays only",
                 fix=f"Use store.checkout_path({v.ref!r}, dest) to write it to a local path",
             )
-        rel = _object_rel(v.digest, v.format)
+        rel = object_rel(v.digest, v.format)
         value = self._read_value(rel, v.format, v.ref)
         actual = digest_value(value).digest
         if actual != v.digest:
@@ -1523,13 +400,13 @@ class DataStore:
         b = self._backend
         try:
             if fmt == "parquet":
-                if isinstance(b, _LocalBackend):
-                    return _parquet_to_value(b.path(rel))
+                if isinstance(b, LocalBackend):
+                    return parquet_to_value(b.path(rel))
                 # Whole bytes, not the fsspec file object: Arrow reading a Python file from its
                 # I/O threads can abort the interpreter at exit.
                 import pyarrow as pa
 
-                return _parquet_to_value(pa.BufferReader(b.read_bytes(rel)))
+                return parquet_to_value(pa.BufferReader(b.read_bytes(rel)))
             import numpy as np
 
             with b.open_read(rel) as f:
@@ -1550,7 +427,7 @@ class DataStore:
             ) from None
 
     def _read_manifest(self, v: DatasetVersion) -> dict[str, dict[str, Any]]:
-        rel = _object_rel(v.digest, "tree")
+        rel = object_rel(v.digest, "tree")
         try:
             data = self._backend.read_bytes(rel)
         except FileNotFoundError:
@@ -1564,7 +441,7 @@ class DataStore:
         if not isinstance(manifest, dict) or not all(
             isinstance(e, dict)
             and isinstance(e.get("digest"), str)
-            and _DIGEST_RE.fullmatch(e["digest"])
+            and DIGEST_RE.fullmatch(e["digest"])
             and isinstance(e.get("nbytes"), int)
             for e in manifest.values()
         ):
@@ -1586,19 +463,17 @@ class DataStore:
                 dest.mkdir(parents=True, exist_ok=True)
                 root = dest.resolve()
                 for relpath, entry in sorted(manifest.items()):
-                    target = _safe_join(root, relpath)
+                    target = safe_join(root, relpath)
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    self._copy_out(
-                        _object_rel(entry["digest"], "bytes"), target, v, entry["digest"]
-                    )
+                    self._copy_out(object_rel(entry["digest"], "bytes"), target, v, entry["digest"])
                 return dest
             if dest.is_dir():
                 if v.kind == "file" and v.source:
                     dest = dest / Path(v.source).name
                 else:
-                    dest = dest / f"{v.name}-{v.version}{_EXT[v.format]}"
+                    dest = dest / f"{v.name}-{v.version}{EXT[v.format]}"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self._copy_out(_object_rel(v.digest, v.format), dest, v, v.digest)
+            self._copy_out(object_rel(v.digest, v.format), dest, v, v.digest)
             return dest
         except FileNotFoundError as err:
             raise IntegrityError(
@@ -1607,24 +482,26 @@ class DataStore:
                 fix="Restore it from a backup or commit the data again",
             ) from None
         except OSError as err:
+            folder = str(dest.parent.resolve())
             raise DataStoreError(
-                f"Could not write {v.ref} to {dest}: {_write_cause(err)}",
+                f"Could not write {v.ref} to {dest}: {write_cause(err, folder)}",
                 where=self._where,
-                fix="Free space or choose another destination",
+                fix=space_fix(err, "check out again, or choose another destination", folder)
+                or "Fix the destination's permissions or choose another destination",
             ) from err
 
     def _copy_out(self, rel: str, target: Path, v: DatasetVersion, digest: str) -> None:
-        tmp = str(target) + _temp_suffix()
+        tmp = str(target) + temp_suffix()
         try:
             with self._backend.open_read(rel) as src, open(tmp, "xb", buffering=0) as out:
-                if isinstance(self._backend, _LocalBackend):
-                    _advise_sequential(src)
+                if isinstance(self._backend, LocalBackend):
+                    fileio.advise_sequential(src)
                 size = self._size_hint(rel)
-                with _early_flush(out.fileno(), size) as flush:
-                    hexdigest, _ = _pump(src, None, size, out, flush)
+                with fileio.early_flush(out.fileno(), size) as flush:
+                    hexdigest, _ = fileio.pump(src, None, size, out, flush)
                 os.fsync(out.fileno())
-            if v.format in ("parquet", "npy") and rel == _object_rel(v.digest, v.format):
-                value = _parquet_to_value(tmp) if v.format == "parquet" else _load_npy(tmp)
+            if v.format in ("parquet", "npy") and rel == object_rel(v.digest, v.format):
+                value = parquet_to_value(tmp) if v.format == "parquet" else load_npy(tmp)
                 actual = digest_value(value).digest
             else:
                 actual = hexdigest
@@ -1632,13 +509,13 @@ class DataStore:
                 raise self._mismatch(rel, v.ref, digest, actual)
             os.replace(tmp, target)
         finally:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
 
     def _size_hint(self, rel: str) -> int:
         try:
             return self._backend.size(rel)
         except (OSError, ValueError, NotImplementedError):
-            return _CHUNK
+            return fileio.CHUNK
 
     # -- checking --------------------------------------------------------------------------
 
@@ -1670,25 +547,23 @@ class DataStore:
                     problems.append(f"{v.ref}: {checked[rel]}")
         if ref is None:
             for rel in self._backend.walk("objects"):
-                m = _OBJECT_RE.fullmatch(rel)
-                if rel in checked or m is None or m.group(3) not in _FORMAT_OF_EXT:
+                m = OBJECT_RE.fullmatch(rel)
+                if rel in checked or m is None or m.group(3) not in FORMAT_OF_EXT:
                     continue
-                problem = self._check_object(rel, _FORMAT_OF_EXT[m.group(3)], m.group(2))
+                problem = self._check_object(rel, FORMAT_OF_EXT[m.group(3)], m.group(2))
                 if problem:
                     problems.append(problem)
         return problems
 
     def _objects_of(self, v: DatasetVersion, problems: list[str]) -> list[tuple[str, str, str]]:
         if v.format != "tree":
-            return [(_object_rel(v.digest, v.format), v.format, v.digest)]
+            return [(object_rel(v.digest, v.format), v.format, v.digest)]
         try:
             manifest = self._read_manifest(v)
         except (IntegrityError, ValueError) as err:
             problems.append(f"{v.ref}: {err}")
             return []
-        return [
-            (_object_rel(e["digest"], "bytes"), "bytes", e["digest"]) for e in manifest.values()
-        ]
+        return [(object_rel(e["digest"], "bytes"), "bytes", e["digest"]) for e in manifest.values()]
 
     def _check_object(self, rel: str, fmt: str, digest: str) -> str | None:
         b = self._backend
@@ -1697,7 +572,7 @@ class DataStore:
         try:
             if fmt in ("bytes", "tree"):
                 with b.open_read(rel) as f:
-                    actual, _ = _stream_digest(f)
+                    actual, _ = fileio.stream_digest(f)
             else:
                 actual = digest_value(self._read_value(rel, fmt, rel)).digest
         except IntegrityError as err:
@@ -1705,9 +580,3 @@ class DataStore:
         if actual != digest:
             return f"object {rel} does not match its digest (its content digests to {actual})"
         return None
-
-
-def _load_npy(path: str) -> Any:
-    import numpy as np
-
-    return np.load(path, allow_pickle=False)

@@ -527,7 +527,8 @@ class ModelRegistry:
         """A data version, read as nbmlops.data.load reads it: the dataset's access rules
         for this user first, and a ``data.checkout`` audit entry."""
         from nbmlops.core.access import check_dataset
-        from nbmlops.core.data.store import DataStore, parse_ref
+        from nbmlops.core.data.refs import parse_ref
+        from nbmlops.core.data.store import DataStore
 
         dataset, _ = parse_ref(ref)
         check_dataset(self.settings.access, self.user, "read", dataset)
