@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from mlflow import MlflowClient
+
 import nbmlops
 from nbmlops.config import load_settings
 from nbmlops.core.tracking.journal import Journal, read_ship_state
@@ -18,6 +21,7 @@ from nbmlops.core.tracking.session import get_tracker
 from tests.cli.test_cli import cli
 from tests.conftest import unique
 from tests.core.tracking.test_never_lose_a_run import run_script
+from tests.services import MlflowServer
 
 METRICS = 300
 
@@ -187,3 +191,50 @@ def test_a_run_half_shipped_into_a_deleted_store_ships_whole_with_sync(project: 
     again = cli(project, "sync")
     assert again.returncode == 0
     assert_shipped_whole(project, exp, "victim")
+
+
+@pytest.mark.server
+def test_a_tracking_server_whose_store_was_replaced_gets_the_run_whole(
+    project: Path, postgres_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A server lane: the run's start reached the server, then the server came back on a new,
+    empty database. The run id the sidecar remembers is read back, found missing, and the
+    run ships again whole."""
+    exp = unique("server-swap")
+    server = MlflowServer(
+        postgres_server.create_database(unique("before")), tmp_path / "artifacts"
+    ).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        run_script(
+            project,
+            f"""
+            import os
+            import nbmlops
+            from nbmlops.core.tracking.session import get_tracker
+            tracker = get_tracker()
+            with nbmlops.track("victim", experiment="{exp}"):
+                nbmlops.log_param("C", 0.5)
+                for i in range({METRICS}):
+                    nbmlops.log_metric("loss", 1.0 / (i + 1), step=i)
+                assert tracker.flush(120)  # the start is on the server, its id in the sidecar
+                tracker.shipper.pause()  # the end stays in the journal
+            os._exit(0)
+            """,
+        )
+        server.stop()
+        server.backend_store_uri = postgres_server.create_database(unique("after"))
+        server.start()
+
+        sync = cli(project, "sync")
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        assert row(sync.stdout, "runs shipped") == "1"
+        client = MlflowClient(server.uri)
+        [run] = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
+        assert run.info.status == "FINISHED" and run.data.params["C"] == "0.5"
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted((m.step, m.value) for m in history) == [
+            (i, 1.0 / (i + 1)) for i in range(METRICS)
+        ]
+    finally:
+        server.stop()
