@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -28,6 +29,8 @@ from typing import Annotated, Any, Literal, NotRequired, Required
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+log = logging.getLogger("nbmlops.journal")
 
 SEGMENT_SUFFIX = ".jsonl"
 SHIPPED_SUFFIX = ".shipped"
@@ -227,25 +230,26 @@ def quarantine(segment_path: Path, bad: list[BadLine]) -> Path | None:
     if not bad:
         return None
     target = quarantine_path(segment_path)
-    if target.exists():
-        with open(target, "rb") as fh:
-            if sum(1 for _ in fh) == len(bad):
-                return target
-    target.parent.mkdir(exist_ok=True)
-    part = target.with_name(f".{target.name}.{os.getpid()}.part")
-    with open(part, "wb") as fh:
-        for line in bad:
-            fh.write(
-                _dumps(
-                    {
-                        "segment": segment_path.name,
-                        "line": line.number,
-                        "reason": line.reason,
-                        "raw": line.raw,
-                    }
-                )
-            )
-    os.replace(part, target)
+    try:
+        if target.exists():
+            with open(target, "rb") as fh:
+                if sum(1 for _ in fh) == len(bad):
+                    return target
+        target.parent.mkdir(exist_ok=True)
+        part = target.with_name(f".{target.name}.{os.getpid()}.part")
+        with open(part, "wb") as fh:
+            for line in bad:
+                record = {
+                    "segment": segment_path.name,
+                    "line": line.number,
+                    "reason": line.reason,
+                    "raw": line.raw,
+                }
+                fh.write(_dumps(record))
+        os.replace(part, target)
+    except OSError as err:  # the lines stay in the segment (and its archive) all the same
+        log.warning("nbmlops: could not write %s: %s", target, err)
+        return None
     return target
 
 
