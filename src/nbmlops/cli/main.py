@@ -53,8 +53,10 @@ def sync() -> None:
     table.add_row("  of which closed as killed", str(report.runs_killed))
     table.add_row("metric values shipped", str(report.metrics))
     table.add_row("torn journal lines skipped", str(report.torn_lines))
+    table.add_row("malformed journal lines quarantined", str(report.quarantined))
     table.add_row("still pending (live processes' or failed)", str(pending["pending"]))
     console.print(table)
+    _say_quarantined(pending)
     for err in report.errors:
         err_console.print(f"[red]not shipped:[/red] {err}")
     if report.errors:
@@ -76,7 +78,18 @@ def status() -> None:
     table.add_row("journal segments", str(pending["segments"]))
     table.add_row("runs not yet in MLflow", str(pending["pending"]))
     table.add_row("  of which still open", str(pending["open"]))
+    table.add_row("malformed journal lines quarantined", str(pending["quarantined"]))
     console.print(table)
+    _say_quarantined(pending)
+
+
+def _say_quarantined(pending: dict) -> None:
+    if pending["quarantined"]:
+        console.print(
+            f"{pending['quarantined']} malformed journal line(s) were set aside, each with the "
+            f"reason, in {pending['quarantine_dir']}; the other records ship as usual.",
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -8,13 +8,16 @@ dead process moves to ``archive/``.
 
 Records are single JSON lines written with one ``os.write`` each, so a killed process leaves
 at most one torn last line, which readers skip and count. Page-cache writes survive a killed
-process; ``sync()`` adds an fsync at the end of every cell for power loss.
+process; ``sync()`` adds an fsync at the end of every cell for power loss. A complete line that
+is not a record of the expected shape (edited by hand, corrupted) is counted and copied, with
+the reason, to ``quarantine/<segment>``; the segment's other records ship as usual.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -22,10 +25,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired, Required
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+log = logging.getLogger("nbmlops.journal")
 
 SEGMENT_SUFFIX = ".jsonl"
 SHIPPED_SUFFIX = ".shipped"
+QUARANTINE_DIR = "quarantine"
 
 
 def now_ms() -> int:
@@ -59,6 +68,92 @@ class Segment:
             self._fd = -1
 
 
+# The shape of each record kind, as far as the shipper relies on it: declared once, checked
+# by pydantic-core for every line read on replay (microseconds a line). Other keys pass through.
+_OPEN = ConfigDict(extra="allow")
+
+
+class _Metric(TypedDict):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    name: str
+    value: float
+    step: NotRequired[int | None]
+    ts: int
+
+
+class _Model(TypedDict, total=False):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    name: Required[str]
+    file: str
+    example: str
+
+
+class _Start(TypedDict, total=False):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    t: Required[Literal["start"]]
+    key: Required[str]
+    ts: int
+    name: str | None
+    experiment: str | None
+    tags: dict[str, Any]
+    datasets: list[dict[str, Any]]
+    reopen: bool
+
+
+class _MetricRecord(_Metric):
+    t: Literal["metric"]
+    key: str
+
+
+class _End(TypedDict, total=False):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    t: Required[Literal["end"]]
+    key: Required[str]
+    ts: int
+    status: str
+    experiment: str | None
+    params: dict[str, Any]
+    metrics: list[_Metric]
+    tags: dict[str, Any]
+    datasets: list[dict[str, Any]]
+    models: list[_Model]
+    figures: list[Any]
+    modules: list[str] | None
+
+
+_KINDS = ("start", "metric", "end")
+_RECORD: TypeAdapter[Any] = TypeAdapter(
+    Annotated[_Start | _MetricRecord | _End, Field(discriminator="t")]
+)
+
+
+def check_record(rec: Any) -> dict[str, Any]:
+    """The record with its values in the types the shipper uses; ``ValueError`` says why not."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a record is a JSON object, not {type(rec).__name__}")
+    if rec.get("t") not in _KINDS:
+        raise ValueError(
+            f"t: the record kind must be one of {', '.join(_KINDS)}, not {rec.get('t')!r}"
+        )
+    try:
+        return _RECORD.validate_python(rec)
+    except ValidationError as err:
+        reasons = [
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'record'}: {e['msg']}"
+            for e in err.errors()[:3]
+        ]
+        raise ValueError("; ".join(reasons)) from None
+
+
+@dataclass
+class BadLine:
+    """A complete journal line that is not a record of the expected shape."""
+
+    number: int
+    reason: str
+    raw: str
+
+
 @dataclass
 class RunRecords:
     """Everything one segment says about one run."""
@@ -75,6 +170,7 @@ class SegmentContents:
     runs: dict[str, RunRecords]
     torn_lines: int
     last_ts: int
+    bad_lines: list[BadLine] = field(default_factory=list)
 
 
 @dataclass
@@ -85,36 +181,81 @@ class ShipState:
     metrics_done: dict[str, int] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
 
+    def forget(self, key: str) -> None:
+        self.run_ids.pop(key, None)
+        self.metrics_done.pop(key, None)
+        self.finished.discard(key)
+
 
 def read_segment(path: Path) -> SegmentContents:
+    """Every run in a segment; torn and malformed lines are counted, never raised."""
     runs: dict[str, RunRecords] = {}
     torn = 0
+    bad: list[BadLine] = []
     last_ts = 0
     with open(path, "rb") as fh:
-        for raw in fh:
+        for number, raw in enumerate(fh, start=1):
             try:
-                rec = json.loads(raw)
-            except ValueError:
-                torn += 1
-                continue
-            if not isinstance(rec, dict) or "key" not in rec:
-                torn += 1
+                rec = check_record(json.loads(raw))
+            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError included
+                if raw.endswith(b"\n"):  # a complete line: corrupt or edited, not cut by a crash
+                    text = raw.decode("utf-8", "replace").rstrip("\n")
+                    bad.append(BadLine(number, str(err), text))
+                else:
+                    torn += 1
                 continue
             run = runs.setdefault(rec["key"], RunRecords(rec["key"]))
-            ts = int(rec.get("ts", 0))
+            ts = rec.get("ts") or 0
             run.last_ts = max(run.last_ts, ts)
             last_ts = max(last_ts, ts)
-            kind = rec.get("t")
+            kind = rec["t"]
             if kind == "start":
                 run.start = rec
             elif kind == "metric":
                 run.metrics.append(rec)
-            elif kind == "end":
+            else:
                 run.end = rec
-    return SegmentContents(runs, torn, last_ts)
+    return SegmentContents(runs, torn, last_ts, bad)
+
+
+def quarantine_path(segment_path: Path) -> Path:
+    return segment_path.parent / QUARANTINE_DIR / segment_path.name
+
+
+def quarantine(segment_path: Path, bad: list[BadLine]) -> Path | None:
+    """Write a segment's malformed lines (with the reason) to ``quarantine/<segment>``.
+
+    The segment is append-only, so its bad lines only grow: the file is rewritten whole (and
+    atomically) when their number changed, never appended to twice."""
+    if not bad:
+        return None
+    target = quarantine_path(segment_path)
+    try:
+        if target.exists():
+            with open(target, "rb") as fh:
+                if sum(1 for _ in fh) == len(bad):
+                    return target
+        target.parent.mkdir(exist_ok=True)
+        part = target.with_name(f".{target.name}.{os.getpid()}.part")
+        with open(part, "wb") as fh:
+            for line in bad:
+                record = {
+                    "segment": segment_path.name,
+                    "line": line.number,
+                    "reason": line.reason,
+                    "raw": line.raw,
+                }
+                fh.write(_dumps(record))
+        os.replace(part, target)
+    except OSError as err:  # the lines stay in the segment (and its archive) all the same
+        log.warning("nbmlops: could not write %s: %s", target, err)
+        return None
+    return target
 
 
 def read_ship_state(segment_path: Path) -> ShipState:
+    """Replay the sidecar's lines in order; a ``forget`` line drops what was said before about
+    its run (the store it named lost it: deleted or replaced)."""
     state = ShipState()
     side = segment_path.with_suffix(SHIPPED_SUFFIX)
     if not side.exists():
@@ -125,10 +266,15 @@ def read_ship_state(segment_path: Path) -> ShipState:
                 rec = json.loads(raw)
             except ValueError:
                 continue
-            key = rec.get("key")
+            if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
+                continue
+            key = rec["key"]
+            if rec.get("forget"):
+                state.forget(key)
+                continue
             if rec.get("run_id"):
                 state.run_ids[key] = rec["run_id"]
-            if "metrics_done" in rec:
+            if isinstance(rec.get("metrics_done"), int):
                 state.metrics_done[key] = max(state.metrics_done.get(key, 0), rec["metrics_done"])
             if rec.get("finished"):
                 state.finished.add(key)
@@ -188,19 +334,36 @@ class Journal:
             finally:
                 orphan.release()
 
-    def pending_summary(self) -> dict[str, int]:
-        """Counts of runs in the journal not yet finished in MLflow (all segments)."""
+    def pending_summary(self) -> dict[str, Any]:
+        """Counts of runs in the journal not yet finished in MLflow (all segments), and of
+        malformed lines set aside in ``quarantine/``."""
         pending = 0
         open_runs = 0
-        for path in self.segments():
+        segments = self.segments()
+        for path in segments:
             contents = read_segment(path)
+            quarantine(path, contents.bad_lines)
             state = read_ship_state(path)
             for key, run in contents.runs.items():
                 if key not in state.finished:
                     pending += 1
                     if run.end is None:
                         open_runs += 1
-        return {"pending": pending, "open": open_runs, "segments": len(self.segments())}
+        return {
+            "pending": pending,
+            "open": open_runs,
+            "segments": len(segments),
+            "quarantined": self.quarantined_lines(),
+            "quarantine_dir": self.root / QUARANTINE_DIR,
+        }
+
+    def quarantined_lines(self) -> int:
+        """Malformed lines kept in ``quarantine/`` (of live, dead and archived segments)."""
+        total = 0
+        for path in sorted((self.root / QUARANTINE_DIR).glob("*" + SEGMENT_SUFFIX)):
+            with open(path, "rb") as fh:
+                total += sum(1 for _ in fh)
+        return total
 
 
 class OrphanSegment:

@@ -9,6 +9,12 @@ process killed mid-ship) never duplicates anything:
 * params, tags, dataset inputs and artifacts are upserts;
 * a model is looked up by (run, name) before it is logged;
 * the run is set terminated last, so a FINISHED run is always complete.
+
+A record is marked shipped (in the segment's sidecar) only while the store is the one the
+settings name: the SQLite file must still be the one the engine opened (a stat before each
+mark), and on a server the finished run is read back. A run id the sidecar remembers is read
+back before more is shipped to it on a retry or replay; if the store lost it (deleted, replaced)
+the sidecar forgets the run and it ships again from the journal, whole.
 """
 
 from __future__ import annotations
@@ -29,14 +35,17 @@ from nbmlops.config import Settings
 from nbmlops.core.tracking import store
 from nbmlops.core.tracking.context import environment_report
 from nbmlops.core.tracking.journal import (
+    QUARANTINE_DIR,
     Journal,
     RunRecords,
     ShipState,
     mark_shipped,
     now_ms,
+    quarantine,
     read_segment,
     read_ship_state,
 )
+from nbmlops.core.tracking.lineage_events import RunLineage
 
 log = logging.getLogger("nbmlops.shipper")
 
@@ -73,99 +82,6 @@ def transient(err: BaseException) -> bool:
     return any(t in text for t in _TRANSIENT_TEXT)
 
 
-class RunLineage:
-    """Lineage side effects of shipping a run: the local lineage records and OpenLineage
-    events. Both are best effort: they never stop a run from reaching MLflow."""
-
-    def __init__(self, settings: Settings):
-        from nbmlops.core.lineage.openlineage import LineageEmitter
-        from nbmlops.core.lineage.store import LineageStore
-
-        self.settings = settings
-        self.store = LineageStore(settings.home_dir / "lineage.db")
-        self.emitter = LineageEmitter(settings)
-        self._data_store: Any = None
-        self.errors: list[str] = []
-
-    def versions(self, digest: str) -> list[str]:
-        """Committed data versions with this content (``NAME@k``), oldest first."""
-        try:
-            if self._data_store is None:
-                from nbmlops.core.data.store import DataStore
-
-                self._data_store = DataStore(self.settings.resolved_data_url)
-            return [v.ref for v in self._data_store.find_digest(digest)]
-        except Exception:
-            return []
-
-    @staticmethod
-    def _job(run: RunRecords) -> str:
-        start = run.start or {}
-        return f"{start.get('experiment') or 'Default'}.{start.get('name') or 'run'}"
-
-    @staticmethod
-    def _source(run: RunRecords) -> str | None:
-        note = (run.start or {}).get("tags", {}).get("mlflow.note.content", "")
-        return note.removeprefix("```python\n").removesuffix("\n```") or None
-
-    def start(self, run: RunRecords, run_id: str) -> None:
-        start = run.start or {}
-        self.emitter.emit(
-            "START",
-            run_key=run.key,
-            job_name=self._job(run),
-            ts_ms=start.get("ts") or now_ms(),
-            datasets=start.get("datasets", []),
-            run_id=run_id,
-            source_code=self._source(run),
-            versions=self.versions,
-        )
-
-    def end(
-        self,
-        run: RunRecords,
-        run_id: str,
-        status: str,
-        end_ts: int,
-        model_ids: dict[str, str],
-        killed: str | None,
-    ) -> None:
-        start, end = run.start or {}, run.end or {}
-        datasets = end.get("datasets") or start.get("datasets", [])
-        models = end.get("models", [])
-        try:
-            self.store.record_run(
-                run.key,
-                run_id=run_id,
-                name=start.get("name") or "run",
-                experiment=start.get("experiment") or "Default",
-                status=status,
-                start_ms=start.get("ts") or end_ts,
-                end_ms=end_ts,
-                source=start.get("tags", {}).get("mlflow.source.name"),
-                datasets=datasets,
-                models=models,
-                tracking_uri=self.settings.resolved_tracking_uri,
-                logged_model_ids=model_ids,
-            )
-        except Exception as err:
-            self.errors.append(f"lineage record of {run.key}: {err}")
-            log.warning("nbmlops: lineage not recorded for run %s: %s", run_id, err)
-        state = {"FINISHED": "COMPLETE", "KILLED": "ABORT"}.get(status, "FAIL")
-        self.emitter.emit(
-            state,
-            run_key=run.key,
-            job_name=self._job(run),
-            ts_ms=end_ts,
-            datasets=datasets,
-            models=models,
-            run_id=run_id,
-            source_code=self._source(run),
-            error=killed or end.get("tags", {}).get("nbmlops.error"),
-            versions=self.versions,
-        )
-
-
 @dataclass
 class ShipStats:
     """Counters the UI and tests read: nothing is ever dropped silently."""
@@ -191,18 +107,56 @@ class RunShipper:
         self.settings = settings
         self.stats = stats or ShipStats()
         self._client = None
+        self._identity: tuple[int, int] | None = None  # the SQLite file the client writes to
         self._experiments: dict[str, str] = {}
         self._pip_requirements: list[str] | None = None
         self._env_cache: dict[tuple[str, ...], dict[str, Any]] = {}
         self.lineage = RunLineage(settings)
         self.key_ids: dict[str, str] = {}  # run key -> MLflow run id, for parent links
         self.linked: set[str] = set()  # run keys whose parent link is set
+        # After the store changed under us, run ids known from before are read back once each.
+        self._store_changed = False
+        self._verified: set[str] = set()
 
     @property
     def client(self):
         if self._client is None:
             self._client = store.open_client(self.settings)
+            self._identity = store.store_identity(self.settings)
         return self._client
+
+    def _mark(self, segment: Path, record: dict[str, Any]) -> None:
+        """Mark a record shipped, if what was written is in the store the settings name."""
+        try:
+            store.check_store(self.settings, self._identity)
+        except store.StoreChangedError:
+            self._client = None  # the retry opens the file there now
+            self._store_changed = True
+            self._verified.clear()
+            self._experiments.clear()
+            self.key_ids.clear()
+            self.linked.clear()
+            raise
+        mark_shipped(segment, record)
+
+    def _in_store(self, run_id: str) -> bool:
+        """Read the run back (one request): False only if the store says it has no such run."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
+
+    def _forget(self, segment: Path, key: str, state: ShipState, why: str) -> None:
+        log.warning("nbmlops: shipping run %s again: %s", key, why)
+        mark_shipped(segment, {"key": key, "forget": why})
+        state.forget(key)
+        self.key_ids.pop(key, None)
+        self.linked.discard(key)
 
     def _experiment(self, name: str) -> str:
         if name not in self._experiments:
@@ -214,7 +168,14 @@ class RunShipper:
     # --- start ------------------------------------------------------------------------------
     def ship_start(self, segment: Path, run: RunRecords, state: ShipState, careful: bool) -> str:
         if run.key in state.run_ids:
-            return state.run_ids[run.key]
+            known = state.run_ids[run.key]
+            if not (careful or self._store_changed) or run.key in self._verified:
+                return known
+            if self._in_store(known):
+                self._verified.add(run.key)
+                return known
+            why = f"run {known} is not in {self.settings.resolved_tracking_uri} (store replaced)"
+            self._forget(segment, run.key, state, why)
         start = run.start or {}
         exp_id = self._experiment(start.get("experiment") or "Default")
         careful = careful or bool(start.get("reopen"))
@@ -239,7 +200,8 @@ class RunShipper:
             run_id = created.info.run_id
             self.stats.runs_started += 1
             self.lineage.start(run, run_id)
-        mark_shipped(segment, {"key": run.key, "run_id": run_id})
+        self._mark(segment, {"key": run.key, "run_id": run_id})
+        self._verified.add(run.key)
         state.run_ids[run.key] = run_id
         self.key_ids[run.key] = run_id
         return run_id
@@ -278,7 +240,7 @@ class RunShipper:
         for i in range(done, len(metrics), BATCH_METRICS):
             chunk = metrics[i : i + BATCH_METRICS]
             self.client.log_batch(run_id, metrics=chunk)
-            mark_shipped(segment, {"key": run.key, "metrics_done": i + len(chunk)})
+            self._mark(segment, {"key": run.key, "metrics_done": i + len(chunk)})
             self.stats.metrics += len(chunk)
         state.metrics_done[run.key] = len(metrics)
 
@@ -340,8 +302,15 @@ class RunShipper:
         status = "FAILED" if killed else end.get("status", "FINISHED")
         end_ts = end.get("ts") or run.last_ts or now_ms()
         self.client.set_terminated(run_id, status=status, end_time=end_ts)
+        # A server owns its store: ask it whether the run is there and terminated.
+        on_server = store.sqlite_path(self.settings.resolved_tracking_uri) is None
+        if on_server and self.client.get_run(run_id).info.status != status:
+            raise store.StoreChangedError(
+                f"run {run_id} is not {status} in {self.settings.resolved_tracking_uri} "
+                "after it was set so"
+            )
         self.lineage.end(run, run_id, status, end_ts, model_ids, killed)
-        mark_shipped(segment, {"key": run.key, "finished": True, "status": status})
+        self._mark(segment, {"key": run.key, "finished": True, "status": status})
         state.finished.add(run.key)
         self.stats.runs_finished += 1
         if killed:
@@ -501,6 +470,8 @@ class ReplayReport:
     runs_killed: int = 0
     metrics: int = 0
     torn_lines: int = 0
+    quarantined: int = 0  # malformed lines set aside (see quarantine_dir)
+    quarantine_dir: Path | None = None
     archived: int = 0
     errors: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
@@ -510,10 +481,19 @@ def replay_orphans(
     shipper: RunShipper, journal: Journal, exclude: Path | None = None
 ) -> ReplayReport:
     """Ship every run of every dead process's segment; close runs left open as killed."""
-    report = ReplayReport()
+    report = ReplayReport(quarantine_dir=journal.root / QUARANTINE_DIR)
     for orphan in journal.claim_orphans(exclude=exclude):
         report.segments += 1
         contents = read_segment(orphan.path)
+        if contents.bad_lines:
+            quarantine(orphan.path, contents.bad_lines)
+            report.quarantined += len(contents.bad_lines)
+            log.warning(
+                "nbmlops: %d malformed line(s) of %s set aside in %s",
+                len(contents.bad_lines),
+                orphan.path.name,
+                report.quarantine_dir,
+            )
         state = read_ship_state(orphan.path)
         report.torn_lines += contents.torn_lines
         complete = True

@@ -5,11 +5,18 @@ on it ("table already exists", "duplicate column name"). We create it once under
 file lock and switch the database to WAL (persistent in the file) so readers never block the
 writer. MLflow already sets ``busy_timeout`` on its SQLite sessions; the shipper retries what
 still fails with "database is locked".
+
+MLflow keeps one engine per URI with pooled connections for the life of the process. If the
+database file is deleted or replaced, those connections go on writing into the old file. We
+note the file's identity (device and inode) when the engine is made and :func:`check_store`
+compares it with the file the settings name now; :func:`open_client` starts a new engine when
+they differ.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -24,8 +31,70 @@ from nbmlops.exceptions import StoreError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+log = logging.getLogger("nbmlops.store")
 _ready_lock = threading.Lock()
 _ready: set[str] = set()
+_opened: dict[str, tuple[int, int] | None] = {}  # uri -> identity of the file its engine uses
+
+
+class StoreChangedError(ConnectionError):
+    """The store file was deleted or replaced since this process opened it (retry: the next
+    attempt opens the file the settings name now)."""
+
+
+def file_identity(db: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(db)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def store_identity(settings: Settings) -> tuple[int, int] | None:
+    """The identity of the SQLite file this process's engine writes to (None: not SQLite, or
+    not opened yet)."""
+    return _opened.get(normalize_uri(settings.resolved_tracking_uri))
+
+
+def check_store(settings: Settings, identity: tuple[int, int] | None) -> None:
+    """Raise :class:`StoreChangedError` if the SQLite file the settings name is no longer the
+    one with ``identity`` (a stat: cheap enough before every mark of a shipped record). Other
+    stores are owned by their server; the shipper reads runs back there instead."""
+    db = sqlite_path(normalize_uri(settings.resolved_tracking_uri))
+    if db is None or identity is None:
+        return
+    now = file_identity(db)
+    if now != identity:
+        what = "deleted" if now is None else "replaced by another file"
+        raise StoreChangedError(
+            f"the MLflow store file {db} was {what} while this process had it open; "
+            "what was written since is shipped again into the file there now"
+        )
+
+
+def _forget_engine(uri: str) -> None:
+    """Close the pooled connections of MLflow's engine for ``uri`` (they hold the old file
+    open); the engine opens new ones on the file the URI names now. MLflow keeps its engines
+    in a private map: if that moves, :func:`check_store` keeps refusing to mark records."""
+    _ready.discard(uri)
+    _opened.pop(uri, None)
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        engine = SqlAlchemyStore._engine_map.get(uri)
+        if engine is not None:
+            engine.dispose()
+    except Exception:
+        log.warning("nbmlops: could not close MLflow's connections to %s", uri, exc_info=True)
+
+
+def _set_aside_stale_wal(db: Path) -> None:
+    """A ``-wal``/``-shm`` pair without its database is left by a deleted store still open in
+    some process: SQLite would apply it to a new file of that name. Keep it, under another name."""
+    for suffix in ("-wal", "-shm"):
+        stale = db.with_name(db.name + suffix)
+        if stale.exists():
+            os.replace(stale, stale.with_name(f"{stale.name}.orphan-{os.getpid()}"))
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -84,12 +153,18 @@ def open_client(settings: Settings) -> MlflowClient:
 
     uri = normalize_uri(settings.resolved_tracking_uri)
     db = sqlite_path(uri)
+    if db is not None and uri in _opened and file_identity(db) != _opened[uri]:
+        with _ready_lock:
+            _forget_engine(uri)
     if db is not None and uri not in _ready:
         with _ready_lock, _file_lock(db.with_name(db.name + ".init.lock")):
             if uri not in _ready:
                 db.parent.mkdir(parents=True, exist_ok=True)
+                if not db.exists():
+                    _set_aside_stale_wal(db)
                 if not db.exists() or db.stat().st_size == 0:
                     _seed_from_template(db)
+                _opened[uri] = file_identity(db)  # before any connection of the new engine
                 con = sqlite3.connect(db, timeout=60)
                 try:
                     con.execute("PRAGMA journal_mode=WAL")
