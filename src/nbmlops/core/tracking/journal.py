@@ -6,17 +6,20 @@ dead process: its runs are replayed (and runs it left open are closed as killed)
 have reached MLflow is written to a sidecar ``<segment>.shipped``; a fully shipped segment of a
 dead process moves to ``archive/``.
 
-Records are single JSON lines written with one ``os.write`` each, so a killed process leaves
-at most one torn last line, which readers skip and count. Page-cache writes survive a killed
+Records are single JSON lines, each written whole or not at all: a write cut short (a full
+disk) is truncated away before the error is raised, so a killed process leaves at most one torn
+last line, which readers skip and count. Page-cache writes survive a killed
 process; ``sync()`` adds an fsync at the end of every cell for power loss.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,13 +45,32 @@ class Segment:
     def __init__(self, path: Path, fd: int):
         self.path = path
         self._fd = fd
+        self._write_lock = threading.Lock()  # user threads may log metrics at once
 
     @property
     def staging_dir(self) -> Path:
         return self.path.parent / "staging" / self.path.stem
 
     def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, _dumps(record))
+        """Write one record as one whole line, or leave the file as it was and raise OSError."""
+        data = _dumps(record)
+        with self._write_lock:
+            before = os.fstat(self._fd).st_size
+            try:
+                # os.write may write only part of the line when the disk fills up; the rest
+                # then fails with ENOSPC, and the part written is cut off below.
+                done = 0
+                while done < len(data):
+                    n = os.write(self._fd, data[done:])
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                    done += n
+            except OSError:
+                try:
+                    os.ftruncate(self._fd, before)  # shrinking needs no free space
+                except OSError:
+                    pass
+                raise
 
     def sync(self) -> None:
         os.fsync(self._fd)

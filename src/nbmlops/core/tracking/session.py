@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import sys
 import threading
 import time
 import traceback
@@ -33,6 +34,7 @@ from nbmlops.core.tracking.capture import (
     snapshot_before,
 )
 from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
+from nbmlops.core.tracking.diskfull import JournalTrouble
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG, BackgroundShipper
 from nbmlops.exceptions import NoActiveRunError, UsageError
@@ -79,6 +81,9 @@ class RunSummary:
     experiment_id: str | None = None
     ui_url: str | None = None
     shipped: bool = False
+    journaled: bool = True  # False: the run's end waits for room in the journal
+    journal_note: str | None = None  # records the journal could not take (a full disk)
+    ship_note: str | None = None  # why the run is not in MLflow yet, and what happens next
 
     @property
     def run_url(self) -> str | None:
@@ -105,6 +110,10 @@ class Tracker:
         self._summaries: dict[str, RunSummary] = {}
         self._closed = False
         self.user = settings.resolved_user
+        self.trouble: JournalTrouble | None = None
+        self._held: list[dict[str, Any]] = []  # run starts/ends waiting for room in the journal
+        self._write_lock = threading.Lock()
+        self.wait_given_up: str | None = None  # why an earlier cell's wait for MLflow timed out
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -126,6 +135,11 @@ class Tracker:
         """``ship: defer``: this process only journals; whoever runs it (``nbmlops run``, a
         pipeline, ``nbmlops sync``) ships its segment once it has ended."""
         return self.settings.ship == "defer"
+
+    @property
+    def held_records(self) -> int:
+        """Run starts and ends waiting for room in the journal."""
+        return len(self._held)
 
     @property
     def shipper(self) -> BackgroundShipper:
@@ -150,19 +164,18 @@ class Tracker:
             if self._closed:
                 return
             self._closed = True
-            if self._shipper is not None and not self._shipper.stop(
-                self.settings.exit_flush_seconds
-            ):
-                import sys
-
+            if self._held and self._segment is not None:
+                with self._write_lock:
+                    self._write_held()  # there may be room again
+            if self._held and self.trouble is not None:
                 print(
-                    f"nbmlops: {self._shipper.pending} journal record(s) could not reach "
-                    f"{self.settings.resolved_tracking_uri} before exit "
-                    f"({self._shipper.stats.last_error}); they are safe in "
-                    f"{self.settings.journal_dir} and ship at the next start or with "
-                    "`nbmlops sync`",
+                    f"nbmlops: {len(self._held)} run start/end record(s) could not be written "
+                    f"before exit: {self.trouble.where()}. The next start closes runs whose end "
+                    "is missing as FAILED (killed).",
                     file=sys.stderr,
                 )
+            if self._shipper is not None:
+                self._stop_shipper()
             if self._segment is not None:
                 try:
                     self._segment.sync()
@@ -175,6 +188,47 @@ class Tracker:
             atexit.unregister(self.close)
         except Exception:
             pass
+
+    def _stop_shipper(self) -> None:
+        """Give the shipper its bounded time; what is left goes to a detached shipper."""
+        assert self._shipper is not None
+        # After a cell's wait for MLflow timed out, waiting again at exit would only stall
+        # the exit (batch kernels are killed a few seconds after their last cell).
+        timeout = self.settings.exit_flush_seconds
+        if self.wait_given_up is not None:
+            timeout = min(timeout, 1.0)
+        if self._shipper.stop(timeout):
+            return
+        error = self._shipper.stats.last_error
+        why = (
+            f"the last attempt failed: {error}"
+            if error
+            else f"no error, but the store did not take them within {timeout:g}s (busy or slow)"
+        )
+        print(
+            f"nbmlops: {self._shipper.pending} journal record(s) could not reach "
+            f"{self.settings.resolved_tracking_uri} before exit; {why}. They are safe in "
+            f"{self.settings.journal_dir}; {self._hand_off()}",
+            file=sys.stderr,
+        )
+
+    def _hand_off(self) -> str:
+        """Start the detached shipper for this process's segment; says what happens next."""
+        later = "they ship at the next start or with `nbmlops sync`"
+        if self._segment is None or self.deferred or not self.settings.handoff_seconds:
+            return later
+        from nbmlops.core.tracking.handoff import hand_off
+
+        try:
+            pid = hand_off(self.settings, self._segment.path)
+        except OSError as err:
+            return f"no detached shipper could be started ({err}); {later}"
+        if pid is None:
+            return f"the detached shipper already running for this journal ships them, else {later}"
+        return (
+            f"a detached shipper (pid {pid}) keeps trying for up to "
+            f"{self.settings.handoff_seconds:g}s; after that {later}"
+        )
 
     def add_listener(self, fn: Callable[[RunSummary], None]) -> None:
         self._listeners.append(fn)
@@ -246,7 +300,7 @@ class Tracker:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmlops-git")
             run.git = self._pool.submit(git_state, self.settings.project_dir)
-            self._write(
+            written = self._write(
                 {
                     "datasets": [d.to_dict() for d in snapshot.data_inputs.values()],
                     "t": "start",
@@ -255,8 +309,11 @@ class Tracker:
                     "name": name,
                     "experiment": experiment,
                     "tags": self._start_tags(run),
-                }
+                },
+                essential=True,
             )
+            if not written:
+                self._warn(run, "its start is held until there is room")
         self.active = run
         return run
 
@@ -281,10 +338,56 @@ class Tracker:
             tags["nbmlops.cell.execution_count"] = str(o.execution_count)
         return tags
 
-    def _write(self, record: dict[str, Any]) -> None:
-        self.segment.append(record)
-        if not self.deferred:
-            self.shipper.submit(record)
+    def _write(self, record: dict[str, Any], essential: bool = False) -> bool:
+        """Journal a record, then hand it to the shipper. A record the journal cannot take (a
+        full disk) never raises: a run's start or end is held and written, before anything
+        newer, once there is room; any other record is counted as lost on its run."""
+        with self._write_lock:
+            if not self._held or self._write_held():
+                try:
+                    self.segment.append(record)
+                except OSError as err:
+                    self._trouble(err)
+                else:
+                    if not self.deferred:
+                        self.shipper.submit(record)
+                    return True
+            assert self.trouble is not None
+            if essential:
+                self._held.append(record)
+            else:
+                key = record.get("key", "")
+                self.trouble.lost[key] = self.trouble.lost.get(key, 0) + 1
+                if self.trouble.lost[key] == 1 and self.active is not None:
+                    self._warn(self.active, "what it logs from now on is lost")
+            return False
+
+    def _trouble(self, err: OSError) -> None:
+        if self.trouble is None:
+            self.trouble = JournalTrouble.from_error(self.journal.root, err)
+        else:
+            self.trouble.update(err)
+
+    def _write_held(self) -> bool:
+        """Write held starts and ends in order; False while there is still no room."""
+        while self._held:
+            try:
+                self.segment.append(self._held[0])
+            except OSError as err:
+                self._trouble(err)
+                return False
+            record = self._held.pop(0)
+            if not self.deferred:
+                self.shipper.submit(record)
+        return True
+
+    def _warn(self, run: TrackedRun, what: str) -> None:
+        assert self.trouble is not None
+        print(
+            f"nbmlops: {self.trouble.where()}. Run {run.name!r} goes on, but {what}: free "
+            "space there, or set `home:` in nbmlops.yaml to a folder on another disk.",
+            file=sys.stderr,
+        )
 
     # --- runs written by an orchestrator (notebook and pipeline runs) -------------------------
     def open_run(
@@ -312,7 +415,7 @@ class Tracker:
         }
         if reopen:
             record["reopen"] = True
-        self._write(record)
+        self._write(record, essential=True)
         return key
 
     def run_staging(self, key: str) -> Path:
@@ -349,7 +452,8 @@ class Tracker:
                 "datasets": datasets or [],
                 "models": [],
                 "figures": [],
-            }
+            },
+            essential=True,
         )
         try:
             self.segment.sync()
@@ -465,13 +569,24 @@ class Tracker:
                     pass
             if err_text:
                 tags["nbmlops.error"] = err_text[:5000]
-            self._stage_text(run, "code/cell.py", run.source)
+            self._stage_text(run, "code/cell.py", run.source, cap)
             if error is not None:
                 tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-                self._stage_text(run, "traceback.txt", tb)
+                self._stage_text(run, "traceback.txt", tb, cap)
+            lost = self.trouble.lost.get(run.key, 0) if self.trouble else 0
+            if lost:
+                assert self.trouble is not None
+                # A run missing some of its records is not a complete, FINISHED run.
+                summary.status = status = "FAILED" if status == "FINISHED" else status
+                tags["nbmlops.failure"] = self.trouble.cause
+                tags["nbmlops.status_reason"] = self.trouble.reason(run.key)
+                summary.journal_note = (
+                    f"{lost} record(s) lost: {self.trouble.where()}; the run is FAILED "
+                    "with this reason"
+                )
             ts = int(ended * 1000)
             self._summaries[run.key] = summary
-            self._write(
+            summary.journaled = self._write(
                 {
                     "t": "end",
                     "key": run.key,
@@ -487,26 +602,59 @@ class Tracker:
                     "models": cap.models,
                     "figures": cap.figures,
                     "modules": imported_top_level_modules(),
-                }
+                },
+                essential=True,
             )
+            if not summary.journaled:
+                assert self.trouble is not None
+                summary.journal_note = (
+                    (summary.journal_note + ". " if summary.journal_note else "")
+                    + f"The run's end is not in the journal yet ({self.trouble.where()}): it is "
+                    "written once there is room; if this process ends first, the next start "
+                    "closes the run as FAILED (killed)"
+                )
             try:
                 self.segment.sync()
             except OSError:
                 pass
-            if wait and not self.deferred:
-                self.shipper.flush(self.settings.ship_wait_seconds)
+            if wait and not self.deferred and summary.journaled:
+                summary.ship_note = self._wait_for_store()
             summary.run_id = summary.run_id or self.shipper.run_ids.get(run.key)
             summary.ui_url = ui_url(self.settings)
             return summary
         finally:
             self.active = None
 
-    @staticmethod
-    def _stage_text(run: TrackedRun, rel: str, text: str) -> None:
+    def _wait_for_store(self) -> str | None:
+        """Wait (batch kernels) until the shipper has shipped everything; None once it has,
+        else why not and what happens next. After one wait timed out, later cells do not wait:
+        the store is down or overloaded, and each cell would stall as long."""
+        uri = self.settings.resolved_tracking_uri
+        later = (
+            "The run is safe in the journal, not yet in MLflow: it ships in the background, "
+            "after this kernel exits through a detached shipper, or with `nbmlops sync`"
+        )
+        if self.wait_given_up is not None:
+            if self.shipper.flush(0):
+                return None
+            return f"did not wait for {uri}: {self.wait_given_up}. {later}"
+        wait_s = self.settings.ship_wait_seconds
+        if self.shipper.flush(wait_s):
+            return None
+        error = self.shipper.stats.last_error or "no error, the store is busy or slow"
+        self.wait_given_up = f"an earlier tracked cell waited {wait_s:g}s in vain ({error})"
+        return f"waited {wait_s:g}s for {uri} in vain ({error}); later cells do not wait. {later}"
+
+    def _stage_text(self, run: TrackedRun, rel: str, text: str, cap: Capture) -> None:
         assert run.staging is not None
         path = run.staging / "artifacts" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as err:
+            path.unlink(missing_ok=True)  # a half-written file must not ship
+            self._trouble(err)
+            cap.notes.append(f"{rel} not saved: {err.strerror or err}")
 
 
 def ui_url(settings: Settings) -> str | None:
