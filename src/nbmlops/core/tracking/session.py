@@ -168,11 +168,10 @@ class Tracker:
                 with self._write_lock:
                     self._write_held()  # there may be room again
             if self._held and self.trouble is not None:
-                print(
+                _tell_at_exit(
                     f"nbmlops: {len(self._held)} run start/end record(s) could not be written "
                     f"before exit: {self.trouble.where()}. The next start closes runs whose end "
-                    "is missing as FAILED (killed).",
-                    file=sys.stderr,
+                    "is missing as FAILED (killed)."
                 )
             if self._shipper is not None:
                 self._stop_shipper()
@@ -205,11 +204,10 @@ class Tracker:
             if error
             else f"no error, but the store did not take them within {timeout:g}s (busy or slow)"
         )
-        print(
+        _tell_at_exit(
             f"nbmlops: {self._shipper.pending} journal record(s) could not reach "
             f"{self.settings.resolved_tracking_uri} before exit; {why}. They are safe in "
-            f"{self.settings.journal_dir}; {self._hand_off()}",
-            file=sys.stderr,
+            f"{self.settings.journal_dir}; {self._hand_off()}"
         )
 
     def _hand_off(self) -> str:
@@ -655,6 +653,19 @@ class Tracker:
             path.unlink(missing_ok=True)  # a half-written file must not ship
             self._trouble(err)
             cap.notes.append(f"{rel} not saved: {err.strerror or err}")
+
+
+def _tell_at_exit(text: str) -> None:
+    """Print to stderr, and to the process's own stderr too when they differ: at a kernel's
+    exit nobody reads its output stream any more, while its own stderr reaches the terminal
+    or the log of whatever started it (papermill, nbclient, Jupyter)."""
+    print(text, file=sys.stderr)
+    real = sys.__stderr__
+    if real is not None and real is not sys.stderr:
+        try:
+            print(text, file=real, flush=True)
+        except (OSError, ValueError):
+            pass
 
 
 def ui_url(settings: Settings) -> str | None:
