@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import errno
 import shutil
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from nbmlops.core.tracking.journal import Segment
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -64,3 +69,77 @@ class JournalTrouble:
             f"{self.cause}: {self.lost.get(key, 0)} journal record(s) of this run could not be "
             f"written to {self.folder} ({self.free})"
         )
+
+
+class JournalWriter:
+    """Appends records to this process's segment and never raises for a full disk.
+
+    A record the disk cannot take is, for a run's start or end, held and written before
+    anything newer once there is room; a run's end may use the segment's reserve. Any other
+    record (a logged metric) is counted as lost on its run.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        segment: Callable[[], Segment],
+        written: Callable[[dict[str, Any]], None],
+    ):
+        self.folder = folder
+        self._segment = segment
+        self._written = written  # called with each record once it is in the journal
+        self.trouble: JournalTrouble | None = None
+        self.held: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def write(self, record: dict[str, Any], essential: bool = False) -> bool:
+        """True once ``record`` is in the journal."""
+        with self._lock:
+            if not self.held or self._write_held():
+                try:
+                    self._segment().append(record)
+                except OSError as err:
+                    self.note(err)
+                else:
+                    self._written(record)
+                    if record.get("t") == "start":
+                        self._segment().reserve()  # again, if an earlier run's end used it
+                    return True
+            if essential:
+                self.held.append(record)
+                # The room set aside for exactly this: a run's end, so that it is closed with
+                # its reason rather than as killed by the next start.
+                return (
+                    record.get("t") == "end"
+                    and self._segment().release_reserve()
+                    and self._write_held()
+                )
+            assert self.trouble is not None
+            key = record.get("key", "")
+            self.trouble.lost[key] = self.trouble.lost.get(key, 0) + 1
+            return False
+
+    def write_held(self) -> bool:
+        """Write what is held (there may be room again); True when nothing is left."""
+        with self._lock:
+            return self._write_held()
+
+    def _write_held(self) -> bool:
+        while self.held:
+            try:
+                self._segment().append(self.held[0])
+            except OSError as err:
+                self.note(err)
+                return False
+            self._written(self.held.pop(0))
+        return True
+
+    def note(self, err: OSError) -> None:
+        """Remember a failed write (also of files staged next to the journal)."""
+        if self.trouble is None:
+            self.trouble = JournalTrouble.from_error(self.folder, err)
+        else:
+            self.trouble.update(err)
+
+    def lost(self, key: str) -> int:
+        return self.trouble.lost.get(key, 0) if self.trouble else 0

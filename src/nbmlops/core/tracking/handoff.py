@@ -1,4 +1,5 @@
-"""Ship what a process left unshipped after it has exited: the detached shipper.
+"""What a process does about runs not yet in MLflow: a batch cell's wait, the exit, and the
+detached shipper that ships them after the process has exited.
 
 A process that ends with journal records not yet in MLflow (the store was down or slow) marks its
 segment with ``<segment>.handoff`` and starts ``python -m nbmlops.core.tracking.handoff`` in a
@@ -20,9 +21,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from nbmlops.config import Settings
-from nbmlops.core.tracking.journal import SEGMENT_SUFFIX, Journal
+from nbmlops.core.tracking.journal import SEGMENT_SUFFIX, Journal, Segment
+
+if TYPE_CHECKING:
+    from nbmlops.core.tracking.shipper import BackgroundShipper
 
 LOCK_NAME = "handoff.lock"
 MARKER_SUFFIX = ".handoff"
@@ -56,16 +61,17 @@ def hand_off(settings: Settings, segment: Path) -> int | None:
     segment.with_suffix(MARKER_SUFFIX).touch()
     if shipper_running(segment.parent):
         return None
+    log_file: IO[bytes] | None
     try:
-        errors: int | object = open(settings.home_dir / LOG_NAME, "ab")  # noqa: SIM115
+        log_file = open(settings.home_dir / LOG_NAME, "ab")  # noqa: SIM115
     except OSError:
-        errors = subprocess.DEVNULL
+        log_file = None
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "nbmlops.core.tracking.handoff"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            stderr=errors,
+            stderr=log_file if log_file is not None else subprocess.DEVNULL,
             cwd=settings.project_dir,
             start_new_session=True,  # outlives the kernel and its process group
             close_fds=True,
@@ -75,9 +81,89 @@ def hand_off(settings: Settings, segment: Path) -> int | None:
         proc.stdin.write(settings.model_dump_json().encode())
         proc.stdin.close()
     finally:
-        if not isinstance(errors, int):
-            errors.close()  # type: ignore[union-attr]
+        if log_file is not None:
+            log_file.close()
     return proc.pid
+
+
+def tell_at_exit(text: str) -> None:
+    """Print to stderr, and to the process's own stderr too when they differ: at a kernel's
+    exit nobody reads its output stream any more, while its own stderr reaches the terminal
+    or the log of whatever started it (papermill, nbclient, Jupyter)."""
+    print(text, file=sys.stderr)
+    real = sys.__stderr__
+    if real is not None and real is not sys.stderr:
+        try:
+            print(text, file=real, flush=True)
+        except (OSError, ValueError):
+            pass
+
+
+def wait_for_store(
+    settings: Settings, shipper: BackgroundShipper, given_up: str | None
+) -> tuple[str | None, str | None]:
+    """A batch kernel's wait until its runs are in MLflow: (what the cell's summary says, why
+    later cells need not wait). After one wait timed out, later cells do not wait: the store is
+    down or overloaded, and each cell would stall as long."""
+    uri = settings.resolved_tracking_uri
+    later = (
+        "The run is safe in the journal, not yet in MLflow: it ships in the background, "
+        "after this kernel exits through a detached shipper, or with `nbmlops sync`"
+    )
+    if given_up is not None:
+        if shipper.flush(0):
+            return None, None
+        return f"did not wait for {uri}: {given_up}. {later}", None
+    wait_s = settings.ship_wait_seconds
+    if shipper.flush(wait_s):
+        return None, None
+    error = shipper.stats.last_error or "no error, the store is busy or slow"
+    return (
+        f"waited {wait_s:g}s for {uri} in vain ({error}); later cells do not wait. {later}",
+        f"an earlier tracked cell waited {wait_s:g}s in vain ({error})",
+    )
+
+
+def stop_at_exit(
+    settings: Settings,
+    shipper: BackgroundShipper,
+    segment: Segment | None,
+    given_up: str | None,
+) -> None:
+    """Give the shipper its bounded time; what is left goes to a detached shipper, and the
+    user is told why and what happens next."""
+    # After a cell's wait for MLflow timed out, waiting again at exit would only stall the
+    # exit (batch kernels are killed a few seconds after their last cell).
+    timeout = (
+        settings.exit_flush_seconds if given_up is None else min(settings.exit_flush_seconds, 1.0)
+    )
+    if shipper.stop(timeout):
+        return
+    error = shipper.stats.last_error
+    why = (
+        f"the last attempt failed: {error}"
+        if error
+        else f"no error, but the store did not take them within {timeout:g}s (busy or slow)"
+    )
+    later = "they ship at the next start or with `nbmlops sync`"
+    if segment is None or settings.ship == "defer" or not settings.handoff_seconds:
+        then = later
+    else:
+        try:
+            pid = hand_off(settings, segment.path)
+        except OSError as err:
+            then = f"no detached shipper could be started ({err}); {later}"
+        else:
+            then = (
+                f"the detached shipper already running for this journal ships them, else {later}"
+                if pid is None
+                else f"a detached shipper (pid {pid}) keeps trying for up to "
+                f"{settings.handoff_seconds:g}s; after that {later}"
+            )
+    tell_at_exit(
+        f"nbmlops: {shipper.pending} journal record(s) could not reach {settings.resolved_tracking_uri} before "
+        f"exit; {why}. They are safe in {settings.journal_dir}; {then}"
+    )
 
 
 def _pending_markers(journal: Journal) -> list[Path]:

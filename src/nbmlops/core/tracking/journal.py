@@ -29,6 +29,8 @@ from typing import Any
 
 SEGMENT_SUFFIX = ".jsonl"
 SHIPPED_SUFFIX = ".shipped"
+RESERVE_SUFFIX = ".reserve"
+RESERVE_BYTES = 256 * 1024  # room for the records that close runs when the disk fills up
 
 
 def now_ms() -> int:
@@ -46,6 +48,7 @@ class Segment:
         self.path = path
         self._fd = fd
         self._write_lock = threading.Lock()  # user threads may log metrics at once
+        self._reserve_fd = -1
 
     @property
     def staging_dir(self) -> Path:
@@ -75,7 +78,42 @@ class Segment:
     def sync(self) -> None:
         os.fsync(self._fd)
 
+    def reserve(self, nbytes: int = RESERVE_BYTES) -> bool:
+        """Set room aside on this disk (``<segment>.reserve``) for the records that close
+        runs; True if it is (or already was) set aside."""
+        if self._reserve_fd >= 0:
+            return True
+        path = self.path.with_suffix(RESERVE_SUFFIX)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: its owner is alive
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            return False
+        self._reserve_fd = fd
+        return True
+
+    def release_reserve(self) -> bool:
+        """Give the reserved room back to the disk, so that a run's end fits on a full disk;
+        False if there was none."""
+        fd, self._reserve_fd = self._reserve_fd, -1
+        if fd < 0:
+            return False
+        try:
+            os.ftruncate(fd, 0)  # frees the blocks even if another process unlinked the file
+        except OSError:
+            pass
+        os.close(fd)
+        self.path.with_suffix(RESERVE_SUFFIX).unlink(missing_ok=True)
+        return True
+
     def close(self) -> None:
+        self.release_reserve()
         if self._fd >= 0:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = -1
@@ -180,7 +218,26 @@ class Journal:
         path = self.root / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return Segment(path, fd)
+        self._remove_stale_reserves()
+        segment = Segment(path, fd)
+        segment.reserve()
+        return segment
+
+    def _remove_stale_reserves(self) -> None:
+        """Reserves of processes that died without closing their segment."""
+        for path in self.root.glob("*" + RESERVE_SUFFIX):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # its process is alive (BlockingIOError)
+            else:
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
     def segments(self) -> list[Path]:
         if not self.root.is_dir():

@@ -34,7 +34,8 @@ from nbmlops.core.tracking.capture import (
     snapshot_before,
 )
 from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
-from nbmlops.core.tracking.diskfull import JournalTrouble
+from nbmlops.core.tracking.diskfull import JournalTrouble, JournalWriter
+from nbmlops.core.tracking.handoff import stop_at_exit, tell_at_exit, wait_for_store
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG, BackgroundShipper
 from nbmlops.exceptions import NoActiveRunError, UsageError
@@ -110,9 +111,7 @@ class Tracker:
         self._summaries: dict[str, RunSummary] = {}
         self._closed = False
         self.user = settings.resolved_user
-        self.trouble: JournalTrouble | None = None
-        self._held: list[dict[str, Any]] = []  # run starts/ends waiting for room in the journal
-        self._write_lock = threading.Lock()
+        self.writer = JournalWriter(self.journal.root, lambda: self.segment, self._submit)
         self.wait_given_up: str | None = None  # why an earlier cell's wait for MLflow timed out
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -137,9 +136,14 @@ class Tracker:
         return self.settings.ship == "defer"
 
     @property
+    def trouble(self) -> JournalTrouble | None:
+        """What the journal could not take (a full disk), if anything."""
+        return self.writer.trouble
+
+    @property
     def held_records(self) -> int:
         """Run starts and ends waiting for room in the journal."""
-        return len(self._held)
+        return len(self.writer.held)
 
     @property
     def shipper(self) -> BackgroundShipper:
@@ -164,17 +168,15 @@ class Tracker:
             if self._closed:
                 return
             self._closed = True
-            if self._held and self._segment is not None:
-                with self._write_lock:
-                    self._write_held()  # there may be room again
-            if self._held and self.trouble is not None:
-                _tell_at_exit(
-                    f"nbmlops: {len(self._held)} run start/end record(s) could not be written "
+            if self._segment is not None and not self.writer.write_held():
+                assert self.trouble is not None
+                tell_at_exit(
+                    f"nbmlops: {self.held_records} run start/end record(s) could not be written "
                     f"before exit: {self.trouble.where()}. The next start closes runs whose end "
                     "is missing as FAILED (killed)."
                 )
             if self._shipper is not None:
-                self._stop_shipper()
+                stop_at_exit(self.settings, self._shipper, self._segment, self.wait_given_up)
             if self._segment is not None:
                 try:
                     self._segment.sync()
@@ -187,46 +189,6 @@ class Tracker:
             atexit.unregister(self.close)
         except Exception:
             pass
-
-    def _stop_shipper(self) -> None:
-        """Give the shipper its bounded time; what is left goes to a detached shipper."""
-        assert self._shipper is not None
-        # After a cell's wait for MLflow timed out, waiting again at exit would only stall
-        # the exit (batch kernels are killed a few seconds after their last cell).
-        timeout = self.settings.exit_flush_seconds
-        if self.wait_given_up is not None:
-            timeout = min(timeout, 1.0)
-        if self._shipper.stop(timeout):
-            return
-        error = self._shipper.stats.last_error
-        why = (
-            f"the last attempt failed: {error}"
-            if error
-            else f"no error, but the store did not take them within {timeout:g}s (busy or slow)"
-        )
-        _tell_at_exit(
-            f"nbmlops: {self._shipper.pending} journal record(s) could not reach "
-            f"{self.settings.resolved_tracking_uri} before exit; {why}. They are safe in "
-            f"{self.settings.journal_dir}; {self._hand_off()}"
-        )
-
-    def _hand_off(self) -> str:
-        """Start the detached shipper for this process's segment; says what happens next."""
-        later = "they ship at the next start or with `nbmlops sync`"
-        if self._segment is None or self.deferred or not self.settings.handoff_seconds:
-            return later
-        from nbmlops.core.tracking.handoff import hand_off
-
-        try:
-            pid = hand_off(self.settings, self._segment.path)
-        except OSError as err:
-            return f"no detached shipper could be started ({err}); {later}"
-        if pid is None:
-            return f"the detached shipper already running for this journal ships them, else {later}"
-        return (
-            f"a detached shipper (pid {pid}) keeps trying for up to "
-            f"{self.settings.handoff_seconds:g}s; after that {later}"
-        )
 
     def add_listener(self, fn: Callable[[RunSummary], None]) -> None:
         self._listeners.append(fn)
@@ -337,47 +299,16 @@ class Tracker:
         return tags
 
     def _write(self, record: dict[str, Any], essential: bool = False) -> bool:
-        """Journal a record, then hand it to the shipper. A record the journal cannot take (a
-        full disk) never raises: a run's start or end is held and written, before anything
-        newer, once there is room; any other record is counted as lost on its run."""
-        with self._write_lock:
-            if not self._held or self._write_held():
-                try:
-                    self.segment.append(record)
-                except OSError as err:
-                    self._trouble(err)
-                else:
-                    if not self.deferred:
-                        self.shipper.submit(record)
-                    return True
-            assert self.trouble is not None
-            if essential:
-                self._held.append(record)
-            else:
-                key = record.get("key", "")
-                self.trouble.lost[key] = self.trouble.lost.get(key, 0) + 1
-                if self.trouble.lost[key] == 1 and self.active is not None:
-                    self._warn(self.active, "what it logs from now on is lost")
-            return False
+        """Journal a record (then ship it); never raises for a full disk, see JournalWriter."""
+        written = self.writer.write(record, essential)
+        run = self.active
+        if not written and run is not None and self.writer.lost(run.key) == 1 and not essential:
+            self._warn(run, "what it logs from now on is lost")
+        return written
 
-    def _trouble(self, err: OSError) -> None:
-        if self.trouble is None:
-            self.trouble = JournalTrouble.from_error(self.journal.root, err)
-        else:
-            self.trouble.update(err)
-
-    def _write_held(self) -> bool:
-        """Write held starts and ends in order; False while there is still no room."""
-        while self._held:
-            try:
-                self.segment.append(self._held[0])
-            except OSError as err:
-                self._trouble(err)
-                return False
-            record = self._held.pop(0)
-            if not self.deferred:
-                self.shipper.submit(record)
-        return True
+    def _submit(self, record: dict[str, Any]) -> None:
+        if not self.deferred:
+            self.shipper.submit(record)
 
     def _warn(self, run: TrackedRun, what: str) -> None:
         assert self.trouble is not None
@@ -616,32 +547,15 @@ class Tracker:
             except OSError:
                 pass
             if wait and not self.deferred and summary.journaled:
-                summary.ship_note = self._wait_for_store()
+                summary.ship_note, given_up = wait_for_store(
+                    self.settings, self.shipper, self.wait_given_up
+                )
+                self.wait_given_up = self.wait_given_up or given_up
             summary.run_id = summary.run_id or self.shipper.run_ids.get(run.key)
             summary.ui_url = ui_url(self.settings)
             return summary
         finally:
             self.active = None
-
-    def _wait_for_store(self) -> str | None:
-        """Wait (batch kernels) until the shipper has shipped everything; None once it has,
-        else why not and what happens next. After one wait timed out, later cells do not wait:
-        the store is down or overloaded, and each cell would stall as long."""
-        uri = self.settings.resolved_tracking_uri
-        later = (
-            "The run is safe in the journal, not yet in MLflow: it ships in the background, "
-            "after this kernel exits through a detached shipper, or with `nbmlops sync`"
-        )
-        if self.wait_given_up is not None:
-            if self.shipper.flush(0):
-                return None
-            return f"did not wait for {uri}: {self.wait_given_up}. {later}"
-        wait_s = self.settings.ship_wait_seconds
-        if self.shipper.flush(wait_s):
-            return None
-        error = self.shipper.stats.last_error or "no error, the store is busy or slow"
-        self.wait_given_up = f"an earlier tracked cell waited {wait_s:g}s in vain ({error})"
-        return f"waited {wait_s:g}s for {uri} in vain ({error}); later cells do not wait. {later}"
 
     def _stage_text(self, run: TrackedRun, rel: str, text: str, cap: Capture) -> None:
         assert run.staging is not None
@@ -651,21 +565,8 @@ class Tracker:
             path.write_text(text, encoding="utf-8")
         except OSError as err:
             path.unlink(missing_ok=True)  # a half-written file must not ship
-            self._trouble(err)
+            self.writer.note(err)
             cap.notes.append(f"{rel} not saved: {err.strerror or err}")
-
-
-def _tell_at_exit(text: str) -> None:
-    """Print to stderr, and to the process's own stderr too when they differ: at a kernel's
-    exit nobody reads its output stream any more, while its own stderr reaches the terminal
-    or the log of whatever started it (papermill, nbclient, Jupyter)."""
-    print(text, file=sys.stderr)
-    real = sys.__stderr__
-    if real is not None and real is not sys.stderr:
-        try:
-            print(text, file=real, flush=True)
-        except (OSError, ValueError):
-            pass
 
 
 def ui_url(settings: Settings) -> str | None:
