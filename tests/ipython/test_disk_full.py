@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from IPython.utils.capture import capture_output
 
@@ -140,3 +141,61 @@ def test_a_full_disk_at_run_start_is_named_and_the_run_closes_with_the_reason(
         assert reason.startswith(f"disk full: {lost} journal record(s) of this run could not be")
     assert runs["later"].info.status == "FINISHED"
     journal_records(disk)
+
+
+FILL = """\
+import errno
+with open(FILLER, "ab", buffering=0) as fh:
+    for chunk in (1 << 16, 1 << 12, 1 << 8, 1):
+        try:
+            while True:
+                fh.write(b"\\0" * chunk)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+"""
+
+
+@pytest.mark.kernel
+def test_a_kernel_on_a_full_disk_ends_its_run_as_disk_full_not_killed(
+    disk: SmallDisk, project: Path, store: Lane
+):
+    """Real kernel (nbclient): the disk is full when the tracked cell starts and stays full
+    until the kernel has exited; the next start records the run as FAILED for a full disk."""
+    from nbclient import NotebookClient
+
+    from nbmlops.api import sync_journal
+    from nbmlops.config import load_settings
+    from tests.conftest import write_notebook
+
+    nb_path = write_notebook(
+        project / "full.ipynb",
+        [
+            f"%load_ext nbmlops\nimport nbmlops\nFILLER = {str(disk.filler)!r}",
+            FILL,
+            "%%track on-full -e kernelfull\nfor i in range(50):\n"
+            "    nbmlops.log_metric('m', i, step=i)\nalpha = 0.25\n",
+        ],
+    )
+    nb = nbformat.read(str(nb_path), as_version=4)
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(project)}}
+    ).execute()
+    tracked = nb.cells[-1]
+    assert not [o for o in tracked.outputs if o.output_type == "error"]
+    stderr = "".join(o.get("text", "") for o in tracked.outputs if o.get("name") == "stderr")
+    assert f"disk full in the journal folder {disk.path} (" in stderr and "free of" in stderr
+    summary = [
+        o["data"]["text/plain"] for o in tracked.outputs if "text/plain" in o.get("data", {})
+    ][-1]
+    assert summary.startswith("nbmlops: FAILED 'on-full'")
+    assert "50 record(s) lost: disk full in the journal folder" in summary
+    journal_records(disk)  # whole lines only
+
+    # the disk has room again; the next start ships what the kernel journaled
+    disk.free()
+    sync_journal(load_settings(project))
+    [r] = store.runs("kernelfull")
+    assert r.info.status == "FAILED"
+    assert r.data.tags["nbmlops.failure"] == "disk full"  # not "killed"
+    assert r.data.tags["nbmlops.status_reason"].startswith("disk full: 50 journal record(s)")
+    assert r.data.params == {"alpha": "0.25"}
