@@ -110,15 +110,18 @@ def test_a_full_disk_at_run_start_is_named_and_the_run_closes_with_the_reason(
     assert f"1 record(s) lost: disk full in the journal folder {disk.path}" in text
     # The room set aside for closing runs closed that one; with the disk still full, the next
     # run's end waits in memory, and the summary says what happens if it never gets room.
+    shell.run_cell("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt")
     disk.fill()
     result, out = run(
         shell,
-        "%%track still-full -e diskfull\nfor i in range(200):\n    nbmlops.log_metric('m', i)\n",
+        "%%track still-full -e diskfull\nfor i in range(200):\n    nbmlops.log_metric('m', i)\n"
+        "plt.figure(); plt.plot([1, 2]); plt.title('curve')\n",
     )
     assert result.success, result.error_in_exec
     text = summary_of(out)
     assert "not yet in the journal" in text
     assert "closes the run as FAILED (killed)" in text
+    assert "figure 'curve' not saved" in text
     _r, status = run(shell, "%track status")
     assert f"problem  disk full in the journal folder {disk.path}" in status.stdout
     assert re.search(
@@ -139,6 +142,8 @@ def test_a_full_disk_at_run_start_is_named_and_the_run_closes_with_the_reason(
         assert run_.data.tags["nbmlops.failure"] == "disk full"
         reason = run_.data.tags["nbmlops.status_reason"]
         assert reason.startswith(f"disk full: {lost} journal record(s) of this run could not be")
+    # no half-written file was shipped as an artifact
+    assert not store.client().list_artifacts(runs["still-full"].info.run_id, "figures")
     assert runs["later"].info.status == "FINISHED"
     journal_records(disk)
 

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from nbmlops.config import Settings
-from nbmlops.core.tracking.journal import SEGMENT_SUFFIX, Journal, Segment
+from nbmlops.core.tracking.journal import HANDOFF_SUFFIX, SEGMENT_SUFFIX, Journal, Segment
 
 if TYPE_CHECKING:
     from nbmlops.core.tracking.shipper import BackgroundShipper
 
 LOCK_NAME = "handoff.lock"
-MARKER_SUFFIX = ".handoff"
+MARKER_SUFFIX = HANDOFF_SUFFIX
 LOG_NAME = "handoff.log"
 
 log = logging.getLogger("nbmlops.handoff")

@@ -31,6 +31,7 @@ SEGMENT_SUFFIX = ".jsonl"
 SHIPPED_SUFFIX = ".shipped"
 RESERVE_SUFFIX = ".reserve"
 RESERVE_BYTES = 256 * 1024  # room for the records that close runs when the disk fills up
+HANDOFF_SUFFIX = ".handoff"  # left to a detached shipper (see handoff.py)
 
 
 def now_ms() -> int:
@@ -218,13 +219,17 @@ class Journal:
         path = self.root / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._remove_stale_reserves()
+        self._remove_leftovers()
         segment = Segment(path, fd)
         segment.reserve()
         return segment
 
-    def _remove_stale_reserves(self) -> None:
-        """Reserves of processes that died without closing their segment."""
+    def _remove_leftovers(self) -> None:
+        """Reserves of processes that died without closing their segment; hand-off markers
+        of segments shipped and archived since."""
+        for marker in self.root.glob("*" + HANDOFF_SUFFIX):
+            if not marker.with_suffix(SEGMENT_SUFFIX).exists():
+                marker.unlink(missing_ok=True)
         for path in self.root.glob("*" + RESERVE_SUFFIX):
             try:
                 fd = os.open(path, os.O_RDWR)
