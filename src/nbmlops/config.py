@@ -248,6 +248,12 @@ class Settings(BaseModel):
     ship_wait_seconds: float = Field(
         120.0, gt=0, description="Longest wait for a run to reach MLflow in 'wait' mode"
     )
+    handoff_seconds: float = Field(
+        900.0,
+        ge=0,
+        description="How long a detached shipper keeps trying to ship the runs a process left "
+        "unshipped at exit (0: none is started; `nbmlops sync` ships them)",
+    )
     retry_max_seconds: float = Field(
         30.0, gt=0, description="Longest pause between retries when the store is down"
     )

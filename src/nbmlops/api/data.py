@@ -16,8 +16,8 @@ from nbmlops.exceptions import UsageError
 if TYPE_CHECKING:
     from nbmlops.core.audit import AuditLog
     from nbmlops.core.data.diff import DataDiff
-    from nbmlops.core.data.report import ValidationReport
     from nbmlops.core.data.records import CommitResult, DatasetVersion
+    from nbmlops.core.data.report import ValidationReport
     from nbmlops.core.data.store import DataStore
 
 __all__ = [

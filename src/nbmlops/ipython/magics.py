@@ -161,6 +161,16 @@ class TrackMagics(Magics):
                 f"  pending  {shipper.pending} record(s) to ship; "
                 f"last error: {shipper.stats.last_error or 'none'}"
             )
+            trouble = tracker.trouble
+            if trouble is not None:
+                print(
+                    f"  problem  {trouble.where()}: {trouble.total_lost} record(s) lost, "
+                    f"{tracker.held_records} run start/end record(s) waiting for room"
+                )
+            if tracker.wait_given_up:
+                print(
+                    f"  waiting  tracked cells no longer wait for MLflow: {tracker.wait_given_up}"
+                )
         elif word == "off":
             tracker.enabled = False
             print("nbmlops: %%track cells now run without capture (`%track on` to resume)")

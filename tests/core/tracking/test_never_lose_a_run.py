@@ -236,9 +236,13 @@ def test_a_normal_exit_with_the_store_down_says_where_the_runs_are(project: Path
         with nbmlops.track("offline", experiment="offline"):
             x = 2 ** 0.5
     """,
-        env={"NBMLOPS_TRACKING_URI": "http://127.0.0.1:9", "NBMLOPS_EXIT_FLUSH_SECONDS": "1"},
+        env={
+            "NBMLOPS_TRACKING_URI": "http://127.0.0.1:9",
+            "NBMLOPS_EXIT_FLUSH_SECONDS": "1",
+            "NBMLOPS_HANDOFF_SECONDS": "0",  # no detached shipper: the sync below ships it
+        },
     )
-    assert "could not reach http://127.0.0.1:9 before exit" in proc.stderr
+    assert "could not reach http://127.0.0.1:9 before exit; the last attempt failed:" in proc.stderr
     assert "nbmlops sync" in proc.stderr
     report = sync_journal(load_settings(project))
     assert report.runs_finished == 1

@@ -311,6 +311,11 @@ def _stage_model(
             example_file = staging / "models" / f"{name}.example.pkl"
             example_file.write_bytes(pickle.dumps(_head(x_value, EXAMPLE_ROWS)))
             entry["example"] = f"models/{name}.example.pkl"
+    except OSError as err:  # a full disk: a half-written pickle must not ship
+        for partial in (staging / "models").glob(f"{name}.*pkl"):
+            partial.unlink(missing_ok=True)
+        cap.notes.append(f"model {name!r} not logged: cannot save it ({err.strerror or err})")
+        return None
     except Exception as err:
         cap.notes.append(
             f"model {name!r} not logged: cannot pickle it ({type(err).__name__}: {err})"
@@ -339,7 +344,11 @@ def _stage_figures(snap: Snapshot, staging: Path | None, cap: Capture) -> None:
                 fig.savefig(buf, format="png", dpi=100)  # "tight" draws twice: 2x the cost
                 out = staging / "artifacts" / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(buf.getvalue())
+                try:
+                    out.write_bytes(buf.getvalue())
+                except OSError:
+                    out.unlink(missing_ok=True)  # a half-written figure must not ship
+                    raise
             except Exception as err:
                 cap.notes.append(f"figure {stem!r} not saved: {type(err).__name__}: {err}")
                 continue

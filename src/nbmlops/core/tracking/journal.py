@@ -6,8 +6,9 @@ dead process: its runs are replayed (and runs it left open are closed as killed)
 have reached MLflow is written to a sidecar ``<segment>.shipped``; a fully shipped segment of a
 dead process moves to ``archive/``.
 
-Records are single JSON lines written with one ``os.write`` each, so a killed process leaves
-at most one torn last line, which readers skip and count. Page-cache writes survive a killed
+Records are single JSON lines, each written whole or not at all: a write cut short (a full
+disk) is truncated away before the error is raised, so a killed process leaves at most one torn
+last line, which readers skip and count. Page-cache writes survive a killed
 process; ``sync()`` adds an fsync at the end of every cell for power loss. A complete line that
 is not a record of the expected shape (edited by hand, corrupted) is counted and copied, with
 the reason, to ``quarantine/<segment>``; the segment's other records ship as usual.
@@ -15,11 +16,13 @@ the reason, to ``quarantine/<segment>``; the segment's other records ship as usu
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +38,9 @@ log = logging.getLogger("nbmlops.journal")
 SEGMENT_SUFFIX = ".jsonl"
 SHIPPED_SUFFIX = ".shipped"
 QUARANTINE_DIR = "quarantine"
+RESERVE_SUFFIX = ".reserve"
+RESERVE_BYTES = 256 * 1024  # room for the records that close runs when the disk fills up
+HANDOFF_SUFFIX = ".handoff"  # left to a detached shipper (see handoff.py)
 
 
 def now_ms() -> int:
@@ -51,18 +57,73 @@ class Segment:
     def __init__(self, path: Path, fd: int):
         self.path = path
         self._fd = fd
+        self._write_lock = threading.Lock()  # user threads may log metrics at once
+        self._reserve_fd = -1
 
     @property
     def staging_dir(self) -> Path:
         return self.path.parent / "staging" / self.path.stem
 
     def append(self, record: dict[str, Any]) -> None:
-        os.write(self._fd, _dumps(record))
+        """Write one record as one whole line, or leave the file as it was and raise OSError."""
+        data = _dumps(record)
+        with self._write_lock:
+            before = os.fstat(self._fd).st_size
+            try:
+                # os.write may write only part of the line when the disk fills up; the rest
+                # then fails with ENOSPC, and the part written is cut off below.
+                done = 0
+                while done < len(data):
+                    n = os.write(self._fd, data[done:])
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                    done += n
+            except OSError:
+                try:
+                    os.ftruncate(self._fd, before)  # shrinking needs no free space
+                except OSError:
+                    pass
+                raise
 
     def sync(self) -> None:
         os.fsync(self._fd)
 
+    def reserve(self, nbytes: int = RESERVE_BYTES) -> bool:
+        """Set room aside on this disk (``<segment>.reserve``) for the records that close
+        runs; True if it is (or already was) set aside."""
+        if self._reserve_fd >= 0:
+            return True
+        path = self.path.with_suffix(RESERVE_SUFFIX)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: its owner is alive
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            return False
+        self._reserve_fd = fd
+        return True
+
+    def release_reserve(self) -> bool:
+        """Give the reserved room back to the disk, so that a run's end fits on a full disk;
+        False if there was none."""
+        fd, self._reserve_fd = self._reserve_fd, -1
+        if fd < 0:
+            return False
+        try:
+            os.ftruncate(fd, 0)  # frees the blocks even if another process unlinked the file
+        except OSError:
+            pass
+        os.close(fd)
+        self.path.with_suffix(RESERVE_SUFFIX).unlink(missing_ok=True)
+        return True
+
     def close(self) -> None:
+        self.release_reserve()
         if self._fd >= 0:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = -1
@@ -304,7 +365,30 @@ class Journal:
         path = self.root / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return Segment(path, fd)
+        self._remove_leftovers()
+        segment = Segment(path, fd)
+        segment.reserve()
+        return segment
+
+    def _remove_leftovers(self) -> None:
+        """Reserves of processes that died without closing their segment; hand-off markers
+        of segments shipped and archived since."""
+        for marker in self.root.glob("*" + HANDOFF_SUFFIX):
+            if not marker.with_suffix(SEGMENT_SUFFIX).exists():
+                marker.unlink(missing_ok=True)
+        for path in self.root.glob("*" + RESERVE_SUFFIX):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # its process is alive (BlockingIOError)
+            else:
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
     def segments(self) -> list[Path]:
         if not self.root.is_dir():

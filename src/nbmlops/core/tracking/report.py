@@ -58,6 +58,10 @@ def summary_lines(s: RunSummary) -> list[tuple[str, str]]:
         rows.append(("figures", ", ".join(f.rsplit("/", 1)[-1] for f in cap.figures)))
     for note in cap.notes:
         rows.append(("note", note))
+    if s.journal_note:
+        rows.append(("journal", s.journal_note))
+    if s.ship_note:
+        rows.append(("shipping", s.ship_note))
     return rows
 
 
@@ -65,7 +69,12 @@ def _headline(s: RunSummary) -> str:
     if s.dry_run:
         return f"dry run of {s.name!r}: nothing was logged"
     run = s.run_id or f"pending (journal key {s.key[:12]})"
-    state = "" if s.shipped else " · journaled, shipping to MLflow in the background"
+    if s.shipped:
+        state = ""
+    elif not s.journaled:
+        state = " · not yet in the journal (see below)"
+    else:
+        state = " · safe in the journal, not yet in MLflow (shipping in the background)"
     return (
         f"{s.status} {s.name!r} in experiment {s.experiment!r} · run {run} · "
         f"{s.duration_s:.2f}s{state}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import sys
 import threading
 import time
 import traceback
@@ -33,6 +34,8 @@ from nbmlops.core.tracking.capture import (
     snapshot_before,
 )
 from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
+from nbmlops.core.tracking.diskfull import JournalTrouble, JournalWriter
+from nbmlops.core.tracking.handoff import stop_at_exit, tell_at_exit, wait_for_store
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
 from nbmlops.core.tracking.redact import redactor_for
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG, BackgroundShipper
@@ -80,6 +83,9 @@ class RunSummary:
     experiment_id: str | None = None
     ui_url: str | None = None
     shipped: bool = False
+    journaled: bool = True  # False: the run's end waits for room in the journal
+    journal_note: str | None = None  # records the journal could not take (a full disk)
+    ship_note: str | None = None  # why the run is not in MLflow yet, and what happens next
 
     @property
     def run_url(self) -> str | None:
@@ -106,6 +112,8 @@ class Tracker:
         self._summaries: dict[str, RunSummary] = {}
         self._closed = False
         self.user = settings.resolved_user
+        self.writer = JournalWriter(self.journal.root, lambda: self.segment, self._submit)
+        self.wait_given_up: str | None = None  # why an earlier cell's wait for MLflow timed out
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +135,16 @@ class Tracker:
         """``ship: defer``: this process only journals; whoever runs it (``nbmlops run``, a
         pipeline, ``nbmlops sync``) ships its segment once it has ended."""
         return self.settings.ship == "defer"
+
+    @property
+    def trouble(self) -> JournalTrouble | None:
+        """What the journal could not take (a full disk), if anything."""
+        return self.writer.trouble
+
+    @property
+    def held_records(self) -> int:
+        """Run starts and ends waiting for room in the journal."""
+        return len(self.writer.held)
 
     @property
     def shipper(self) -> BackgroundShipper:
@@ -151,19 +169,15 @@ class Tracker:
             if self._closed:
                 return
             self._closed = True
-            if self._shipper is not None and not self._shipper.stop(
-                self.settings.exit_flush_seconds
-            ):
-                import sys
-
-                print(
-                    f"nbmlops: {self._shipper.pending} journal record(s) could not reach "
-                    f"{self.settings.resolved_tracking_uri} before exit "
-                    f"({self._shipper.stats.last_error}); they are safe in "
-                    f"{self.settings.journal_dir} and ship at the next start or with "
-                    "`nbmlops sync`",
-                    file=sys.stderr,
+            if self._segment is not None and not self.writer.write_held():
+                assert self.trouble is not None
+                tell_at_exit(
+                    f"nbmlops: {self.held_records} run start/end record(s) could not be written "
+                    f"before exit: {self.trouble.where()}. The next start closes runs whose end "
+                    "is missing as FAILED (killed)."
                 )
+            if self._shipper is not None:
+                stop_at_exit(self.settings, self._shipper, self._segment, self.wait_given_up)
             if self._segment is not None:
                 try:
                     self._segment.sync()
@@ -247,7 +261,7 @@ class Tracker:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbmlops-git")
             run.git = self._pool.submit(git_state, self.settings.project_dir)
-            self._write(
+            written = self._write(
                 {
                     "datasets": [d.to_dict() for d in snapshot.data_inputs.values()],
                     "t": "start",
@@ -256,8 +270,11 @@ class Tracker:
                     "name": name,
                     "experiment": experiment,
                     "tags": self._start_tags(run),
-                }
+                },
+                essential=True,
             )
+            if not written:
+                self._warn(run, "its start is held until there is room")
         self.active = run
         return run
 
@@ -282,11 +299,26 @@ class Tracker:
             tags["nbmlops.cell.execution_count"] = str(o.execution_count)
         return tags
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any], essential: bool = False) -> bool:
+        """Journal a record (then ship it); never raises for a full disk, see JournalWriter."""
         record = redactor_for(self.settings).record(record)  # no secret reaches the journal
-        self.segment.append(record)
+        written = self.writer.write(record, essential)
+        run = self.active
+        if not written and run is not None and self.writer.lost(run.key) == 1 and not essential:
+            self._warn(run, "what it logs from now on is lost")
+        return written
+
+    def _submit(self, record: dict[str, Any]) -> None:
         if not self.deferred:
             self.shipper.submit(record)
+
+    def _warn(self, run: TrackedRun, what: str) -> None:
+        assert self.trouble is not None
+        print(
+            f"nbmlops: {self.trouble.where()}. Run {run.name!r} goes on, but {what}: free "
+            "space there, or set `home:` in nbmlops.yaml to a folder on another disk.",
+            file=sys.stderr,
+        )
 
     # --- runs written by an orchestrator (notebook and pipeline runs) -------------------------
     def open_run(
@@ -314,7 +346,7 @@ class Tracker:
         }
         if reopen:
             record["reopen"] = True
-        self._write(record)
+        self._write(record, essential=True)
         return key
 
     def run_staging(self, key: str) -> Path:
@@ -351,7 +383,8 @@ class Tracker:
                 "datasets": datasets or [],
                 "models": [],
                 "figures": [],
-            }
+            },
+            essential=True,
         )
         try:
             self.segment.sync()
@@ -470,13 +503,24 @@ class Tracker:
                     pass
             if err_text:
                 tags["nbmlops.error"] = err_text[:5000]
-            self._stage_text(run, "code/cell.py", run.source)
+            self._stage_text(run, "code/cell.py", run.source, cap)
             if error is not None:
                 tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-                self._stage_text(run, "traceback.txt", redactor.text(tb))
+                self._stage_text(run, "traceback.txt", redactor.text(tb), cap)
+            lost = self.trouble.lost.get(run.key, 0) if self.trouble else 0
+            if lost:
+                assert self.trouble is not None
+                # A run missing some of its records is not a complete, FINISHED run.
+                summary.status = status = "FAILED" if status == "FINISHED" else status
+                tags["nbmlops.failure"] = self.trouble.cause
+                tags["nbmlops.status_reason"] = self.trouble.reason(run.key)
+                summary.journal_note = (
+                    f"{lost} record(s) lost: {self.trouble.where()}; the run is FAILED "
+                    "with this reason"
+                )
             ts = int(ended * 1000)
             self._summaries[run.key] = summary
-            self._write(
+            summary.journaled = self._write(
                 {
                     "t": "end",
                     "key": run.key,
@@ -492,26 +536,42 @@ class Tracker:
                     "models": cap.models,
                     "figures": cap.figures,
                     "modules": imported_top_level_modules(),
-                }
+                },
+                essential=True,
             )
+            if not summary.journaled:
+                assert self.trouble is not None
+                summary.journal_note = (
+                    (summary.journal_note + ". " if summary.journal_note else "")
+                    + f"The run's end is not in the journal yet ({self.trouble.where()}): it is "
+                    "written once there is room; if this process ends first, the next start "
+                    "closes the run as FAILED (killed)"
+                )
             try:
                 self.segment.sync()
             except OSError:
                 pass
-            if wait and not self.deferred:
-                self.shipper.flush(self.settings.ship_wait_seconds)
+            if wait and not self.deferred and summary.journaled:
+                summary.ship_note, given_up = wait_for_store(
+                    self.settings, self.shipper, self.wait_given_up
+                )
+                self.wait_given_up = self.wait_given_up or given_up
             summary.run_id = summary.run_id or self.shipper.run_ids.get(run.key)
             summary.ui_url = ui_url(self.settings)
             return summary
         finally:
             self.active = None
 
-    @staticmethod
-    def _stage_text(run: TrackedRun, rel: str, text: str) -> None:
+    def _stage_text(self, run: TrackedRun, rel: str, text: str, cap: Capture) -> None:
         assert run.staging is not None
         path = run.staging / "artifacts" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError as err:
+            path.unlink(missing_ok=True)  # a half-written file must not ship
+            self.writer.note(err)
+            cap.notes.append(f"{rel} not saved: {err.strerror or err}")
 
 
 def ui_url(settings: Settings) -> str | None:
