@@ -3,6 +3,7 @@ its own process on a real port, stopped with SIGTERM like a service manager woul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -166,3 +168,124 @@ def test_a_second_start_serves_from_the_cache_and_follows_the_registry(store, pr
             time.sleep(0.1)
     finally:
         stop(proc)
+
+
+def launch_logging(
+    store,  # noqa: F811
+    project: Path,
+    spec: str,
+    log: Path,
+    *args: str,
+) -> tuple[subprocess.Popen[str], int]:
+    """``nbmlops serve SPEC ARGS`` with its log (stderr) going to ``log``; (process, port)."""
+    env = {**os.environ, "NBMLOPS_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", MAIN, "serve", spec, "--port", "0", "--log-level", "warning",
+             *args],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    began = time.monotonic()
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if line.startswith("serving on "):
+            return proc, int(line.split()[2].rsplit(":", 1)[1])
+        assert time.monotonic() - began < 60
+    proc.kill()
+    raise AssertionError(log.read_text()[-3000:])
+
+
+async def _burst(port: int, count: int, at_once: int) -> list[int]:
+    """``count`` connections to 127.0.0.1:port, ``at_once`` at a time, each asking one
+    request and closing; the HTTP status of each answer (0: none)."""
+    import asyncio
+
+    gate = asyncio.Semaphore(at_once)
+
+    async def one() -> int:
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(
+                    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                head = await asyncio.wait_for(reader.readline(), 60)
+                return int(head.split()[1]) if head else 0
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+@pytest.mark.slow
+def test_a_flood_of_refused_connections_is_summed_up_not_logged_line_by_line(
+    store,  # noqa: F811
+    project,
+    tmp_path,
+):
+    import asyncio
+    import re
+
+    name = store.register()
+    log = tmp_path / "gateway.log"
+    # Two connections allowed; two held open with half a request head keep the gateway full,
+    # so that every connection of the burst is refused.
+    proc, port = launch_logging(
+        store, project, f"{name}@champion", log, "--max-connections", "2", "--read-timeout", "600"
+    )
+    held = []
+    try:
+        for _ in range(2):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+            conn.sendall(b"GET /health HTTP/1.1\r\n")
+            held.append(conn)
+        statuses = asyncio.run(_burst(port, 2000, at_once=50))
+        refused = statuses.count(503)
+        assert refused > 1500, sorted(set(statuses))
+
+        def accounted() -> tuple[int, int, list[int]]:
+            text = log.read_text()
+            lines = text.count("Exceeded concurrency limit")
+            summed = [
+                int(n.replace(",", ""))
+                for n in re.findall(
+                    r"refused ([\d,]+) more connections? over the concurrency limit", text
+                )
+            ]
+            return lines, lines + sum(summed), summed
+
+        deadline = time.monotonic() + 120
+        while accounted()[1] < refused:  # the summary comes within its interval (10 s)
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        lines, total, summaries = accounted()
+        assert lines <= 5, lines  # not one line per refused connection
+        assert summaries and total == refused  # and every refusal is counted
+    finally:
+        for conn in held:
+            conn.close()
+        stop(proc)
+
+
+def _helpers_of(proc: subprocess.Popen[str]) -> list[Any]:
+    import psutil
+
+    return psutil.Process(proc.pid).children(recursive=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stops_its_registry_helper_with_it(store, project, sig):  # noqa: F811
+    import psutil
+
+    name = store.register()
+    proc, _url, _printed = launch(store, project, f"{name}@champion")
+    try:
+        children = _helpers_of(proc)
+        assert any("nbmlops.core.serving.registry" in " ".join(c.cmdline()) for c in children)
+    finally:
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    _gone, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive, [" ".join(p.cmdline()) for p in alive]

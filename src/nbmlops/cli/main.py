@@ -150,13 +150,47 @@ def ui(
     )
     if background:
         return
+
+    def _stop(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    # The UI runs in a session of its own (so a closed terminal does not kill a --background
+    # UI), so no signal sent to this process reaches it: SIGTERM and SIGHUP end this process
+    # the way Ctrl-C does, and every way out stops the UI's whole process group (mlflow ui
+    # runs uvicorn, which runs its workers).
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         proc.wait()
     except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        pass
     finally:
+        _stop_process_group(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         info.unlink(missing_ok=True)
+
+
+def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM to the process group ``proc`` leads, SIGKILL to what is left after ``timeout``."""
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                try:
+                    os.killpg(proc.pid, 0)  # members left after the leader?
+                except ProcessLookupError:
+                    return
+            time.sleep(0.05)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 data_app = typer.Typer(

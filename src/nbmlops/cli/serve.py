@@ -81,6 +81,12 @@ def serve(
         False, "--pyfunc", help="Predict through mlflow.pyfunc even for scikit-learn models."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    max_connections: int = typer.Option(
+        1000,
+        "--max-connections",
+        min=1,
+        help="Connections served at once; beyond that requests get 503 (bounds memory).",
+    ),
 ) -> None:
     """Serve a registered model on 127.0.0.1: POST /predict, GET /health, GET /metrics."""
     import gc
@@ -92,7 +98,7 @@ def serve(
     try:
         server = _start_gateway(
             model, port, canary, shadow, poll_seconds, max_body, read_timeout, allow_host,
-            pyfunc, log_level,
+            pyfunc, log_level, max_connections,
         )  # fmt: skip
     finally:
         gc.enable()
@@ -116,6 +122,7 @@ def _start_gateway(
     allow_host: list[str],
     pyfunc: bool,
     log_level: str,
+    max_connections: int = 1000,
 ) -> GatewayServer:
     """A gateway with its models loaded, its socket bound and its routes printed.
 
@@ -158,6 +165,7 @@ def _start_gateway(
             allowed_hosts=tuple(allow_host),
             poll_seconds=poll_seconds,
             direct=not pyfunc,
+            max_connections=max_connections,
         )
         gateway = Gateway(settings, model, list(canary), list(shadow), config)
         server = GatewayServer(gateway, sock=sock, log_level=log_level.lower())

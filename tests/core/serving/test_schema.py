@@ -112,3 +112,67 @@ def test_no_signature_accepts_any_records():
     assert InputSchema.from_mlmodel({}) is None
     tensor = {"signature": {"inputs": json.dumps([{"type": "tensor", "tensor-spec": {}}])}}
     assert InputSchema.from_mlmodel(tensor) is None
+
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("field", "literal"),
+    [
+        ("spend", HUGE),  # double
+        ("spend", "1e400"),
+        ("spend", "-1e999999999"),
+        ("score", HUGE),  # float32
+        ("age", HUGE),  # long
+        ("age", "7" * 5000),  # more digits than Python converts
+        ("age", "1e400"),
+        ("visits", "1e300"),  # integer
+        ("member", HUGE),  # boolean
+        ("plan", HUGE),  # string
+        ("plan", "7" * 5000),
+        ("since", HUGE),  # datetime
+        ("blob", "1e400"),  # binary
+        ("hist", f"[1.0, {HUGE}]"),  # array
+        ("hist", f"[[{'7' * 5000}]]"),
+    ],
+)
+def test_numbers_that_do_not_fit_name_the_field_in_every_format(schema, field, literal):
+    row = {**GOOD, field: "PLACEHOLDER"}
+    names = list(row)
+    values = ", ".join(literal if n == field else json.dumps(row[n]) for n in names)
+    text = json.dumps(row).replace('"PLACEHOLDER"', literal)
+    for body in (
+        f"[{text}]",
+        f'{{"records": [{text}]}}',
+        f'{{"dataframe_records": [{text}]}}',
+        f'{{"instances": [{text}]}}',
+        f'{{"dataframe_split": {{"columns": {json.dumps(names)}, "data": [[{values}]]}}}}',
+    ):
+        err = refused(schema, parse_body(body.encode()))
+        assert err.fields == [field], (body[:80], err.message)
+        assert repr(field) in err.message
+        assert len(err.message) < 300  # the number is not echoed in full
+
+
+def test_values_numpy_or_pandas_refuse_become_422_naming_the_column(schema):
+    # Each a valid ISO 8601 date-time, but pandas makes no column of them.
+    for pair in (("2024-01-01T00:00:00+00:00", "2024-01-01T00:00:00"),
+                 ("2024-01-01T00:00:00+01:00", "2024-01-01T00:00:00+02:00")):  # fmt: skip
+        rows = validate_payload([{**GOOD, "since": since} for since in pair], schema)
+        with pytest.raises(InvalidInput) as err:
+            rows.frame()
+        assert err.value.status == 422 and err.value.fields == ["since"]
+        assert "'since'" in err.value.message
+
+
+def test_array_columns_stay_one_value_per_row(schema):
+    rows = validate_payload([{**GOOD, "hist": [1.0, 2.0]}, {**GOOD, "hist": [3.0, 4.0]}], schema)
+    frame = rows.frame()
+    assert frame["hist"].tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_no_signature_refuses_only_numbers_no_type_can_hold():
+    err = refused(None, parse_body(f'[{{"a": 1, "b": {HUGE}}}]'.encode()))
+    assert err.fields == ["b"]
+    assert validate_payload([{"a": 2**70, "b": 1e300}], None).n_rows == 1

@@ -208,10 +208,21 @@ class Gateway:
         status, payload, records, outputs, error = 200, None, None, None, None
         reason = None
         try:
-            payload = parse_body(body)
-            rows = model.validate(payload)
+            try:
+                payload = parse_body(body)
+                rows = model.validate(payload)
+            except InvalidInput:
+                raise
+            except Exception as err:
+                # Reading and checking the body never reaches the model: whatever fails here
+                # is about this input, never a model error (logged, as it means a check is
+                # missing).
+                log.exception("input not checked on %s v%s", model.name, model.version)
+                raise InvalidInput(
+                    422, f"The request could not be checked: {type(err).__name__}"
+                ) from None
             records = rows.records
-            outputs = model.predict(rows)
+            outputs = model.predict(rows)  # turning rows into the model's input: InvalidInput
         except InvalidInput as err:
             status, error, reason = err.status, err.message, "invalid_input"
             answer: dict[str, Any] = {"error": err.message, "fields": err.fields}

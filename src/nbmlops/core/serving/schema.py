@@ -7,8 +7,10 @@ Accepted bodies (JSON):
 * MLflow's split format: ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}``.
 
 Every cell is checked against the column's type in the signature; a missing or unknown
-column, a value of the wrong type, a null/NaN where the column is required, or an infinite
-number all become :class:`InvalidInput` (HTTP 422) naming the field and the row. The checks
+column, a value of the wrong type, a null/NaN where the column is required, or a number its
+column's type cannot hold (an infinite or 400-digit number for a float, 2**63 for a long) all
+become :class:`InvalidInput` (HTTP 422) naming the field and the row; so does any value the
+conversion to the model's array or DataFrame still refuses (a date pandas cannot hold). The checks
 are written column by column in plain Python so a one-row request costs a few microseconds;
 the DataFrame handed to the model is built once, in the signature's column order and dtypes.
 """
@@ -31,6 +33,7 @@ _MISSING: Any = object()  # a column absent from a record (distinct from JSON nu
 
 _INT_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _FLOAT32_MAX = 3.4028234663852886e38
+_CONVERSION_ERRORS = (TypeError, ValueError, OverflowError, ArithmeticError)
 _NUMPY_DTYPES = {
     "double": "float64",
     "float": "float32",
@@ -42,6 +45,26 @@ FORMATS_HELP = (
     'Send a JSON list of records ([{"col": value, ...}]), {"records": [...]}, '
     '{"dataframe_records": [...]} or {"dataframe_split": {"columns": [...], "data": [[...]]}}.'
 )
+
+
+class HugeInt:
+    """A JSON integer with more digits than Python converts (4,300): kept as its text so that
+    the column check can name the field instead of the parser failing the whole body."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"an integer of {len(self.text.lstrip('-'))} digits"
+
+
+def _parse_int(text: str) -> int | HugeInt:
+    try:
+        return int(text)
+    except ValueError:
+        return HugeInt(text)
 
 
 @dataclass(frozen=True)
@@ -68,36 +91,63 @@ class ValidatedInput:
         import numpy as np
 
         assert self.schema is not None and self.schema.numeric
-        return np.array([self.columns[n] for n in self.schema.names], dtype="float64").T
+        names = self.schema.names
+        try:
+            return np.array([self.columns[n] for n in names], dtype="float64").T
+        except _CONVERSION_ERRORS:
+            for name in names:  # which column: looked for on this (rare) error path only
+                _convert(name, np.array, self.columns[name], "float64")
+            return _convert(None, lambda: np.array([self.columns[n] for n in names], "float64").T)
 
     def frame(self) -> Any:
-        """A pandas DataFrame in the signature's column order and dtypes."""
-        import numpy as np
+        """A pandas DataFrame in the signature's column order and dtypes; InvalidInput (422)
+        naming the column whose values the conversion refuses."""
         import pandas as pd
 
         schema = self.schema
         if schema is None:
-            return pd.DataFrame(self.columns)
+            return _convert(None, pd.DataFrame, self.columns)
         if schema.all_double:
             # One 2-D block: far cheaper than a frame built column by column.
             return pd.DataFrame(self.array(), columns=list(schema.names), copy=False)
-        data: dict[str, Any] = {}
-        for col in schema.columns:
-            values = self.columns[col.name]
-            dtype = _NUMPY_DTYPES.get(col.type)
-            if col.type in ("long", "integer") and any(v is None for v in values):
-                data[col.name] = np.array(
-                    [np.nan if v is None else v for v in values], dtype="float64"
-                )
-            elif col.type == "boolean" and any(v is None for v in values):
-                data[col.name] = np.array(values, dtype=object)
-            elif col.type == "datetime":
-                data[col.name] = pd.to_datetime(values)
-            elif dtype is not None:
-                data[col.name] = np.array([np.nan if v is None else v for v in values], dtype=dtype)
-            else:
-                data[col.name] = np.array(values, dtype=object)
+        data = {col.name: _convert(col.name, self._column, col) for col in schema.columns}
         return pd.DataFrame(data, columns=list(schema.names))
+
+    def _column(self, col: ColumnSpec) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        values = self.columns[col.name]
+        dtype = _NUMPY_DTYPES.get(col.type)
+        if col.type in ("long", "integer") and any(v is None for v in values):
+            return np.array([np.nan if v is None else v for v in values], dtype="float64")
+        if col.type == "boolean" and any(v is None for v in values):
+            return np.array(values, dtype=object)
+        if col.type == "datetime":
+            return pd.to_datetime(values)
+        if dtype is not None:
+            return np.array([np.nan if v is None else v for v in values], dtype=dtype)
+        # One object per row, also for lists (np.array would make a 2-D array of them).
+        column = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):
+            column[i] = v
+        return column
+
+
+def _convert(name: str | None, build: Callable[..., Any], *args: Any) -> Any:
+    """``build(*args)``, with any conversion error turned into InvalidInput naming the column: a
+    value the checks let through but numpy or pandas refuse is the request's fault, never the
+    model's."""
+    try:
+        return build(*args)
+    except _CONVERSION_ERRORS as err:
+        where = f"Column {name!r} has" if name is not None else "The request has"
+        raise InvalidInput(
+            422,
+            f"{where} a value that cannot be converted for the model: {type(err).__name__}: "
+            f"{str(err)[:200]}",
+            [name] if name is not None else [],
+        ) from None
 
 
 def _fail(message: str, field: str) -> InvalidInput:
@@ -112,10 +162,16 @@ def _null(col: ColumnSpec, i: int, what: str) -> InvalidInput:
     )
 
 
+def _short(value: Any) -> str:
+    try:
+        shown = json.dumps(value, default=str)
+    except ValueError:  # an integer of thousands of digits inside a list or object
+        shown = "..."
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
 def _wrong_type(col: ColumnSpec, i: int, value: Any, expected: str) -> InvalidInput:
-    shown = json.dumps(value, default=str)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
+    shown = _short(value)
     return _fail(
         f"Column {col.name!r} must be {expected} ({col.type}); got {_json_type(value)} "
         f"{shown} in row {i}",
@@ -128,7 +184,7 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | HugeInt):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -137,6 +193,14 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def _out_of_range(col: ColumnSpec, i: int, value: Any) -> InvalidInput:
+    shown = str(value) if type(value) is HugeInt else _short(value)
+    return _fail(
+        f"Column {col.name!r} has a number out of range for {col.type} ({shown}) in row {i}",
+        col.name,
+    )
 
 
 def _check_floats(col: ColumnSpec, values: list[Any]) -> list[Any]:
@@ -149,16 +213,20 @@ def _check_floats(col: ColumnSpec, values: list[Any]) -> list[Any]:
                 if required:
                     raise _null(col, i, "NaN")
             elif v == _INF or v == -_INF or (is32 and abs(v) > _FLOAT32_MAX):
-                raise _fail(
-                    f"Column {col.name!r} has a number out of range ({v!r}) in row {i}", col.name
-                )
+                raise _out_of_range(col, i, v)  # 1e400 parses as inf
         elif t is int:
-            if is32 and abs(v) > _FLOAT32_MAX:
-                raise _fail(f"Column {col.name!r} has a number out of range in row {i}", col.name)
+            try:
+                f = float(v)  # a 400-digit integer does not fit a double
+            except OverflowError:
+                raise _out_of_range(col, i, v) from None
+            if is32 and abs(f) > _FLOAT32_MAX:
+                raise _out_of_range(col, i, v)
         elif v is None or v is _MISSING:
             if required:
                 raise _null(col, i, "null" if v is None else "no value")
             values[i] = None
+        elif t is HugeInt:
+            raise _out_of_range(col, i, v)
         else:
             raise _wrong_type(col, i, v, "a number")
     return values
@@ -177,10 +245,12 @@ def _check_ints(col: ColumnSpec, values: list[Any]) -> list[Any]:
                 raise _null(col, i, "null" if v is None else ("NaN" if t is float else "no value"))
             values[i] = None
             continue
+        elif t is HugeInt or (t is float and v in (_INF, -_INF)):
+            raise _out_of_range(col, i, v)
         else:
             raise _wrong_type(col, i, v, "an integer")
         if not low <= v <= high:
-            raise _fail(f"Column {col.name!r} has an integer out of range in row {i}", col.name)
+            raise _out_of_range(col, i, v)
     return values
 
 
@@ -222,12 +292,35 @@ def _check_binary(col: ColumnSpec, values: list[Any]) -> list[Any]:
     return values
 
 
+def _unfit_number(value: Any) -> bool:
+    """Whether ``value`` is or holds an integer no numeric type can hold (it overflows a
+    double). A loop, not recursion: JSON nests deeper than Python's call stack."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is int:
+            try:
+                float(v)
+            except OverflowError:
+                return True
+        elif t is HugeInt:
+            return True
+        elif t is list:
+            stack.extend(v)
+        elif t is dict:
+            stack.extend(v.values())
+    return False
+
+
 def _check_any(col: ColumnSpec, values: list[Any]) -> list[Any]:
     for i, v in enumerate(values):
         if v is None or v is _MISSING:
             if col.required:
                 raise _null(col, i, "null" if v is None else "no value")
             values[i] = None
+        elif _unfit_number(v):
+            raise _fail(f"Column {col.name!r} holds a number out of range in row {i}", col.name)
     return values
 
 
@@ -345,6 +438,12 @@ def _unchecked_records(records: list[Any]) -> ValidatedInput:
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise InvalidInput(422, f"Row {i} is a JSON {_json_type(rec)}, not an object of fields")
+        for name, value in rec.items():
+            # No signature, so no column types: refuse only numbers no numeric type can hold.
+            if _unfit_number(value):
+                raise _fail(
+                    f"Field {name!r} has a number out of range ({_short(value)}) in row {i}", name
+                )
     names: dict[str, None] = {}
     for rec in records:
         names.update(dict.fromkeys(rec))
@@ -359,6 +458,11 @@ def parse_body(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        if "integer string conversion" in str(err):
+            # Valid JSON with an integer of over 4,300 digits: parsed again (rare, so the
+            # common path keeps json's own integer parsing) with that number kept as a
+            # HugeInt, which its column's check then refuses by name.
+            return json.loads(body, parse_int=_parse_int)
         raise InvalidInput(400, f"Malformed JSON: {err}") from None
 
 

@@ -15,7 +15,9 @@ What protects the server from slow or greedy clients:
 * h11 refuses a request line plus headers larger than ``h11_max_incomplete_event_size``
   (16 KiB here) with 400, which bounds the memory a request head can take.
 * At most ``max_connections`` (1000) connections and requests at once; uvicorn answers 503
-  beyond that instead of queueing without bound.
+  beyond that instead of queueing without bound, and logs one "Exceeded concurrency limit"
+  line per refusal: :class:`RefusalLogLimiter` lets the first through, then one summary line
+  per interval, so that a flood of connections does not flood the log.
 * uvicorn's access log is off: it prints query strings, which may carry tokens.
 """
 
@@ -41,6 +43,87 @@ log = logging.getLogger("nbmlops.serving")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_HEAD_BYTES = 16 * 1024
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between summaries of refused connections
+
+
+class RefusalLogLimiter(logging.Filter):
+    """Rate-limits uvicorn's "Exceeded concurrency limit" lines: the first one of a burst is
+    logged, the rest are counted and summed up in at most one line per ``interval``.
+
+    Hand-written: the standard library has no rate-limiting filter, and the packages that
+    offer one drop the lines without saying how many, or only summarise when the next line
+    comes (after a burst there may be none); this is a counter and a timer.
+    """
+
+    MESSAGE = "Exceeded concurrency limit"
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL):
+        super().__init__()
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._suppressed = 0
+        self._timer: threading.Timer | None = None  # set while a burst is being summarised
+        self._logger: logging.Logger | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "nbmlops_summary", False) or not record.getMessage().startswith(
+            self.MESSAGE
+        ):
+            return True
+        with self._lock:
+            if self._timer is not None:
+                self._suppressed += 1
+                return False
+            self._logger = logging.getLogger(record.name)
+            self._arm()
+        return True
+
+    def _arm(self) -> None:
+        self._timer = threading.Timer(self.interval, self._summarise)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _summarise(self) -> None:
+        with self._lock:
+            count, self._suppressed = self._suppressed, 0
+            # A quiet interval ends the burst: the next refusal is logged in full again.
+            self._timer = None
+            if count:
+                self._arm()
+        if count:
+            self._emit(count)
+
+    def _emit(self, count: int) -> None:
+        if self._logger is not None:
+            self._logger.warning(
+                "refused %s more connection%s over the concurrency limit in the last %g s",
+                f"{count:,}",
+                "" if count == 1 else "s",
+                self.interval,
+                extra={"nbmlops_summary": True},
+            )
+
+    def flush(self) -> None:
+        """Log the count not summarised yet (at shutdown: no refusal goes uncounted)."""
+        with self._lock:
+            count, self._suppressed = self._suppressed, 0
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if count:
+            self._emit(count)
+
+
+_refusal_limiter: RefusalLogLimiter | None = None
+
+
+def limit_refusal_logs() -> RefusalLogLimiter:
+    """The process's :class:`RefusalLogLimiter`, installed once on uvicorn's error logger."""
+    global _refusal_limiter
+    if _refusal_limiter is None:
+        _refusal_limiter = RefusalLogLimiter()
+        logging.getLogger("uvicorn.error").addFilter(_refusal_limiter)
+    return _refusal_limiter
 
 
 def deadline_protocol(head_timeout: float) -> type[asyncio.Protocol]:
@@ -151,6 +234,7 @@ class GatewayServer:
         )
         self.server = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
+        self.refusal_log = limit_refusal_logs()
 
     @property
     def url(self) -> str:
@@ -181,6 +265,7 @@ class GatewayServer:
             self._thread = None
         with contextlib.suppress(OSError):
             self.socket.close()
+        self.refusal_log.flush()
         if close_gateway:
             self.gateway.close()
 
@@ -211,4 +296,5 @@ class GatewayServer:
                 signal.signal(sig, handler)
             with contextlib.suppress(OSError):
                 self.socket.close()
+            self.refusal_log.flush()
             self.gateway.close()
