@@ -166,3 +166,22 @@ def test_a_second_start_serves_from_the_cache_and_follows_the_registry(store, pr
             time.sleep(0.1)
     finally:
         stop(proc)
+
+
+def test_serve_refuses_an_untagged_version_that_would_run_code(store, project, tmp_path):  # noqa: F811
+    from tests.core.registry.payloads import ISSUE_PAYLOADS
+    from tests.core.serving.test_unscanned_versions import evil_folder, untagged
+
+    marker = tmp_path / "ran"
+    payload = ISSUE_PAYLOADS[0]
+    offender = payload.offender
+    name = untagged(store, evil_folder(store, payload, tmp_path / "model", marker))
+    env = {**os.environ, "NBMLOPS_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", MAIN, "serve", f"{name}@champion", "--port", "0"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "refused by the security scan (it has no scan verdict)" in done.stderr
+    assert f"imports {offender} (" in done.stderr
+    assert not marker.exists()
