@@ -179,11 +179,33 @@ class RegistryScanSettings(_Strict):
     vulnerability_service: Literal["osv", "pypi"] = "osv"
     probe_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     audit_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
-    trusted_pickle_modules: list[str] = Field(
+    trusted_pickle_globals: list[str] = Field(
         default_factory=list,
-        description="packages whose classes a model's pickles may import, beyond numpy, "
-        "scipy, pandas, scikit-learn and the standard containers",
+        description="exact module.name globals (classes, functions) a model's pickles and "
+        "skops files may load beyond the built-in allow list, e.g. mypkg.models.MyEstimator",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_module_trust(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "trusted_pickle_modules" in data:
+            raise ValueError(
+                "trusted_pickle_modules (trust every global of a package) is no longer read: "
+                "list each class or function a model may load under trusted_pickle_globals, "
+                "e.g. mypkg.models.MyEstimator"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _exact_globals(self) -> RegistryScanSettings:
+        from nbmlops.core.registry.allowlist import GLOBAL_RE
+
+        bad = [g for g in self.trusted_pickle_globals if not GLOBAL_RE.match(g)]
+        if bad:
+            raise ValueError(
+                f"trusted_pickle_globals takes module.name entries, not {', '.join(map(repr, bad))}"
+            )
+        return self
 
 
 class RegistrySettings(_Strict):

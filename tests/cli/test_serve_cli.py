@@ -289,3 +289,22 @@ def test_serve_stops_its_registry_helper_with_it(store, project, sig):  # noqa: 
         proc.communicate(timeout=60)
     _gone, alive = psutil.wait_procs(children, timeout=60)
     assert not alive, [" ".join(p.cmdline()) for p in alive]
+
+
+def test_serve_refuses_an_untagged_version_that_would_run_code(store, project, tmp_path):  # noqa: F811
+    from tests.core.registry.payloads import ISSUE_PAYLOADS
+    from tests.core.serving.test_unscanned_versions import evil_folder, untagged
+
+    marker = tmp_path / "ran"
+    payload = ISSUE_PAYLOADS[0]
+    offender = payload.offender
+    name = untagged(store, evil_folder(store, payload, tmp_path / "model", marker))
+    env = {**os.environ, "NBMLOPS_TRACKING_URI": store.uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(
+        [sys.executable, "-c", MAIN, "serve", f"{name}@champion", "--port", "0"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "refused by the security scan (it has no scan verdict)" in done.stderr
+    assert f"imports {offender} (" in done.stderr
+    assert not marker.exists()

@@ -56,15 +56,18 @@ def test_pickles_hidden_under_other_names_are_found(zoo: Zoo, tmp_path: Path):
     assert not marker.exists()
 
 
-def test_imports_outside_the_expected_packages_are_flagged_unless_trusted(zoo: Zoo, tmp_path: Path):
+def test_globals_off_the_allow_list_are_flagged_unless_trusted_one_by_one(zoo: Zoo, tmp_path: Path):
     folder = zoo.model_dir("good", tmp_path / "copy")
     (folder / "extra.pkl").write_bytes(pickle.dumps(PosixPath("/tmp")))
     report = scan_model_dir(folder, OFF)
     assert report.status == "flagged"
-    assert "imports pathlib" in report.flagged[0].detail
-    assert "trusted_pickle_modules" in report.flagged[0].detail
-    trusted = RegistryScanSettings(pip_audit="off", trusted_pickle_modules=["pathlib"])
+    assert "imports pathlib.PosixPath" in report.flagged[0].detail
+    assert "trusted_pickle_globals" in report.flagged[0].detail
+    trusted = RegistryScanSettings(pip_audit="off", trusted_pickle_globals=["pathlib.PosixPath"])
     assert scan_model_dir(folder, trusted).status == "clean"
+    # a module is not a global: trusting pathlib's PurePath does not trust PosixPath
+    other = RegistryScanSettings(pip_audit="off", trusted_pickle_globals=["pathlib.PurePath"])
+    assert scan_model_dir(folder, other).status == "flagged"
 
 
 def test_skops_types_declared_trusted_must_be_expected(zoo: Zoo, tmp_path: Path):

@@ -756,9 +756,12 @@ class ModelRegistry:
             card.inputs = list(Model.load(str(local)).get_input_schema().input_names())
         except Exception:
             card.inputs = []
-        if report.status == "flagged":
+        if not report.loadable:  # nothing in the folder is unpickled unless the scan passed
             card.importance_note = (
                 "Not computed: the security scan flagged the model, so it was not loaded."
+                if report.flagged
+                else "Not computed: the security scan could not check every model file, so "
+                "the model was not loaded."
             )
             return images
         import mlflow.pyfunc
@@ -925,7 +928,8 @@ class ModelRegistry:
     # -- loading versions safely (gates) ----------------------------------------------------
     def _load_version_model(self, name: str, version: int) -> Any:
         """A version's model as a pyfunc, loaded only after its structure check, its files
-        digest check and a clean (or at least unflagged) scan."""
+        digest check (when one was recorded) and a scan of the very files loaded: a verdict
+        tag is not trusted for that, since whoever can write versions can write tags."""
         mv = self.client.get_model_version(name, str(version))
         tags = mv.tags or {}
         if tags.get("nbmlops.scan") == "flagged":
@@ -943,23 +947,18 @@ class ModelRegistry:
             local = self._download(source, tmp)
             inspect_model_dir(local, self.settings.trusted_loader_modules)
             verify_files(local, tags.get("nbmlops.files_digest"))
-            if "nbmlops.scan" not in tags:  # registered outside nbmlops: scan before loading
-                from nbmlops.config import RegistryScanSettings
-
-                report = scan_model_dir(
-                    local,
-                    RegistryScanSettings(
-                        pip_audit="off",
-                        trusted_pickle_modules=self.settings.registry.scan.trusted_pickle_modules,
-                    ),
-                    self.settings.trusted_loader_modules,
+            report = scan_model_dir(
+                local,
+                self.settings.registry.scan,
+                self.settings.trusted_loader_modules,
+                audit=False,
+            )
+            if not report.loadable:
+                raise UnsafeModelError(
+                    f"{name} v{version} is refused by the security scan, so it is not loaded: "
+                    + "; ".join(report.summary()),
+                    fix="Register a model whose files pass the scan.",
                 )
-                if report.status == "flagged":
-                    raise UnsafeModelError(
-                        f"{name} v{version} is flagged by the security scan: "
-                        + "; ".join(report.summary()),
-                        fix="Register a clean model.",
-                    )
             return mlflow.pyfunc.load_model(str(local))
 
     def _context(self, name: str, mv: Any, alias: str, holder: int | None) -> GateContext:

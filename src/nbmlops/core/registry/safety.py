@@ -11,7 +11,8 @@ read MLmodel as plain YAML and refuse a model whose:
 * ships ``code`` paths without that same declaration;
 * files no longer match the digest recorded when the model was registered.
 
-Pickle *content* (unsafe imports and opcodes) is scanned separately by the registry's scanner.
+Pickle *content* (what it would import) is scanned separately by the registry's scanner
+(:mod:`nbmlops.core.registry.scan`), before every load as well as at registration.
 """
 
 from __future__ import annotations
@@ -157,15 +158,15 @@ def files_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def verify_files(path: str | os.PathLike[str], expected: str | None) -> None:
-    """Raise UnsafeModelError when the folder's files no longer match ``expected``."""
-    if expected is None:
-        return
+def verify_files(path: str | os.PathLike[str], expected: str | None) -> str:
+    """The folder's files digest; UnsafeModelError when it is not ``expected`` (None: no
+    digest was recorded, nothing to compare)."""
     actual = files_digest(path)
-    if actual != expected:
+    if expected is not None and actual != expected:
         raise UnsafeModelError(
             f"The model's files do not match the digest recorded at registration "
             f"({actual[:12]} != {expected[:12]})",
             where=str(path),
             fix="The files were changed after registration: register the model again.",
         )
+    return actual

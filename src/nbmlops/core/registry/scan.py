@@ -7,12 +7,14 @@ Three checks, one report:
 * **serialized content**: every file that may hold a pickle (by extension, by magic bytes,
   zip members, ``.npy`` object arrays, and whatever MLmodel points at) is disassembled with
   `picklescan <https://github.com/mmaitre314/picklescan>`_, which lists the globals a pickle
-  would import without running it. A global picklescan knows as dangerous (``os.system``,
-  ``builtins.eval``, ...) flags the model, and so does any import outside the packages a
-  model is expected to use (numpy, scipy, pandas, scikit-learn, joblib, the standard
-  containers, plus ``registry.scan.trusted_pickle_modules``). ``.skops`` files are checked
-  with skops's own schema reader (``get_untrusted_types``), and the types MLmodel declares
-  trusted for skops must stay inside those packages too;
+  would import without running it. Every global must be on the allow list of
+  :mod:`nbmlops.core.registry.allowlist` (known reconstructors, model classes of
+  scikit-learn, numpy, scipy and pandas, numpy ufuncs, and the exact globals of
+  ``registry.scan.trusted_pickle_globals``); anything else flags the model, and a global
+  picklescan knows as dangerous (``os.system``, ``builtins.eval``, ...) is labelled so.
+  ``.skops`` files are checked with skops's own schema reader (``get_untrusted_types``),
+  and their types, like the types MLmodel declares trusted for skops, go through the same
+  allow list;
 * **requirements**: the model's pinned ``requirements.txt`` is audited with ``pip-audit``
   when its vulnerability database answers. It is probed first with a short, bounded timeout
   (DNS included), and pip-audit runs in a subprocess killed at ``audit_timeout_seconds``, so
@@ -48,45 +50,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 from nbmlops.config import RegistryScanSettings
+from nbmlops.core.registry.allowlist import AllowList, Verdict, normalize
 from nbmlops.exceptions import UnsafeModelError
 
 __all__ = ["Finding", "ScanReport", "audit_requirements", "scan_model_dir"]
 
-# Packages a fitted scikit-learn style model legitimately imports when unpickled.
-EXPECTED_PICKLE_MODULES = (
-    "sklearn",
-    "numpy",
-    "scipy",
-    "pandas",
-    "joblib",
-    "collections",
-    "datetime",
-    "decimal",
-    "fractions",
-)
-# Single globals of the standard library that ordinary pickles use (containers, numpy's
-# protocol-2 byte strings, old-protocol object reconstruction).
-EXPECTED_PICKLE_GLOBALS = {
-    ("builtins", n)
-    for n in (
-        "set",
-        "frozenset",
-        "slice",
-        "range",
-        "complex",
-        "bytearray",
-        "bytes",
-        "dict",
-        "list",
-        "tuple",
-        "int",
-        "float",
-        "str",
-        "bool",
-        "object",
-    )
-} | {("_codecs", "encode"), ("copyreg", "_reconstructor")}
-# Never expected, whatever picklescan's lists say (for skops types and a missing picklescan).
+# Labelled "dangerous" (not just "untrusted") in the report, beyond picklescan's own list;
+# both are refused.
 _DANGEROUS_MODULES = {
     "os",
     "posix",
@@ -161,6 +131,12 @@ class ScanReport:
     def incomplete(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "incomplete"]
 
+    @property
+    def loadable(self) -> bool:
+        """Nothing flagged and every model file checked: only then is anything in the folder
+        imported or unpickled (an unchecked requirements audit does not stop that)."""
+        return not self.flagged and all(f.kind == "requirements" for f in self.incomplete)
+
     def summary(self) -> list[str]:
         """One line per finding that matters (flagged first), for messages and cards."""
         lines = [f"{f.file}: {f.detail}" for f in self.flagged]
@@ -187,14 +163,6 @@ class ScanReport:
             tools=dict(d.get("tools", {})),
             seconds=float(d.get("seconds", 0.0)),
         )
-
-
-def _expected(module: str, name: str, trusted: Iterable[str]) -> bool:
-    if (module, name) in EXPECTED_PICKLE_GLOBALS:
-        return True
-    return any(
-        module == p or module.startswith(p + ".") for p in (*EXPECTED_PICKLE_MODULES, *trusted)
-    )
 
 
 def _dangerous(module: str, name: str) -> bool:
@@ -250,7 +218,56 @@ def _split_type(qualname: str) -> tuple[str, str]:
     return module, name
 
 
-def _scan_pickles(root: Path, files: list[str], trusted: list[str], report: ScanReport) -> None:
+class _Judge:
+    """The allow list's verdicts on the globals of one scan, each decided once."""
+
+    def __init__(self, allow: AllowList):
+        self.allow = allow
+        self._seen: dict[tuple[str, str], Verdict] = {}
+
+    def finding(
+        self, file: str, kind: str, module: str, name: str, doing: str, dangerous: bool = False
+    ) -> Finding | None:
+        """None when the global is allowed, else the finding that refuses it (``doing``: what
+        the file does with it, ``{}`` standing for its name)."""
+        key = (module, name)
+        if key not in self._seen:
+            self._seen[key] = self.allow.check(module, name)
+        verdict = self._seen[key]
+        qual = f"{module}.{name}"
+        what = doing.format(qual)
+        if verdict.allowed:
+            # The allow list decides: picklescan also calls functools.partial dangerous, which
+            # only wraps callables that are themselves checked globals.
+            return None
+        if dangerous or _dangerous(*normalize(module, name)):
+            return Finding(file, "dangerous", kind, f"{what} (code execution)")
+        return Finding(
+            file,
+            "untrusted",
+            kind,
+            f"{what} ({verdict.why}), which is not on the allow list of what a model "
+            f"may load: save the model with skops, which stores no code, or if you trust "
+            f"{qual}, add it to registry.scan.trusted_pickle_globals in nbmlops.yaml",
+        )
+
+
+def _read_as_pickle(scanner: Any, fh: Any, ext: str) -> bool:
+    """Whether picklescan's ``scan_bytes`` read the file as one pickle stream from its start
+    (it does unless the extension or the content makes it look inside instead)."""
+    import zipfile
+
+    other = getattr(scanner, "_numpy_file_extensions", {".npy"}) | getattr(
+        scanner, "_pytorch_file_extensions", {".pt", ".pth", ".bin", ".ckpt"}
+    )
+    if ext in other or zipfile.is_zipfile(fh):
+        return False
+    fh.seek(0)
+    is_7z = getattr(scanner, "_is_7z_file", None)
+    return is_7z is not None and not is_7z(fh)
+
+
+def _scan_pickles(root: Path, files: list[str], judge: _Judge, report: ScanReport) -> None:
     try:
         from picklescan import scanner
     except ImportError:
@@ -285,6 +302,13 @@ def _scan_pickles(root: Path, files: list[str], trusted: list[str], report: Scan
             try:
                 with _quiet("picklescan"):
                     result = scanner.scan_bytes(fh, rel, ext or None)
+                    # picklescan reads a zip (or .npy, .pt) as its members only, but
+                    # pickle.load reads any file from its first byte: a pickle with a zip
+                    # appended would pass unread.
+                    fh.seek(0)
+                    if not _read_as_pickle(scanner, fh, ext):
+                        fh.seek(0)
+                        result.merge(scanner.scan_pickle_bytes(fh, rel))
             except Exception as err:  # a file picklescan cannot read at all
                 report.findings.append(
                     Finding(rel, "incomplete", "parse", f"could not be scanned: {err}")
@@ -298,23 +322,20 @@ def _scan_pickles(root: Path, files: list[str], trusted: list[str], report: Scan
             entry["format"] = "skops"
         if "format" in entry:
             report.files.append(entry)
-        for g in result.globals:
-            qual = f"{g.module}.{g.name}"
-            if g.safety.value == "dangerous" or _dangerous(g.module, g.name):
-                report.findings.append(
-                    Finding(rel, "dangerous", "pickle-import", f"imports {qual} (code execution)")
-                )
-            elif not _expected(g.module, g.name, trusted):
-                report.findings.append(
-                    Finding(
-                        rel,
-                        "untrusted",
-                        "pickle-import",
-                        f"imports {qual}, outside the expected packages "
-                        "(add its package to registry.scan.trusted_pickle_modules if you "
-                        "trust it)",
-                    )
-                )
+        for g in sorted(
+            {(g.module, g.name): g for g in result.globals}.values(),
+            key=lambda g: (g.module, g.name),
+        ):
+            found = judge.finding(
+                rel,
+                "pickle-import",
+                g.module,
+                g.name,
+                "imports {}",
+                dangerous=g.safety.value == "dangerous",
+            )
+            if found is not None:
+                report.findings.append(found)
         if result.scan_err:
             report.findings.append(
                 Finding(
@@ -327,21 +348,15 @@ def _scan_pickles(root: Path, files: list[str], trusted: list[str], report: Scan
             )
 
 
-def _scan_skops(root: Path, files: list[str], trusted: list[str], report: ScanReport) -> None:
+def _scan_skops(root: Path, files: list[str], judge: _Judge, report: ScanReport) -> None:
     skops_files = [rel for rel in files if rel.lower().endswith(".skops")]
-    declared = _skops_trust(root)
-    for qual in declared:
+    for qual in _skops_trust(root):
         module, name = _split_type(qual)
-        if not _expected(module, name, trusted):
-            severity = "dangerous" if _dangerous(module, name) else "untrusted"
-            report.findings.append(
-                Finding(
-                    "MLmodel",
-                    severity,
-                    "skops-trust",
-                    f"declares {qual} trusted for skops loading, outside the expected packages",
-                )
-            )
+        found = judge.finding(
+            "MLmodel", "skops-trust", module, name, "declares {} trusted for skops loading"
+        )
+        if found is not None:
+            report.findings.append(found)
     if not skops_files:
         return
     try:
@@ -367,23 +382,20 @@ def _scan_skops(root: Path, files: list[str], trusted: list[str], report: ScanRe
                 entry["skops_untrusted_types"] = list(types)
         for qual in types:
             module, name = _split_type(qual)
-            if not _expected(module, name, trusted):
-                report.findings.append(
-                    Finding(
-                        rel,
-                        "dangerous" if _dangerous(module, name) else "untrusted",
-                        "skops-type",
-                        f"holds an object of type {qual}, outside the expected packages",
-                    )
-                )
+            found = judge.finding(rel, "skops-type", module, name, "holds an object of type {}")
+            if found is not None:
+                report.findings.append(found)
 
 
 def scan_model_dir(
     path: str | os.PathLike[str],
     settings: RegistryScanSettings | None = None,
     trusted_loader_modules: Iterable[str] = (),
+    *,
+    audit: bool = True,
 ) -> ScanReport:
-    """Scan a model folder (nothing in it is imported or unpickled) and return the report."""
+    """Scan a model folder (nothing in it is imported or unpickled) and return the report.
+    ``audit=False`` leaves the requirements out (a scan before loading)."""
     from nbmlops.core.registry.safety import inspect_model_dir
 
     settings = settings or RegistryScanSettings()
@@ -397,9 +409,20 @@ def scan_model_dir(
         report.status = "flagged"
         report.seconds = time.monotonic() - started
         return report  # paths may lead outside the folder: read nothing more
-    trusted = list(settings.trusted_pickle_modules)
-    _scan_pickles(root, manifest.files, trusted, report)
-    _scan_skops(root, manifest.files, trusted, report)
+    judge = _Judge(AllowList(settings.trusted_pickle_globals))
+    _scan_pickles(root, manifest.files, judge, report)
+    _scan_skops(root, manifest.files, judge, report)
+    if audit:
+        _audit(root, settings, report)
+    if report.flagged:
+        report.status = "flagged"
+    elif report.incomplete:
+        report.status = "incomplete"
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _audit(root: Path, settings: RegistryScanSettings, report: ScanReport) -> None:
     req = root / "requirements.txt"
     if settings.pip_audit == "off" or req.is_file():
         report.requirements = audit_requirements(req, settings)
@@ -429,12 +452,6 @@ def scan_model_dir(
                 f"{vuln['package']}=={vuln['version']} has {vuln['id']} (fixed in: {fixes})",
             )
         )
-    if report.flagged:
-        report.status = "flagged"
-    elif report.incomplete:
-        report.status = "incomplete"
-    report.seconds = time.monotonic() - started
-    return report
 
 
 # --- requirements --------------------------------------------------------------------------

@@ -7,6 +7,9 @@ Layout under ``<home>/serving-cache/<name>/`` (``<name>`` quoted to one folder n
 * ``<version>.json``: the registry's record of that version (tags, source, run id) when it
   was last checked, so a start-up can check the copy without asking the registry.
 * ``@<alias>.json``: the version the alias pointed at when the registry was last asked.
+* ``<version>.scan.json``: the files digest and allow-list fingerprint of a copy this cache's
+  own scan passed, so a restart loads that copy without scanning it again (any change to
+  the files or to the allow list means a new scan).
 
 Records are written to a temporary file and renamed, so a reader sees an old record or a new
 one, never half of one. A record that cannot be read counts as missing, and so does one
@@ -119,6 +122,18 @@ class ServingCache:
         if self.read_version(resolved.name, resolved.version) != resolved:
             record = {**resolved.to_json(), "registry": self.registry}
             self._write(self._version_record(resolved.name, resolved.version), record)
+
+    def _scan_record(self, name: str, version: int) -> Path:
+        return self.folder(name) / f"{int(version)}.scan.json"
+
+    def scan_passed(self, name: str, version: int, digest: str, policy: str) -> bool:
+        """Whether the scan passed a copy of the version with these files under this policy."""
+        data = self._read(self._scan_record(name, version))
+        return data == {"digest": digest, "policy": policy, "status": "passed"}
+
+    def write_scan_passed(self, name: str, version: int, digest: str, policy: str) -> None:
+        record = {"digest": digest, "policy": policy, "status": "passed"}
+        self._write(self._scan_record(name, version), record)
 
     def read_alias(self, name: str, alias: str) -> int | None:
         data = self._read(self._alias_record(name, alias))

@@ -6,10 +6,16 @@ A version's files are downloaded once to ``<home>/serving-cache/<name>/<version>
 temporary folder renamed into place, so a half-downloaded copy is never used); see
 :mod:`~nbmlops.core.serving.cache`. Before anything in them is imported,
 :func:`~nbmlops.core.registry.safety.inspect_model_dir` refuses paths leaving the folder and
-undeclared loader modules, and :func:`~nbmlops.core.registry.safety.verify_files` compares the
-files with the digest recorded at registration (version tag ``nbmlops.files_digest``). The
-cached copy is checked again on every load; a copy that fails is thrown away and fetched
-again, and the fresh copy must pass.
+undeclared loader modules, :func:`~nbmlops.core.registry.safety.verify_files` compares the
+files with the digest recorded at registration (version tag ``nbmlops.files_digest``), and
+the registry's scanner (:func:`~nbmlops.core.registry.scan.scan_model_dir`, its allow list of
+what a pickle or skops file may load) reads the very files about to be loaded. That scan runs
+whatever the version's tags say: a version made straight in MLflow has no verdict and no
+digest, and whoever can write versions to the store can write tags too, so a ``clean`` tag is
+no reason to unpickle anything. A ``flagged`` tag refuses the version before it is fetched. A
+copy the scan passed is recorded in the cache with its files digest, so a restart does not
+scan it again. The cached copy is checked again on every load; a copy that fails is thrown
+away and fetched again, and the fresh copy must pass.
 
 Only then is the model loaded. A scikit-learn model (``mlflow.sklearn`` flavour, no code
 paths) is loaded as ``mlflow.sklearn`` loads it (skops, pickle or cloudpickle, with the
@@ -354,12 +360,46 @@ class ModelLoader:
             )
 
     def _check(self, path: Path, resolved: ResolvedVersion) -> bool:
-        """Scan verdict, structure, then digest; True when a recorded digest was verified."""
+        """Scan verdict tag, structure, digest, then the content scan of the files; True when
+        a recorded digest was verified."""
         self._refuse_flagged(resolved)
         inspect_model_dir(path, self.settings.trusted_loader_modules)
         expected = resolved.tags.get(DIGEST_TAG)
-        verify_files(path, expected)
+        digest = verify_files(path, expected)
+        self._scan(path, resolved, digest)
         return expected is not None
+
+    @property
+    def scan_policy(self) -> str:
+        """Fingerprint of what the scan allows (built-in rules and this project's settings)."""
+        from nbmlops.core.registry.allowlist import AllowList
+
+        trusted = AllowList(self.settings.registry.scan.trusted_pickle_globals).fingerprint
+        return f"{trusted}:{','.join(sorted(self.settings.trusted_loader_modules))}"
+
+    def _scan(self, path: Path, resolved: ResolvedVersion, digest: str) -> None:
+        """Scan the files before anything in them is imported (unless this cache's scan passed
+        these very files under the same rules); UnsafeModelError with the reason if refused."""
+        name, version, policy = resolved.name, resolved.version, self.scan_policy
+        if self.cache.scan_passed(name, version, digest, policy):
+            return
+        from nbmlops.core.registry.scan import scan_model_dir
+
+        report = scan_model_dir(
+            path, self.settings.registry.scan, self.settings.trusted_loader_modules, audit=False
+        )
+        if not report.loadable:
+            tagged = resolved.tags.get(SCAN_TAG)
+            raise UnsafeModelError(
+                f"{name} version {version} is refused by the security scan"
+                + (f" (its tag says {tagged!r})" if tagged else " (it has no scan verdict)")
+                + ": "
+                + "; ".join(report.summary()),
+                where=str(path),
+                fix="Serve a version whose files pass the scan: register the model with "
+                "nbmlops (save it with skops), then point the alias at that version.",
+            )
+        self.cache.write_scan_passed(name, version, digest, policy)
 
     def fetch(self, resolved: ResolvedVersion, *, offline: bool = False) -> tuple[Path, bool]:
         """The checked local folder of a version (downloaded once); (path, digest_verified).
