@@ -39,13 +39,12 @@ def sync() -> None:
 
     Runs left open by a process that died are closed as FAILED (killed).
     """
-    from nbmlops.api import sync_journal
-    from nbmlops.core.tracking.journal import Journal
+    from nbmlops.api.tracking import pending_summary, sync_journal
 
     s = _settings()
     with console.status(f"shipping journal to {s.resolved_tracking_uri}"):
         report = sync_journal(s)
-    pending = Journal(s.journal_dir).pending_summary()
+    pending = pending_summary(s)
     table = Table(title="nbmlops sync", show_header=False)
     table.add_row("store", s.resolved_tracking_uri)
     table.add_row("segments replayed", str(report.segments))
@@ -66,10 +65,10 @@ def sync() -> None:
 @app.command()
 def status() -> None:
     """Show the store, the journal and what is waiting to be shipped."""
-    from nbmlops.core.tracking.journal import Journal
+    from nbmlops.api.tracking import pending_summary
 
     s = _settings()
-    pending = Journal(s.journal_dir).pending_summary()
+    pending = pending_summary(s)
     table = Table(show_header=False)
     table.add_row("project", str(s.project_dir))
     table.add_row("tracking store", s.resolved_tracking_uri)
@@ -118,10 +117,10 @@ def ui(
     background: bool = typer.Option(False, "--background", help="Start it and return."),
 ) -> None:
     """Start the MLflow UI on this project's store, on 127.0.0.1."""
-    from nbmlops.core.tracking.store import open_client
+    from nbmlops.api.tracking import open_store
 
     s = _settings()
-    open_client(s)  # creates the SQLite schema once, safely, before the UI touches it
+    open_store(s)  # creates the SQLite schema once, safely, before the UI touches it
     port = _free_port(port)
     url = f"http://127.0.0.1:{port}"
     cmd = [
@@ -235,7 +234,7 @@ def data_commit(
     message: str = typer.Option("", "-m", "--message", help="What this version is."),
 ) -> None:
     """Store a version of a file or folder (frames and arrays: use %data or nbmlops.data)."""
-    from nbmlops import data
+    from nbmlops.api import data
 
     if not os.path.exists(path):
         raise NbmlopsError(f"No file or folder {path!r}", fix="Give a path that exists.")
@@ -248,7 +247,7 @@ def data_commit(
 @data_app.command("ls")
 def data_ls() -> None:
     """Every dataset and its latest version."""
-    from nbmlops import data
+    from nbmlops.api import data
 
     console.print(_versions_table("datasets", data.ls()))
 
@@ -256,7 +255,7 @@ def data_ls() -> None:
 @data_app.command("log")
 def data_log(name: str) -> None:
     """All versions of a dataset."""
-    from nbmlops import data
+    from nbmlops.api import data
 
     console.print(_versions_table(f"versions of {name}", data.log(name)))
 
@@ -264,7 +263,7 @@ def data_log(name: str) -> None:
 @data_app.command("show")
 def data_show(ref: str) -> None:
     """One version, with its schema and profile, as JSON."""
-    from nbmlops import data
+    from nbmlops.api import data
 
     console.print_json(json.dumps(data.show(ref).to_dict(), default=str))
 
@@ -274,7 +273,7 @@ def data_diff(
     a: str, b: str, key: str = typer.Option(None, help="Comma-separated key columns.")
 ) -> None:
     """What changed between two versions of a frame."""
-    from nbmlops import data
+    from nbmlops.api import data
 
     keys = [k.strip() for k in key.split(",")] if key else None
     console.print(data.diff(a, b, key=keys).summary())
@@ -286,7 +285,7 @@ def data_checkout(
     dest: str = typer.Argument(None, help="Where to write it (files and folders)."),
 ) -> None:
     """Write a version to disk: files and folders as they were, frames as Parquet."""
-    from nbmlops import data
+    from nbmlops.api import data
 
     version = data.show(ref)
     if version.kind in ("file", "folder"):
@@ -311,12 +310,9 @@ def lineage(
     png: Path = typer.Option(None, "--png", help="Also draw the graph into this PNG file."),
 ) -> None:
     """Upstream and downstream of a data version, run or model."""
-    from nbmlops.core.lineage.graph import LineageGraph
-    from nbmlops.core.lineage.store import LineageStore
-    from nbmlops.data import store
+    from nbmlops.api.lineage import lineage_graph
 
-    s = _settings()
-    graph = LineageGraph(LineageStore(s.home_dir / "lineage.db"), store(s))
+    graph = lineage_graph(_settings())
     view = graph.view(graph.resolve(what))
     console.print(graph.to_text(view))
     if png is not None:

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from nbmlops.core.serving.server import GatewayServer
+    from nbmlops.api.serving import GatewayServer
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -131,14 +131,14 @@ def _start_gateway(
     answer: it imports MLflow and asks on the other core while this process imports the
     models' libraries, before the app's own modules (see ``preload_model_libraries``).
     """
-    from nbmlops.config import load_settings
-    from nbmlops.core.serving.loader import (
+    from nbmlops.api.serving import (
         ModelRef,
+        bind_loopback,
         parse_weighted,
         preload_model_libraries,
         start_registry_helper,
     )
-    from nbmlops.core.serving.server import bind_loopback
+    from nbmlops.config import load_settings
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -156,8 +156,7 @@ def _start_gateway(
         start_registry_helper(settings, refs)
         preload_model_libraries()
 
-        from nbmlops.core.serving.app import Gateway, GatewayConfig
-        from nbmlops.core.serving.server import GatewayServer
+        from nbmlops.api.serving import Gateway, GatewayConfig, GatewayServer
 
         config = GatewayConfig(
             max_body_bytes=max_body_bytes,
@@ -205,8 +204,8 @@ def deploy_export(
     force: bool = typer.Option(False, "--force", help="Overwrite files already in --out."),
 ) -> None:
     """Write a KServe InferenceService manifest or a Docker build folder for a model version."""
+    from nbmlops.api.serving import export_deployment
     from nbmlops.config import load_settings
-    from nbmlops.core.serving.export import export_deployment
 
     result = export_deployment(
         load_settings(),

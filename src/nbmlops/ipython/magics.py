@@ -11,10 +11,16 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from nbmlops.core.tracking.capture import CaptureOptions
-from nbmlops.core.tracking.context import CellOrigin, locate_cell, notebook_from_environment
-from nbmlops.core.tracking.report import summary_html, summary_text
-from nbmlops.core.tracking.session import RunSummary, get_tracker
+from nbmlops.api.tracking import (
+    CaptureOptions,
+    CellOrigin,
+    RunSummary,
+    get_tracker,
+    locate_cell,
+    notebook_from_environment,
+    summary_html,
+    summary_text,
+)
 from nbmlops.exceptions import NbmlopsError
 
 
@@ -136,7 +142,7 @@ class TrackMagics(Magics):
     def _snapshot(self, run: Any) -> None:
         """Commit each data input as a version named after its variable; the run records
         ``data.<var> = NAME@k``. A refusal (access rules) fails the run before the cell runs."""
-        from nbmlops import data
+        from nbmlops.api import data
 
         for name in run.snapshot.data_inputs:
             result = data.commit(self.shell.user_ns[name], name, message=f"snapshot for {run.name}")
@@ -243,7 +249,7 @@ class TrackMagics(Magics):
     def _on_shipped(self, summary: RunSummary) -> None:
         entry = self._handles.pop(summary.key, None)
         if entry is not None:
-            from nbmlops.core.tracking.session import ui_url
+            from nbmlops.api.tracking import ui_url
 
             summary.ui_url = ui_url(get_tracker().settings)
             entry[0].update(SummaryView(summary))
@@ -269,7 +275,7 @@ def load(ipython: Any) -> None:
 
 
 def unload(ipython: Any) -> None:
-    from nbmlops.core.tracking.session import reset_tracker
+    from nbmlops.api.tracking import reset_tracker
 
     for kind in ("line", "cell"):
         for name in (

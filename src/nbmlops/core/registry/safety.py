@@ -52,14 +52,14 @@ class ModelManifest:
     files: list[str] = field(default_factory=list)
 
 
-def _paths_in(value: Any, key: str = "") -> Iterable[tuple[str, str]]:
+def paths_in(value: Any, key: str = "") -> Iterable[tuple[str, str]]:
     """Every string under a path-like key, at any depth (``key`` names where it was found)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _paths_in(v, f"{key}.{k}" if key else str(k))
+            yield from paths_in(v, f"{key}.{k}" if key else str(k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _paths_in(v, f"{key}[{i}]")
+            yield from paths_in(v, f"{key}[{i}]")
     elif isinstance(value, str) and key.rsplit(".", 1)[-1].split("[")[0] in _PATH_KEYS:
         yield key, value
 
@@ -107,7 +107,7 @@ def inspect_model_dir(
     if not isinstance(spec, dict):
         raise UnsafeModelError("MLmodel is not a mapping", where=str(mlmodel))
     flavors = spec.get("flavors") or {}
-    for where, rel in _paths_in(spec):
+    for where, rel in paths_in(spec):
         _inside(root, rel, where)
     trusted = set(trusted_loader_modules)
     pyfunc = flavors.get("python_function") or {}

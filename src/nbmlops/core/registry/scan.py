@@ -189,7 +189,7 @@ def _referenced_files(root: Path) -> set[str]:
     name or extension). Environment files (conda, requirements, ...) are only read as text."""
     import yaml
 
-    from nbmlops.core.registry.safety import _paths_in
+    from nbmlops.core.registry.safety import paths_in
 
     try:
         spec = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8")) or {}
@@ -197,7 +197,7 @@ def _referenced_files(root: Path) -> set[str]:
         return set()
     return {
         os.path.normpath(rel)
-        for where, rel in _paths_in(spec)
+        for where, rel in paths_in(spec)
         if rel and "://" not in rel and where.rsplit(".", 1)[-1].split("[")[0] in _DATA_KEYS
     }
 
