@@ -49,13 +49,11 @@ from nbmlops.core.pipeline.sweep_outputs import draw_plots, write_best_params, w
 from nbmlops.core.pipeline.trial_runs import OWNER, TrialRun
 from nbmlops.core.pipeline.trials import COMPLETE, FAIL, PRUNED, SweepReport, trial_report
 from nbmlops.core.process import pid_alive
-from nbmlops.core.tracking.session import get_tracker
+from nbmlops.core.tracking.session import METRIC_NAME, get_tracker
 from nbmlops.exceptions import PipelineError
 
 _TEMPLATE = "trial"
 _SWEEP_LINE = re.compile(r"^\s*%sweep\b", re.M)
-# The tracker's rule for metric names (MLflow's), checked before any kernel starts.
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /]{1,250}$")
 
 
 # --- the study -------------------------------------------------------------------------------
@@ -198,7 +196,9 @@ class _Sweep:
     ):
         self.settings = settings
         self.progress: Progress = progress or no_progress
-        if not isinstance(metric, str) or not _METRIC_NAME.match(metric):
+        if not isinstance(metric, str) or not METRIC_NAME.match(
+            metric
+        ):  # checked before kernels start
             raise PipelineError(
                 f"--metric {metric!r} is not a valid metric name",
                 fix="Use the name the notebook logs: letters, digits, '_', '-', '.', ' ' and "

@@ -44,7 +44,7 @@ from nbmlops.exceptions import NoActiveRunError, UsageError
 # A notebook run by ``nbmlops run`` or a pipeline learns its parent run's key from this
 # variable; the shipper turns the tag into MLflow's ``mlflow.parentRunId``.
 PARENT_KEY_ENV = "NBMLOPS_PARENT_RUN_KEY"
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /]{1,250}$")
+METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /]{1,250}$")
 
 
 @dataclass
@@ -399,7 +399,7 @@ class Tracker:
 
     def log_metric(self, name: str, value: Any, step: int | None = None) -> None:
         run = self._require_active("log_metric")
-        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        if not isinstance(name, str) or not METRIC_NAME.match(name):
             raise UsageError(
                 f"Invalid metric name {name!r}",
                 fix="Use letters, digits, '_', '-', '.', ' ' and '/' (at most 250 characters).",
@@ -429,7 +429,7 @@ class Tracker:
 
     def log_param(self, name: str, value: Any) -> None:
         run = self._require_active("log_param")
-        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        if not isinstance(name, str) or not METRIC_NAME.match(name):
             raise UsageError(
                 f"Invalid param name {name!r}",
                 fix="Use letters, digits, '_', '-', '.', ' ' and '/'.",
