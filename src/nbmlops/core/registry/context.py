@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbmlops.config import ModelRule, Settings, load_settings
-from nbmlops.core.registry.names import HISTORY_TAG, is_not_found
+from nbmlops.core.registry.names import HISTORY_TAG
 from nbmlops.core.registry.roles import check_role, matching_rule
 from nbmlops.exceptions import ModelNotFound, NbmlopsError, RegistryBusy, StoreError, UsageError
 
@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from nbmlops.core.audit import AuditLog
     from nbmlops.core.lineage.graph import LineageGraph
 
-__all__ = ["RegistryContext", "approvals_of"]
+__all__ = ["RegistryContext", "approvals_of", "is_not_found"]
+
+
+def is_not_found(err: BaseException) -> bool:
+    """Whether an MLflow error says the thing asked for does not exist."""
+    code = getattr(err, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(err).lower()
 
 
 def approvals_of(tags: dict[str, str]) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ __all__ = [
     "as_version",
     "check_alias",
     "check_model_name",
-    "is_not_found",
 ]
 
 TAG = "nbmlops."
@@ -73,9 +72,3 @@ def alias_stack(events: list[dict[str, Any]]) -> list[int]:
         elif action == "rollback" and stack:
             stack.pop()
     return stack
-
-
-def is_not_found(err: BaseException) -> bool:
-    """Whether an MLflow error says the thing asked for does not exist."""
-    code = getattr(err, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(err).lower()

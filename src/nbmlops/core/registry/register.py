@@ -10,7 +10,8 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from nbmlops.core.registry.card_store import card_images, card_tags, new_card, write_card
-from nbmlops.core.registry.names import check_model_name, is_not_found
+from nbmlops.core.registry.context import is_not_found
+from nbmlops.core.registry.names import check_model_name
 from nbmlops.core.registry.records import RegisteredVersion
 from nbmlops.core.registry.safety import files_digest, inspect_model_dir
 from nbmlops.core.registry.scan import scan_model_dir
