@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from nbmlops.api.tracking import project_settings
 from nbmlops.config import Settings
-from nbmlops.core.registry.models import (
+from nbmlops.core.registry.models import ModelRegistry
+from nbmlops.core.registry.names import as_version, check_alias, check_model_name
+from nbmlops.core.registry.records import (
     AliasEvent,
     Approval,
-    ModelRegistry,
     PromotionResult,
     RegisteredVersion,
     VersionInfo,
-    as_version,
-    check_alias,
-    check_model_name,
 )
 from nbmlops.core.registry.roles import alias_role, check_role
 
