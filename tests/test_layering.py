@@ -20,6 +20,7 @@ def modules_after(code: str) -> set[str]:
 def test_core_and_api_never_import_ipython():
     mods = modules_after(
         "import nbmlops.api, nbmlops.core.tracking.session, nbmlops.core.tracking.shipper, "
+        "nbmlops.core.tracking.background, "
         "nbmlops.core.tracking.report, nbmlops.cli.main"
     )
     assert "IPython" not in mods

@@ -27,7 +27,7 @@ from nbmlops.config import Settings
 from nbmlops.core.tracking.journal import HANDOFF_SUFFIX, SEGMENT_SUFFIX, Journal, Segment
 
 if TYPE_CHECKING:
-    from nbmlops.core.tracking.shipper import BackgroundShipper
+    from nbmlops.core.tracking.background import BackgroundShipper
 
 LOCK_NAME = "handoff.lock"
 MARKER_SUFFIX = HANDOFF_SUFFIX

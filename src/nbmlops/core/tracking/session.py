@@ -24,6 +24,7 @@ from typing import Any
 from nbmlops.config import Settings, load_settings
 from nbmlops.core.process import pid_alive
 from nbmlops.core.tracking.analysis import CellAnalysis, analyze_cell
+from nbmlops.core.tracking.background import BackgroundShipper
 from nbmlops.core.tracking.capture import (
     Capture,
     CaptureOptions,
@@ -38,7 +39,7 @@ from nbmlops.core.tracking.diskfull import JournalTrouble, JournalWriter
 from nbmlops.core.tracking.handoff import stop_at_exit, tell_at_exit, wait_for_store
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
 from nbmlops.core.tracking.redact import redactor_for
-from nbmlops.core.tracking.shipper import PARENT_KEY_TAG, BackgroundShipper
+from nbmlops.core.tracking.shipper import PARENT_KEY_TAG
 from nbmlops.exceptions import NoActiveRunError, UsageError
 
 # A notebook run by ``nbmlops run`` or a pipeline learns its parent run's key from this
