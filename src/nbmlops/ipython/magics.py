@@ -217,7 +217,13 @@ class TrackMagics(Magics):
         )
 
     def _execute(self, cell: str, code: str | None = None) -> Any:
-        """Run the cell's code in the user namespace; exceptions propagate unchanged."""
+        """Run the cell's code in the user namespace; exceptions propagate unchanged.
+
+        Not ``shell.run_cell``: that would start a nested execution (a second execution count,
+        pre/post-run events firing twice, the history written twice) and would catch the
+        exception itself, so the cell would not fail and we could not mark the run FAILED.
+        Compiling with the shell's own compiler keeps the user's tracebacks pointing at their
+        cell, and the last expression is run in "single" mode so its value displays as usual."""
         __tracebackhide__ = True
         shell = self.shell
         code = code if code is not None else shell.transform_cell(cell)
