@@ -1,9 +1,11 @@
 """What the JupyterLab side panel shows, as plain JSON-ready dicts: a notebook's runs, one
-run in full, registered models with versions and aliases, a lineage subgraph with its layers,
-and the journal's backlog. Read from the project's stores; nothing here writes."""
+run in full with its artifacts, experiments, and the journal's backlog (registered models and
+lineage: :mod:`nbmlops.api.model_views`). Read from the project's stores; nothing here
+writes."""
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -13,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 from nbmlops.config import Settings
 from nbmlops.core.experiments import client as store_client
 from nbmlops.core.experiments import filter_runs
-from nbmlops.core.lineage.graph import node_layers
-from nbmlops.core.registry.roles import alias_role, roles_of
 from nbmlops.core.tracking.journal import Journal, read_segment, read_ship_state
 from nbmlops.core.tracking.redact import Redactor
 from nbmlops.core.tracking.session import ui_url
@@ -29,14 +29,17 @@ __all__ = [
     "check_artifact_path",
     "experiments_view",
     "journal_view",
-    "lineage_view",
-    "models_view",
+    "json_number",
     "notebook_runs",
+    "nothing_tracked",
     "read_artifact",
     "run_artifact",
     "run_summary",
     "run_view",
+    "store_error",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_RUNS = 10_000  # a notebook's runs read for one listing (newest first)
 PAGE = 1000  # runs per search_runs query
@@ -46,7 +49,7 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 _SOURCE_TAG = "mlflow.source.name"
 
 
-def _store_error(settings: Settings, err: BaseException) -> StoreError:
+def store_error(settings: Settings, err: BaseException) -> StoreError:
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
     return StoreError(
         f"Cannot read the MLflow store {Redactor().text(settings.resolved_tracking_uri)}: "
@@ -55,37 +58,74 @@ def _store_error(settings: Settings, err: BaseException) -> StoreError:
     )
 
 
+def nothing_tracked(settings: Settings) -> bool:
+    """True when the project's default SQLite store does not exist yet: reading answers
+    empty rather than creating it (a server started in a folder must not write there)."""
+    return settings.uses_default_store and not (settings.home_dir / "mlflow.db").exists()
+
+
 def _exp_names(c: MlflowClient, settings: Settings) -> dict[str, str]:
     try:
         return {e.experiment_id: e.name for e in c.search_experiments(max_results=50000)}
     except Exception as err:
-        raise _store_error(settings, err) from err
+        raise store_error(settings, err) from err
 
 
 def experiments_view(settings: Settings) -> list[dict[str, Any]]:
-    """Every active experiment: id, name and number of runs."""
+    """Every active experiment: id, name and number of active runs."""
+    if nothing_tracked(settings):
+        return []
     c = store_client(settings)
-    out = []
-    for exp_id, name in sorted(_exp_names(c, settings).items(), key=lambda kv: kv[1]):
-        count, token = 0, None
-        try:
-            while True:  # MLflow has no count query: page through ids only as far as needed
+    names = _exp_names(c, settings)
+    counts = _run_counts(c, settings, list(names))
+    return [
+        {"id": exp_id, "name": name, "runs": counts.get(exp_id, 0)}
+        for exp_id, name in sorted(names.items(), key=lambda kv: kv[1])
+    ]
+
+
+def _run_counts(c: MlflowClient, settings: Settings, ids: list[str]) -> dict[str, int]:
+    """Active runs per experiment id. MLflow's API has no count, and paging through 10,000
+    runs loads every param, metric and tag (seconds): on a database store, one GROUP BY
+    through MLflow's own store session and table model; on a tracking server, paging."""
+    try:
+        from mlflow.store.tracking.dbmodels.models import SqlRun
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from sqlalchemy import func
+
+        store = c._tracking_client.store
+        if isinstance(store, SqlAlchemyStore):
+            with store.ManagedSessionMaker() as session:
+                rows = (
+                    session.query(SqlRun.experiment_id, func.count(SqlRun.run_uuid))
+                    .filter(SqlRun.lifecycle_stage == "active")
+                    .group_by(SqlRun.experiment_id)
+                    .all()
+                )
+            return {str(exp): int(n) for exp, n in rows}
+    except Exception:  # another MLflow layout: count by paging below
+        log.debug("no SQL count of runs", exc_info=True)
+    counts: dict[str, int] = {}
+    try:
+        for exp_id in ids:
+            token, count = None, 0
+            while True:
                 page = c.search_runs([exp_id], max_results=PAGE, page_token=token)
                 count += len(page)
                 token = page.token
                 if not token:
                     break
-        except Exception as err:
-            raise _store_error(settings, err) from err
-        out.append({"id": exp_id, "name": name, "runs": count})
-    return out
+            counts[exp_id] = count
+    except Exception as err:
+        raise store_error(settings, err) from err
+    return counts
 
 
 def _ms(value: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-def _number(value: Any) -> float | None:
+def json_number(value: Any) -> float | None:
     """A JSON-safe number (NaN and infinities, which JSON lacks, become None)."""
     try:
         number = float(value)
@@ -107,7 +147,7 @@ def run_summary(run: Any, experiments: dict[str, str], root: Path | None) -> dic
     """One run as the panel lists it (times in ms since the epoch)."""
     info, data = run.info, run.data
     tags = data.tags
-    duration = _number(tags.get("nbmlops.duration_s"))
+    duration = json_number(tags.get("nbmlops.duration_s"))
     if duration is None and info.end_time and info.start_time:
         duration = (info.end_time - info.start_time) / 1000.0
     count = tags.get("nbmlops.cell.execution_count")
@@ -119,7 +159,7 @@ def run_summary(run: Any, experiments: dict[str, str], root: Path | None) -> dic
         "start_time": _ms(info.start_time),
         "end_time": _ms(info.end_time),
         "duration_s": duration,
-        "metrics": {k: _number(v) for k, v in sorted(data.metrics.items())},
+        "metrics": {k: json_number(v) for k, v in sorted(data.metrics.items())},
         "params": dict(sorted(data.params.items())),
         "notebook": _relative(tags.get(_SOURCE_TAG), root),
         "cell": tags.get("nbmlops.cell.id"),
@@ -155,6 +195,8 @@ def notebook_runs(
     every run), newest first, in ``experiment`` (default: all), matching the panel filter
     ``text`` (see :func:`nbmlops.core.experiments.filter_runs`): ``{"runs", "total"}``,
     at most ``limit`` runs; ``total`` counts every match (up to :data:`MAX_RUNS`)."""
+    if nothing_tracked(settings):
+        return {"runs": [], "total": 0, "truncated": False}
     c = store_client(settings)
     names = _exp_names(c, settings)
     if experiment is not None:
@@ -191,7 +233,7 @@ def notebook_runs(
             if not token:
                 break
     except Exception as err:
-        raise _store_error(settings, err) from err
+        raise store_error(settings, err) from err
     rows = [run_summary(r, names, root) for r in runs]
     if text.strip():
         rows = _filtered(rows, text)
@@ -221,8 +263,10 @@ def _filtered(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["run_id"] in keep]
 
 
-def _get_run(c: MlflowClient, settings: Settings, run_id: str) -> Any:
+def _get_run(c: MlflowClient | None, settings: Settings, run_id: str) -> Any:
     try:
+        if c is None:
+            raise LookupError("RESOURCE_DOES_NOT_EXIST: nothing tracked yet")
         return c.get_run(run_id)
     except Exception as err:
         if "RESOURCE_DOES_NOT_EXIST" in str(err) or "not found" in str(err).lower():
@@ -232,7 +276,7 @@ def _get_run(c: MlflowClient, settings: Settings, run_id: str) -> Any:
                 fix="Pick a run from the panel's list; runs still in the journal appear "
                 "once shipped.",
             ) from None
-        raise _store_error(settings, err) from err
+        raise store_error(settings, err) from err
 
 
 def run_view(
@@ -241,14 +285,15 @@ def run_view(
     """One run in full: its summary, every metric's history ``[step, value, ts_ms]``, its
     models (logged and registered), data inputs, figures (``artifact_url`` + path), cell
     source and MLflow UI link."""
-    c = store_client(settings)
+    c = None if nothing_tracked(settings) else store_client(settings)
     run = _get_run(c, settings, run_id)
+    assert c is not None
     names = _exp_names(c, settings)
     out = run_summary(run, names, root)
     try:
         out["metrics_history"] = {
             key: [
-                [int(m.step), _number(m.value), int(m.timestamp)]
+                [int(m.step), json_number(m.value), int(m.timestamp)]
                 for m in sorted(
                     c.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp)
                 )
@@ -262,7 +307,7 @@ def run_view(
             if not f.is_dir and f.path.lower().endswith((".png", ".svg", ".jpg", ".jpeg"))
         ]
     except Exception as err:
-        raise _store_error(settings, err) from err
+        raise store_error(settings, err) from err
     out["data_inputs"] = [
         {
             "name": d.dataset.name,
@@ -373,74 +418,10 @@ def read_artifact(c: MlflowClient, run_id: str, path: str) -> bytes:
 
 def run_artifact(settings: Settings, run_id: str, path: str) -> bytes:
     """One artifact file of run ``run_id`` (see :func:`read_artifact`)."""
-    c = store_client(settings)
+    c = None if nothing_tracked(settings) else store_client(settings)
     _get_run(c, settings, run_id)
+    assert c is not None
     return read_artifact(c, run_id, path)
-
-
-def models_view(settings: Settings) -> list[dict[str, Any]]:
-    """Every registered model the user may view: aliases, versions (newest first) with their
-    run's metrics, the user's roles and which aliases need the approver role."""
-    from nbmlops.api.registry import model_registry
-
-    registry = model_registry(settings)
-    c = registry.client
-    user = registry.user
-    try:
-        found = sorted(c.search_registered_models(max_results=1000), key=lambda m: m.name)
-    except Exception as err:
-        raise _store_error(settings, err) from err
-    metrics: dict[str, dict[str, float | None]] = {}
-    out = []
-    for model in found:
-        name = model.name
-        roles = roles_of(settings.registry, user, name)
-        if "viewer" not in roles:
-            continue  # a model the user may not read is not listed
-        aliases = {a: int(v) for a, v in sorted((model.aliases or {}).items())}
-        statuses = {}
-        try:
-            for mv in c.search_model_versions(f"name = '{name}'"):
-                statuses[int(mv.version)] = mv.status
-        except Exception as err:
-            raise _store_error(settings, err) from err
-        versions = []
-        for v in reversed(registry.versions(name)):
-            if v.run_id and v.run_id not in metrics:
-                try:
-                    data = c.get_run(v.run_id).data.metrics
-                    metrics[v.run_id] = {k: _number(x) for k, x in sorted(data.items())}
-                except Exception:  # the run was deleted: the version still lists
-                    metrics[v.run_id] = {}
-            versions.append(
-                {
-                    "version": v.version,
-                    "run_id": v.run_id,
-                    "status": statuses.get(v.version, "READY"),
-                    "aliases": v.aliases,
-                    "metrics": metrics.get(v.run_id or "", {}),
-                    "created": int(v.created * 1000),
-                    "registered_by": v.registered_by,
-                    "scan": v.scan,
-                    "card_complete": v.card_complete,
-                    "approvals": v.approvals,
-                }
-            )
-        protected = sorted(
-            a
-            for a in {"champion", "challenger", *aliases}
-            if alias_role(settings.registry, name, a) == "approver"
-        )
-        out.append(
-            {
-                "name": name,
-                "aliases": aliases,
-                "versions": versions,
-                "roles": [r for r in ("viewer", "developer", "approver", "admin") if r in roles],
-                "protected_aliases": protected,
-            }
-        )
-    return out
 
 
 def journal_view(settings: Settings) -> dict[str, Any]:
@@ -470,112 +451,3 @@ def journal_view(settings: Settings) -> dict[str, Any]:
         if oldest is not None
         else None,
     }
-
-
-def lineage_view(settings: Settings, what: str) -> dict[str, Any]:
-    """The lineage of ``what`` (a run id or a prefix of one, ``NAME@alias`` of a registered
-    model, ``models:/NAME/VERSION``, a data version ``NAME@k``, ``runs:/ID/NAME``): nodes with
-    kind, label, layer (left to right) and order within the layer, and edges."""
-    from nbmlops.api.lineage import lineage_graph
-
-    graph = lineage_graph(settings)
-    focus, registered = _lineage_focus(settings, graph, what.strip())
-    view = graph.view(focus)
-    g = view.graph
-    for node_id, label, source in registered:
-        g.add_node(node_id, kind="registered", label=label)
-        g.add_edge(source, node_id)
-    layers = node_layers(g)
-    order: dict[str, int] = {}
-    by_layer: dict[int, list[str]] = {}
-    for node in sorted(g.nodes, key=lambda n: (layers[n], str(g.nodes[n].get("label", n)), n)):
-        by_layer.setdefault(layers[node], []).append(node)
-        order[node] = len(by_layer[layers[node]]) - 1
-    focus_id = registered[0][0] if registered else focus
-    return {
-        "focus": focus_id,
-        "nodes": [
-            {
-                "id": n,
-                "kind": g.nodes[n].get("kind", "?"),
-                "label": graph.label(n, g)
-                if g.nodes[n].get("kind") != "registered"
-                else g.nodes[n]["label"],
-                "layer": layers[n],
-                "order": order[n],
-                "run_id": g.nodes[n].get("run_id"),
-            }
-            for n in sorted(g.nodes, key=lambda n: (layers[n], order[n]))
-        ],
-        "edges": [{"source": a, "target": b} for a, b in sorted(g.edges)],
-    }
-
-
-_MODEL_URI = re.compile(r"models:/([^/@]+)/([0-9]+)")
-_RUN_PREFIX = re.compile(r"[0-9a-f]{6,31}")
-
-
-def _lineage_focus(
-    settings: Settings, graph: Any, what: str
-) -> tuple[str, list[tuple[str, str, str]]]:
-    """(focus node, registered-version nodes to add: (id, label, model node))."""
-    if not what:
-        raise UsageError(
-            "Nothing to show the lineage of",
-            fix="Ask for a run id, NAME@alias, models:/NAME/VERSION or a data version NAME@k.",
-        )
-    m = _MODEL_URI.fullmatch(what)
-    name_alias = what.partition("@")
-    if m or ("@" in what and not name_alias[2].isdigit() and "/" not in what):
-        from nbmlops.api.registry import model_registry
-
-        registry = model_registry(settings)
-        name = m[1] if m else name_alias[0]
-        if m:
-            version = int(m[2])
-            alias = None
-        else:
-            alias = name_alias[2]
-            held = registry.aliases(name)
-            if alias not in held:
-                raise UsageError(
-                    f"Model {name!r} has no alias @{alias}",
-                    fix="Its aliases: " + (", ".join(f"@{a}" for a in held) or "none") + ".",
-                )
-            version = held[alias]
-        info = next((v for v in registry.versions(name) if v.version == version), None)
-        if info is None:
-            raise ModelNotFound(f"Model {name!r} has no version {version}")
-        source = _model_node(graph, info.model_id, info.run_id)
-        label = f"{name} v{version}" + (f" @{alias}" if alias else "")
-        return source, [(f"registered:{name}/{version}", label, source)]
-    if _RUN_PREFIX.fullmatch(what):
-        hits = sorted(
-            n
-            for n, a in graph.graph.nodes(data=True)
-            if a.get("kind") == "run" and str(a.get("run_id") or "").startswith(what)
-        )
-        if len(hits) == 1:
-            return hits[0], []
-        if len(hits) > 1:
-            raise UsageError(
-                f"{what!r} starts {len(hits)} run ids",
-                fix="Give more characters of the run id.",
-            )
-    return graph.resolve(what), []
-
-
-def _model_node(graph: Any, model_id: str | None, run_id: str | None) -> str:
-    """The lineage node of a registered version: its logged model, else its run."""
-    fallback = None
-    for node, attrs in graph.graph.nodes(data=True):
-        if model_id and attrs.get("kind") == "model" and attrs.get("model_id") == model_id:
-            return str(node)
-        if run_id and attrs.get("kind") == "run" and attrs.get("run_id") == run_id:
-            fallback = str(node)
-    if fallback is None:
-        raise UsageError(
-            f"The run {run_id} behind this model version is not in the lineage",
-            fix="Only models registered from tracked runs have lineage.",
-        )
-    return fallback
