@@ -5,20 +5,20 @@ writes."""
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbmlops.api.run_rows import SOURCE_TAG, RunFields, count_runs, fields_of, notebook_rows
 from nbmlops.config import Settings
 from nbmlops.core.experiments import client as store_client
 from nbmlops.core.experiments import filter_runs
 from nbmlops.core.tracking.journal import Journal, read_segment, read_ship_state
 from nbmlops.core.tracking.redact import Redactor
 from nbmlops.core.tracking.session import ui_url
-from nbmlops.exceptions import ModelNotFound, StoreError, UsageError
+from nbmlops.exceptions import ModelNotFound, NbmlopsError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,14 +39,11 @@ __all__ = [
     "store_error",
 ]
 
-log = logging.getLogger(__name__)
-
 MAX_RUNS = 10_000  # a notebook's runs read for one listing (newest first)
 PAGE = 1000  # runs per search_runs query
 MAX_CODE_BYTES = 200_000  # a cell's source shown in the panel
 MAX_ARTIFACT_BYTES = 20_000_000  # an artifact served to the panel
 RUN_ID = re.compile(r"[0-9a-f]{32}")
-_SOURCE_TAG = "mlflow.source.name"
 
 
 def store_error(settings: Settings, err: BaseException) -> StoreError:
@@ -85,28 +82,12 @@ def experiments_view(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _run_counts(c: MlflowClient, settings: Settings, ids: list[str]) -> dict[str, int]:
-    """Active runs per experiment id. MLflow's API has no count, and paging through 10,000
-    runs loads every param, metric and tag (seconds): on a database store, one GROUP BY
-    through MLflow's own store session and table model; on a tracking server, paging."""
+    """Active runs per experiment id: one GROUP BY on a database store, else by paging."""
     try:
-        from mlflow.store.tracking.dbmodels.models import SqlRun
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-        from sqlalchemy import func
-
-        store = c._tracking_client.store
-        if isinstance(store, SqlAlchemyStore):
-            with store.ManagedSessionMaker() as session:
-                rows = (
-                    session.query(SqlRun.experiment_id, func.count(SqlRun.run_uuid))
-                    .filter(SqlRun.lifecycle_stage == "active")
-                    .group_by(SqlRun.experiment_id)
-                    .all()
-                )
-            return {str(exp): int(n) for exp, n in rows}
-    except Exception:  # another MLflow layout: count by paging below
-        log.debug("no SQL count of runs", exc_info=True)
-    counts: dict[str, int] = {}
-    try:
+        counted = count_runs(c)
+        if counted is not None:
+            return counted
+        counts: dict[str, int] = {}
         for exp_id in ids:
             token, count = None, 0
             while True:
@@ -143,30 +124,29 @@ def _relative(source: str | None, root: Path | None) -> str | None:
         return source
 
 
-def run_summary(run: Any, experiments: dict[str, str], root: Path | None) -> dict[str, Any]:
+def run_summary(run: RunFields, experiments: dict[str, str], root: Path | None) -> dict[str, Any]:
     """One run as the panel lists it (times in ms since the epoch)."""
-    info, data = run.info, run.data
-    tags = data.tags
+    tags = run.tags
     duration = json_number(tags.get("nbmlops.duration_s"))
-    if duration is None and info.end_time and info.start_time:
-        duration = (info.end_time - info.start_time) / 1000.0
+    if duration is None and run.end_time and run.start_time:
+        duration = (run.end_time - run.start_time) / 1000.0
     count = tags.get("nbmlops.cell.execution_count")
     index = tags.get("nbmlops.cell.index")
     return {
-        "run_id": info.run_id,
-        "name": info.run_name or "",
-        "status": info.status,
-        "start_time": _ms(info.start_time),
-        "end_time": _ms(info.end_time),
+        "run_id": run.run_id,
+        "name": run.name,
+        "status": run.status,
+        "start_time": _ms(run.start_time),
+        "end_time": _ms(run.end_time),
         "duration_s": duration,
-        "metrics": {k: json_number(v) for k, v in sorted(data.metrics.items())},
-        "params": dict(sorted(data.params.items())),
-        "notebook": _relative(tags.get(_SOURCE_TAG), root),
+        "metrics": {k: json_number(v) for k, v in sorted(run.metrics.items())},
+        "params": dict(sorted(run.params.items())),
+        "notebook": _relative(tags.get(SOURCE_TAG), root),
         "cell": tags.get("nbmlops.cell.id"),
         "cell_index": int(index) if index and index.isdigit() else None,
         "execution_count": int(count) if count and count.isdigit() else None,
-        "experiment": experiments.get(info.experiment_id, info.experiment_id),
-        "user": tags.get("mlflow.user") or info.user_id or "",
+        "experiment": experiments.get(run.experiment_id, run.experiment_id),
+        "user": tags.get("mlflow.user") or run.user_id,
     }
 
 
@@ -213,25 +193,18 @@ def notebook_runs(
         ids = list(names)
     if not ids:
         return {"runs": [], "total": 0, "truncated": False}
-    query = f"tags.`{_SOURCE_TAG}` = {_quoted(str(notebook))}" if notebook is not None else ""
     # Without a text filter only `limit` runs are built, but every match is counted.
     want = MAX_RUNS if text.strip() else limit
-    runs: list[Any] = []
-    total, token = 0, None
+    source = str(notebook) if notebook is not None else None
     try:
-        while total < MAX_RUNS:
-            page = c.search_runs(
-                ids,
-                filter_string=query,
-                max_results=min(PAGE, MAX_RUNS - total),
-                order_by=["attributes.start_time DESC"],
-                page_token=token,
-            )
-            total += len(page)
-            runs.extend(page[: max(0, want - len(runs))])
-            token = page.token
-            if not token:
-                break
+        found = notebook_rows(c, ids, source, want)
+        if found is not None:
+            runs, total = found
+            token = "more" if total > len(runs) and text.strip() else None
+        else:
+            runs, total, token = _searched(c, ids, source, want)
+    except NbmlopsError:
+        raise
     except Exception as err:
         raise store_error(settings, err) from err
     rows = [run_summary(r, names, root) for r in runs]
@@ -239,6 +212,30 @@ def notebook_runs(
         rows = _filtered(rows, text)
         total = len(rows)
     return {"runs": rows[:limit], "total": total, "truncated": token is not None}
+
+
+def _searched(
+    c: MlflowClient, ids: list[str], source: str | None, want: int
+) -> tuple[list[RunFields], int, str | None]:
+    """(the first ``want`` runs, how many match up to MAX_RUNS, a token when more do) by
+    ``search_runs``: a tracking server's way."""
+    query = f"tags.`{SOURCE_TAG}` = {_quoted(source)}" if source is not None else ""
+    runs: list[RunFields] = []
+    total, token = 0, None
+    while total < MAX_RUNS:
+        page = c.search_runs(
+            ids,
+            filter_string=query,
+            max_results=min(PAGE, MAX_RUNS - total),
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        total += len(page)
+        runs.extend(fields_of(r) for r in page[: max(0, want - len(runs))])
+        token = page.token
+        if not token:
+            break
+    return runs, total, token
 
 
 def _filtered(rows: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
@@ -289,7 +286,7 @@ def run_view(
     run = _get_run(c, settings, run_id)
     assert c is not None
     names = _exp_names(c, settings)
-    out = run_summary(run, names, root)
+    out = run_summary(fields_of(run), names, root)
     try:
         out["metrics_history"] = {
             key: [
