@@ -18,7 +18,8 @@ One project folder with its SQLite MLflow store:
    equivalent ``metrics.acc > 0.9`` filter string).
 
 Every figure is the median (and p95) of ``--repeat`` requests on a kept-alive connection,
-after one warm-up request. Results are printed, with a GOALS block, and written to
+after one warm-up request; the two sides alternate request by request, so load from other
+work on the machine hits both alike. Results are printed, with a GOALS block, and written to
 ``bench/results/bench_sidepanel.json``.
 
     .venv/bin/python bench/bench_sidepanel.py                 # 10,000 runs (builds once)
@@ -180,6 +181,15 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def stats(first_ms: float, times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {
+        "first_ms": first_ms,
+        "median_ms": statistics.median(times),
+        "p95_ms": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))],
+    }
+
+
 def timed(fn: Any, repeat: int) -> tuple[dict[str, float], Any]:
     first = time.perf_counter()
     result = fn()  # warm-up: the first request also opens the store
@@ -189,12 +199,25 @@ def timed(fn: Any, repeat: int) -> tuple[dict[str, float], Any]:
         t = time.perf_counter()
         result = fn()
         times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return {
-        "first_ms": first_ms,
-        "median_ms": statistics.median(times),
-        "p95_ms": times[min(len(times) - 1, round(0.95 * (len(times) - 1)))],
-    }, result
+    return stats(first_ms, times), result
+
+
+def side_by_side(
+    a: Any, b: Any, repeat: int
+) -> tuple[dict[str, float], Any, dict[str, float], Any]:
+    """Both timed in alternation, so a load spike on this shared machine hits both alike."""
+    firsts, results = [], []
+    for fn in (a, b):
+        t = time.perf_counter()
+        results.append(fn())
+        firsts.append((time.perf_counter() - t) * 1000)
+    times: list[list[float]] = [[], []]
+    for _ in range(repeat):
+        for i, fn in enumerate((a, b)):
+            t = time.perf_counter()
+            results[i] = fn()
+            times[i].append((time.perf_counter() - t) * 1000)
+    return stats(firsts[0], times[0]), results[0], stats(firsts[1], times[1]), results[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
         out["cases"] = []
         for label, limit, text, extra in cases:
-            mine, body = timed(lambda limit=limit, text=text: panel(limit, text), args.repeat)
-            anchor, runs = timed(lambda limit=limit, extra=extra: search(limit, extra), args.repeat)
+            mine, body, anchor, runs = side_by_side(
+                lambda limit=limit, text=text: panel(limit, text),
+                lambda limit=limit, extra=extra: search(limit, extra),
+                args.repeat,
+            )
             got = [r["run_id"] for r in body["runs"]]
             want = [r["info"]["run_id"] for r in runs]
             assert got == want, f"{label}: the two lists differ ({len(got)} vs {len(want)} runs)"

@@ -398,3 +398,26 @@ async def test_cookie_logins_need_the_xsrf_token_to_post(
         headers={"Cookie": f"{jar}; _xsrf={xsrf}", "X-XSRFToken": xsrf},
     )
     assert done.code == 200
+
+
+def test_the_database_read_lists_what_search_runs_lists(store: Store):
+    """A tracking server is read through search_runs, a database store through its tables:
+    the panel sees the same runs either way."""
+    from nbmlops.api import run_rows, views
+
+    settings = load_settings(store.root)
+    client = views.store_client(settings)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    for source in (str(store.root / "train.ipynb"), None):
+        for limit in (1, 10):
+            found = run_rows.notebook_rows(client, ids, source, limit)
+            assert found is not None
+            searched, total, _token = views._searched(client, ids, source, limit)
+            assert found[1] == total
+            assert [views.run_summary(r, {}, store.root) for r in found[0]] == [
+                views.run_summary(r, {}, store.root) for r in searched
+            ]
+    names = {e.experiment_id: e.name for e in client.search_experiments()}
+    counts = run_rows.count_runs(client)
+    assert counts is not None
+    assert {names[i]: n for i, n in counts.items()} == {"train": 2, "other": 1}
