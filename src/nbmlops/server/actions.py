@@ -11,6 +11,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 
 from nbmlops.exceptions import (
+    ConfigError,
     DatasetNotFoundError,
     ModelNotFound,
     NbmlopsError,
@@ -32,7 +33,7 @@ class ActionHandler(NbmlopsHandler):
         try:
             settings = self.project.settings()
             result = await self.run(decide, settings)
-        except (BadInput, ModelNotFound, DatasetNotFoundError) as err:
+        except (BadInput, ModelNotFound, DatasetNotFoundError, ConfigError) as err:
             self.fail(err)
             return
         except NeedsConfirmation as err:
