@@ -266,7 +266,7 @@ class Gateway:
     def _probabilities(self, model: Any, rows: Any) -> dict[str, Any] | None:
         """The class probabilities to log; a failure here never fails the prediction."""
         try:
-            return model.predict_proba(rows)  # type: ignore[no-any-return]
+            return model.predict_proba(rows)
         except Exception as err:
             if model.key not in self._proba_failed:  # once per version, not once per request
                 self._proba_failed.add(model.key)
