@@ -129,7 +129,7 @@ class PerformanceResult:
         """One figure per metric present: realized (solid) and estimated (dashed) over time."""
         _require_matplotlib()
         return {
-            m: plot_performance(self.table, m)
+            m: plot_performance(self.table, m, self.window)
             for m in self.metrics
             if m in self.table.columns or f"{m}_estimated" in self.table.columns
         }

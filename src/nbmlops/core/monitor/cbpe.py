@@ -172,23 +172,26 @@ def _f1(is_c: np.ndarray, p: np.ndarray, g: np.ndarray, ng: int) -> np.ndarray:
 
 
 def _roc_auc(cal: np.ndarray, raw: np.ndarray, g: np.ndarray, ng: int) -> np.ndarray:
-    """Expected ROC AUC per group: records ranked by the model's own score, each counting
-    ``cal`` as a positive and ``1 - cal`` as a negative (NannyML's curve, every window in
-    one sort)."""
-    order = np.lexsort((-raw, g))
-    gs, p = g[order], cal[order]
-    starts = np.searchsorted(gs, np.arange(ng))
-    tp_all = np.cumsum(p)
-    base_tp = np.where(starts > 0, tp_all[starts - 1], 0.0)[gs]
-    tps = tp_all - base_tp
-    rank = np.arange(len(p)) - starts[gs] + 1
-    fps = rank - tps
-    totals_tp = np.bincount(gs, weights=p, minlength=ng)
-    totals_fp = np.bincount(gs, minlength=ng) - totals_tp
-    tpr = tps / totals_tp[gs]
-    fpr = fps / totals_fp[gs]
-    first = rank == 1
-    prev_tpr = np.where(first, 0.0, np.roll(tpr, 1))
-    prev_fpr = np.where(first, 0.0, np.roll(fpr, 1))
-    area = (fpr - prev_fpr) * (tpr + prev_tpr) / 2.0
-    return np.bincount(gs, weights=area, minlength=ng)
+    """Expected ROC AUC per group: records ranked by the model's own score (descending, as
+    NannyML ranks them), each counting ``cal`` as a positive and ``1 - cal`` as a negative.
+
+    With ``tps`` the running sum of ``cal``, each record moves the curve right by
+    ``(1 - p) / FP`` at mean height ``(2 tps - p) / (2 TP)``, so the trapezoid sum is one
+    dot product per group.
+    """
+    out = np.full(ng, np.nan)
+    if len(g) and not np.all(g[1:] >= g[:-1]):  # windows come sorted by time; else sort once
+        order = np.argsort(g, kind="stable")
+        cal, raw, g = cal[order], raw[order], g[order]
+    bounds = np.searchsorted(g, np.arange(ng + 1))
+    for k in range(ng):
+        lo, hi = bounds[k], bounds[k + 1]
+        if hi <= lo:
+            continue
+        p = cal[lo:hi][np.argsort(raw[lo:hi])[::-1]]
+        tps = np.cumsum(p)
+        tp = tps[-1]
+        fp = (hi - lo) - tp
+        if tp > 0 and fp > 0:
+            out[k] = float(np.dot(1.0 - p, 2.0 * tps - p)) / (2.0 * tp * fp)
+    return out

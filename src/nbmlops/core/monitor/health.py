@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nbmlops.core.monitor.performance import window_starts
+from nbmlops.core.monitor.performance import frame_single_window, window_starts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +58,10 @@ def health_table(log: pd.DataFrame, *, window: float | None = 3600.0) -> pd.Data
 
 def resource_table(resources: pd.DataFrame, *, window: float | None = None) -> pd.DataFrame:
     """The process samples as they are (``window`` None) or averaged per window: time, pid,
-    cpu_percent, rss_mb, threads."""
-    frame = resources.assign(rss_mb=resources["rss_bytes"] / 2**20)
+    cpu_percent, rss_mb, threads (from raw samples, or from this table itself)."""
+    frame = resources
+    if "rss_mb" not in frame.columns:
+        frame = frame.assign(rss_mb=frame["rss_bytes"] / 2**20)
     frame = frame[["time", "ts", "pid", "cpu_percent", "rss_mb", "threads"]]
     if window is None or frame.empty:
         return frame.reset_index(drop=True)
@@ -94,6 +96,7 @@ def plot_latency(log: pd.DataFrame, *, window: float | None = 60.0) -> Figure:
                 label=f"{model} v{version} p{p}",
             )  # fmt: skip
         ax_err.plot(part["window_start"], part["error_rate"] * 100, marker=".")
+    frame_single_window(ax, table["window_start"], window)
     ax.set_ylabel("latency (ms)")
     ax.set_title("latency per model version")
     ax.grid(alpha=0.3)
@@ -101,12 +104,12 @@ def plot_latency(log: pd.DataFrame, *, window: float | None = 60.0) -> Figure:
     ax_err.set_ylabel("5xx (%)")
     ax_err.set_xlabel("window start (UTC)")
     ax_err.grid(alpha=0.3)
-    fig.autofmt_xdate()
     return fig
 
 
 def plot_resources(resources: pd.DataFrame) -> Figure:
-    """CPU (%) and resident memory (MiB) of the serving process over time."""
+    """CPU (%) and resident memory (MiB) of the serving process over time (raw samples or a
+    :func:`resource_table`)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.2), layout="constrained")
@@ -125,5 +128,5 @@ def plot_resources(resources: pd.DataFrame) -> Figure:
     ax_mem.set_ylabel("memory RSS (MiB)")
     ax_mem.set_xlabel("time (UTC)")
     ax_mem.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    frame_single_window(ax_mem, table["time"], 60.0)
     return fig

@@ -191,7 +191,8 @@ def _validate(
             f"{len(unknown)} of {len(set(ids))} request ids are not in the prediction log "
             f"as served predictions: {_few(unknown)}",
             fix="Use the request id the gateway returned with each prediction (X-Request-Id "
-            "header, request_id field); check the gateway's project folder.",
+            "header, request_id field) and the gateway's project folder; predictions of the "
+            "last second may not be written yet (the log is written in batches): retry.",
         )
     out = []
     for (rid, pos), label in zip(keys, frame[label_column], strict=True):

@@ -201,7 +201,22 @@ def performance_table(
     return pd.DataFrame(rows)
 
 
-def plot_performance(table: pd.DataFrame, metric: str = "accuracy") -> Figure:
+def frame_single_window(ax: Any, starts: pd.Series, window: float | None) -> None:
+    """One window alone would sit in an axis years wide: show it between its neighbours."""
+    import pandas as pd
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    if starts.nunique() == 1:
+        span = pd.Timedelta(seconds=window or 3600.0)
+        ax.set_xlim(starts.iloc[0] - span, starts.iloc[0] + 2 * span)
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
+def plot_performance(
+    table: pd.DataFrame, metric: str = "accuracy", window: float | None = None
+) -> Figure:
     """``metric`` over time per model version: the estimate (dashed) beside the realized
     value (solid, where labels exist)."""
     from matplotlib.figure import Figure
@@ -224,10 +239,10 @@ def plot_performance(table: pd.DataFrame, metric: str = "accuracy") -> Figure:
                 part["window_start"], part[est], linestyle="--", marker="x", color=color,
                 label=f"{name} estimated",
             )  # fmt: skip
+    frame_single_window(ax, table["window_start"], window)
     ax.set_title(f"{metric}: realized and estimated (CBPE)")
     ax.set_xlabel("window start (UTC)")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    fig.autofmt_xdate()
     return fig
