@@ -3,7 +3,7 @@ accuracy, F1 and ROC AUC estimated from its own class probabilities, before labe
 
 Fit on a reference set with labels: each class's probability is calibrated with isotonic
 regression when that lowers the expected calibration error (NannyML's test: ten stratified
-10% splits, ECE over ten equal-count bins; skipped when one class only or ROC AUC > 0.999),
+10% test sets, ECE over ten equal-count bins; skipped when one class only or ROC AUC > 0.999),
 and rows are renormalised for several classes. On new data the calibrated probability of
 each record is its expected share of every cell of the confusion matrix, so the expected
 matrix gives the metrics. It holds under covariate shift (P(y|x) unchanged), as NannyML's.
@@ -42,21 +42,62 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(np.sum(gap * counts / n))
 
 
+def _isotonic_on_sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic regression of ``y`` on ``x`` already sorted by ``x``: (knots, values) for
+    ``np.interp``. What ``IsotonicRegression(out_of_bounds="clip").fit`` computes (equal x
+    merged to their mean y, then PAVA), without re-sorting for each of the check's splits."""
+    from sklearn.isotonic import isotonic_regression
+
+    starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+    counts = np.diff(np.r_[starts, len(x)]).astype("float64")
+    means = np.add.reduceat(y, starts) / counts
+    knots, values = x[starts], isotonic_regression(means, sample_weight=counts, increasing=True)
+    if len(values) > 2:  # inside a flat step only its ends matter (as scikit-learn keeps them)
+        keep = np.r_[True, (values[:-2] != values[1:-1]) | (values[1:-1] != values[2:]), True]
+        knots, values = knots[keep], values[keep]
+    return knots, values
+
+
+def stratified_tenths(y: np.ndarray, splits: int, seed: int = 42) -> list[np.ndarray]:
+    """``splits`` random test sets of a tenth of the rows, each class in proportion.
+
+    NannyML draws these with scikit-learn's StratifiedShuffleSplit; its per-row Python lists
+    cost more than the whole estimate of a million predictions, and the check compares pooled
+    calibration errors, which do not hang on which rows a tenth holds.
+    """
+    rng = np.random.default_rng(seed)
+    classes = [np.flatnonzero(y == c) for c in np.unique(y)]
+    n_test = max(int(np.ceil(0.1 * len(y))), len(classes))
+    share = [len(c) * n_test / len(y) for c in classes]
+    counts = [max(int(s), 1) for s in share]
+    for i in np.argsort([c - s for c, s in zip(counts, share, strict=True)]):
+        if sum(counts) >= n_test:
+            break
+        counts[i] += 1
+    return [
+        np.concatenate([rng.permutation(c)[:k] for c, k in zip(classes, counts, strict=True)])
+        for _ in range(splits)
+    ]
+
+
 def needs_calibration(y: np.ndarray, p: np.ndarray, splits: int = 10) -> bool:
     """Whether isotonic calibration lowers the ECE on held-out tenths of the reference."""
-    from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedShuffleSplit
 
-    if len(np.unique(y)) < 2 or roc_auc_score(y, p) > 0.999:
-        return False
-    sss = StratifiedShuffleSplit(n_splits=splits, test_size=0.1, random_state=42)
+    if np.bincount(y.astype(np.int64), minlength=2).min() < 2 or roc_auc_score(y, p) > 0.999:
+        return False  # one class (or one record of a class): nothing to split and compare
+    order = np.argsort(p, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    p_sorted, y_sorted = p[order], y[order].astype("float64")
     ys, before, after = [], [], []
-    for train, test in sss.split(p, y):
-        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p[train], y[train])
+    for test in stratified_tenths(y, splits):
+        keep = np.ones(len(p), dtype=bool)
+        keep[rank[test]] = False  # the training rows, still in sorted order
+        knots, values = _isotonic_on_sorted(p_sorted[keep], y_sorted[keep])
         ys.append(y[test])
         before.append(p[test])
-        after.append(iso.predict(p[test]))
+        after.append(np.interp(p[test], knots, values))
     yy = np.concatenate(ys)
     return expected_calibration_error(yy, np.concatenate(before)) > expected_calibration_error(
         yy, np.concatenate(after)
@@ -66,7 +107,8 @@ def needs_calibration(y: np.ndarray, p: np.ndarray, splits: int = 10) -> bool:
 @dataclass
 class CBPE:
     """A fitted estimator: the classes (in the probability columns' order) and one
-    calibrator per class column (None: the model's probability is used as it is)."""
+    calibrator per class column, the (knots, values) of its isotonic fit (None: the model's
+    probability is used as it is)."""
 
     classes: list[Any]
     calibrators: list[Any] = field(default_factory=list)
@@ -80,8 +122,6 @@ class CBPE:
     def fit(cls, y_true: np.ndarray, proba: np.ndarray, classes: list[Any]) -> CBPE:
         """Calibrate on a labelled reference: ``y_true`` as class indices (0..k-1) into
         ``classes``, ``proba`` the model's probabilities (n, k)."""
-        from sklearn.isotonic import IsotonicRegression
-
         y_true = np.asarray(y_true)
         proba = np.asarray(proba, dtype="float64")
         if proba.ndim != 2 or proba.shape[1] != len(classes) or len(classes) < 2:
@@ -109,24 +149,21 @@ class CBPE:
         for c in columns:
             yc, pc = (y_true == c).astype("float64"), proba[:, c]
             if needs_calibration(yc, pc):
-                calibrators[c] = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(
-                    pc, yc
-                )
+                order = np.argsort(pc, kind="stable")
+                calibrators[c] = _isotonic_on_sorted(pc[order], yc[order])
         return cls(list(classes), calibrators, len(y_true))
+
+    def _calibrate(self, c: int, p: np.ndarray) -> np.ndarray:
+        knots = self.calibrators[c]
+        return p if knots is None else np.interp(p, *knots)  # clipped beyond the ends
 
     def calibrated(self, proba: np.ndarray) -> np.ndarray:
         """The calibrated probabilities (n, k)."""
         proba = np.asarray(proba, dtype="float64")
         if self.binary:
-            iso = self.calibrators[1]
-            p1 = iso.predict(proba[:, 1]) if iso is not None else proba[:, 1]
+            p1 = self._calibrate(1, proba[:, 1])
             return np.column_stack([1.0 - p1, p1])
-        out = np.column_stack(
-            [
-                iso.predict(proba[:, c]) if iso is not None else proba[:, c]
-                for c, iso in enumerate(self.calibrators)
-            ]
-        )
+        out = np.column_stack([self._calibrate(c, proba[:, c]) for c in range(proba.shape[1])])
         total = out.sum(axis=1, keepdims=True)
         uniform = np.full_like(out, 1.0 / out.shape[1])
         return np.divide(out, total, out=uniform, where=total != 0)
@@ -145,19 +182,27 @@ class CBPE:
         proba = np.asarray(proba, dtype="float64")
         g = np.zeros(len(y_pred), dtype=np.int64) if groups is None else np.asarray(groups)
         ng = int(g.max()) + 1 if len(g) else 0
-        cal = self.calibrated(proba)
         counts = np.bincount(g, minlength=ng).astype("float64")
         out: dict[str, np.ndarray] = {"n": counts}
+        if self.binary:  # the second class's column does: the first is its complement
+            p1 = self._calibrate(1, proba[:, 1])
+            cols = {1: p1}
+            p_pred = np.where(y_pred == 1, p1, 1.0 - p1)
+        else:
+            cal = self.calibrated(proba)
+            cols = {c: cal[:, c] for c in range(len(self.classes))}
+            p_pred = np.take_along_axis(cal, y_pred[:, None], axis=1)[:, 0]
         with np.errstate(divide="ignore", invalid="ignore"):
             if "accuracy" in metrics:
-                p_pred = np.take_along_axis(cal, y_pred[:, None], axis=1)[:, 0]
                 out["accuracy"] = np.bincount(g, weights=p_pred, minlength=ng) / counts
-            cols = [1] if self.binary else range(len(self.classes))
             if "f1" in metrics:
-                out["f1"] = np.mean([_f1(y_pred == c, cal[:, c], g, ng) for c in cols], axis=0)
+                out["f1"] = np.mean([_f1(y_pred == c, p, g, ng) for c, p in cols.items()], axis=0)
             if "roc_auc" in metrics:
+                # two classes: the calibrated probability is a non-decreasing function of the
+                # model's score (isotonic, or none), so ranking by either gives one order
                 out["roc_auc"] = np.mean(
-                    [_roc_auc(cal[:, c], proba[:, c], g, ng) for c in cols], axis=0
+                    [_roc_auc(p, proba[:, c], g, ng, self.binary) for c, p in cols.items()],
+                    axis=0,
                 )
         return out
 
@@ -171,13 +216,16 @@ def _f1(is_c: np.ndarray, p: np.ndarray, g: np.ndarray, ng: int) -> np.ndarray:
     return np.where(denom != 0, tp / np.where(denom != 0, denom, 1.0), 0.0)
 
 
-def _roc_auc(cal: np.ndarray, raw: np.ndarray, g: np.ndarray, ng: int) -> np.ndarray:
+def _roc_auc(
+    cal: np.ndarray, raw: np.ndarray, g: np.ndarray, ng: int, monotone: bool = False
+) -> np.ndarray:
     """Expected ROC AUC per group: records ranked by the model's own score (descending, as
     NannyML ranks them), each counting ``cal`` as a positive and ``1 - cal`` as a negative.
 
     With ``tps`` the running sum of ``cal``, each record moves the curve right by
     ``(1 - p) / FP`` at mean height ``(2 tps - p) / (2 TP)``, so the trapezoid sum is one
-    dot product per group.
+    dot product per group. ``monotone``: ``cal`` never falls as ``raw`` rises, so sorting
+    ``cal`` itself gives the same sequence (equal values only swap places), without a gather.
     """
     out = np.full(ng, np.nan)
     if len(g) and not np.all(g[1:] >= g[:-1]):  # windows come sorted by time; else sort once
@@ -188,7 +236,8 @@ def _roc_auc(cal: np.ndarray, raw: np.ndarray, g: np.ndarray, ng: int) -> np.nda
         lo, hi = bounds[k], bounds[k + 1]
         if hi <= lo:
             continue
-        p = cal[lo:hi][np.argsort(raw[lo:hi])[::-1]]
+        p = np.sort(cal[lo:hi]) if monotone else cal[lo:hi][np.argsort(raw[lo:hi])]
+        p = p[::-1]
         tps = np.cumsum(p)
         tp = tps[-1]
         fp = (hi - lo) - tp
