@@ -194,9 +194,9 @@ def main() -> None:
         f"\nmax |estimate - realized|: nbmlops {err_ours:.4f}, NannyML {err_theirs:.4f}"
     )
     print("\nGOALS")
-    print(
-        f"  speed: >= 5x faster than NannyML ........ {ratio:6.1f}x  {'MET' if ratio >= 5 else 'MISSED'}"
-    )
+    for what, value in (("wall clock", ratio), ("CPU time", cpu_ratio)):
+        verdict = "MET" if value >= 5 else "MISSED"
+        print(f"  speed: >= 5x faster than NannyML ({what:10s}) {value:6.1f}x  {verdict}")
     print(
         f"  agreement: max difference <= 0.01 ....... {diff:.5f}  {'MET' if diff <= 0.01 else 'MISSED'}"
     )
