@@ -146,7 +146,7 @@ class CBPE:
                 f"The reference has {len(y_true)} labelled predictions; the estimate needs "
                 f"at least {MIN_REFERENCE}",
                 fix="Label more predictions of the reference period (nbmlops monitor label), "
-                "or pass a larger reference.",
+                "pass a larger reference, or ask for realized metrics only (--no-estimate).",
             )
         present = np.unique(y_true)
         if len(present) < 2:
