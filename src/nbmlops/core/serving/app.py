@@ -5,7 +5,9 @@ Routes:
 * ``POST /predict``: records or MLflow's split format, checked against the routed model's
   signature (400 malformed JSON, 413 too large, 422 naming the field); answers
   ``{"predictions", "model", "version", "request_id"}`` with headers ``X-Model-Version`` and
-  ``X-Request-Id``. ``X-Request-Key`` makes the canary split sticky.
+  ``X-Request-Id`` (the client's own ``X-Request-Id`` when it sent a valid one, else a new
+  one: the key that joins delayed labels to the prediction log). ``X-Request-Key`` makes the
+  canary split sticky. A classifier's class probabilities are logged beside its predictions.
 * ``GET /health``: 200 with the versions being served (503 until they are loaded, and
   ``"status": "refused"`` if a version served from the cache failed its checks again).
 * ``GET /metrics``: Prometheus text.
@@ -44,6 +46,7 @@ from nbmlops.core.serving.errors import InvalidInput
 from nbmlops.core.serving.loader import ModelLoader, ModelRef, parse_weighted
 from nbmlops.core.serving.metrics import CONTENT_TYPE, GatewayMetrics
 from nbmlops.core.serving.predlog import PredictionLog
+from nbmlops.core.serving.resources import ResourceSampler
 from nbmlops.core.serving.router import ModelRouter, Route
 from nbmlops.core.serving.schema import parse_body
 from nbmlops.core.serving.shadow import ShadowScorer
@@ -79,6 +82,8 @@ class GatewayConfig:
     max_connections: int = 1000  # beyond this uvicorn answers 503 (bounds memory under floods)
     registry_process: bool = True  # ask the registry from a helper process (see registry.py)
     start_from_cache: bool = True  # serve checked cached copies at once, confirm afterwards
+    log_probabilities: bool = True  # log a classifier's class probabilities (for estimates)
+    resource_seconds: float = 5.0  # sample the process's CPU and memory this often (0: never)
 
 
 class Gateway:
@@ -121,6 +126,8 @@ class Gateway:
         self.shadow = ShadowScorer(self._shadow_routes, self.predlog, self.config.shadow_queue)
         self.metrics = GatewayMetrics(self._state)
         self.started_at: float | None = None
+        self._proba_failed: set[tuple[str, int]] = set()
+        self.resources = ResourceSampler(settings.home_dir, self.config.resource_seconds)
 
     def _shadow_routes(self) -> tuple[Route, ...]:
         table = self.router.current
@@ -141,6 +148,7 @@ class Gateway:
         self.router.load(use_cache=self.config.start_from_cache)
         self.predlog.start()
         self.shadow.start()
+        self.resources.start()
         self.started_at = time.time()
         self._audit_start()
         self.router.start_polling()
@@ -161,6 +169,7 @@ class Gateway:
         self.router.stop()
         self.shadow.close()
         self.predlog.close()
+        self.resources.close()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait for shadow scoring and the prediction log to catch up (tests, shutdown)."""
@@ -206,7 +215,7 @@ class Gateway:
         """Parse, check and predict one request on ``route``; log it. Never raises."""
         model = route.model
         status, payload, records, outputs, error = 200, None, None, None, None
-        reason = None
+        reason = proba = None
         try:
             try:
                 payload = parse_body(body)
@@ -223,6 +232,8 @@ class Gateway:
                 ) from None
             records = rows.records
             outputs = model.predict(rows)  # turning rows into the model's input: InvalidInput
+            if self.config.log_probabilities and model.has_probabilities:
+                proba = self._probabilities(model, rows)
         except InvalidInput as err:
             status, error, reason = err.status, err.message, "invalid_input"
             answer: dict[str, Any] = {"error": err.message, "fields": err.fields}
@@ -245,11 +256,25 @@ class Gateway:
             inputs=records,
             outputs=outputs,
             error=error,
+            proba=proba,
         )
         table = self.router.current
         if status == 200 and route.kind != "shadow" and table is not None and table.shadows:
             self.shadow.submit(request_id, payload)
         return status, answer
+
+    def _probabilities(self, model: Any, rows: Any) -> dict[str, Any] | None:
+        """The class probabilities to log; a failure here never fails the prediction."""
+        try:
+            return model.predict_proba(rows)
+        except Exception as err:
+            if model.key not in self._proba_failed:  # once per version, not once per request
+                self._proba_failed.add(model.key)
+                log.warning(
+                    "%s v%s: class probabilities not logged (%s: %s)",
+                    model.name, model.version, type(err).__name__, err,
+                )  # fmt: skip
+            return None
 
 
 def _json_bytes(answer: dict[str, Any]) -> bytes:

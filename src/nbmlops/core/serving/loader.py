@@ -118,6 +118,7 @@ class ServedModel:
     estimator: Any = field(default=None, repr=False)  # the scikit-learn estimator, if any
     checked_tags: dict[str, str] = field(default_factory=dict)  # safety tags it was checked with
     input_example: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _proba_array: Callable[[Any], Any] | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -131,6 +132,22 @@ class ServedModel:
         if self._call_array is not None:
             return to_jsonable(self._call_array(rows.array()))
         return to_jsonable(self._call(rows.frame()))
+
+    @property
+    def has_probabilities(self) -> bool:
+        """Whether the model is a classifier that gives class probabilities (predict_proba)."""
+        est = self.estimator
+        return est is not None and hasattr(est, "classes_") and hasattr(est, "predict_proba")
+
+    def predict_proba(self, rows: ValidatedInput) -> dict[str, Any] | None:
+        """``{"classes": [...], "p": [[...] one list a row]}`` of a classifier, else None."""
+        if not self.has_probabilities:
+            return None
+        if self._proba_array is not None:
+            p = self._proba_array(rows.array())
+        else:
+            p = self.estimator.predict_proba(rows.frame())
+        return {"classes": to_jsonable(self.estimator.classes_), "p": to_jsonable(p)}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -534,6 +551,9 @@ class ModelLoader:
         self._warm_up(model)
         if flavor == "sklearn":
             model._call_array = self._array_predictor(model, mlmodel)
+            # the same lean copy (checked above to answer as the DataFrame path does)
+            lean = getattr(model._call_array, "__self__", None)
+            model._proba_array = getattr(lean, "predict_proba", None) if lean else None
         model.load_seconds = time.perf_counter() - began
         return model
 

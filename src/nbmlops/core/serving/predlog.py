@@ -50,6 +50,7 @@ COLUMNS = (
     "inputs",
     "outputs",
     "error",
+    "proba",
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     inputs TEXT,
     outputs TEXT,
     error TEXT,
+    proba TEXT,
     PRIMARY KEY (request_id, route)
 );
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
@@ -75,6 +77,9 @@ _INSERT_JSON = (
     + " FROM json_each(?)"
 )
 DB_NAME = "predictions.db"
+# Columns added after the first release: a database made before them gets them on open, and
+# spool lines written before them are read with None there.
+_ADDED = {"proba": "TEXT"}
 
 
 def predictions_dir(home: str | os.PathLike[str]) -> Path:
@@ -208,9 +213,11 @@ class PredictionLog:
         outputs: Any = None,
         error: str | None = None,
         ts: float | None = None,
+        proba: Any = None,
     ) -> bool:
         """Queue one row; never blocks. False (and counted as dropped) when the queue is full.
 
+        ``proba``: a classifier's class probabilities, ``{"classes": [...], "p": [[...]]}``.
         The row is serialised here, in the caller's thread (see the module's docstring).
         """
         row = json.dumps(
@@ -225,6 +232,7 @@ class PredictionLog:
                 _dump(inputs),
                 _dump(outputs),
                 error,
+                _dump(proba),
             ]
         )
         if not self._buffer.put(row):
@@ -330,6 +338,7 @@ class PredictionLog:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.executescript(_SCHEMA)
+                add_missing_columns(conn)
                 try:
                     conn.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')")
                     self._json_insert = True
@@ -429,16 +438,26 @@ class PredictionLog:
         self._spool_pending = False
 
 
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Add the columns a database made by an earlier version lacks (see ``_ADDED``)."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+    for name, kind in _ADDED.items():
+        if name not in present:
+            with contextlib.suppress(sqlite3.OperationalError):  # another writer added it
+                conn.execute(f"ALTER TABLE predictions ADD COLUMN {name} {kind}")
+
+
 def read_spool(path: Path) -> list[tuple[Any, ...]]:
     rows = []
+    oldest = len(COLUMNS) - len(_ADDED)
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             try:
                 row = json.loads(line)
             except ValueError:  # a torn last line
                 continue
-            if isinstance(row, list) and len(row) == len(COLUMNS):
-                rows.append(tuple(row))
+            if isinstance(row, list) and oldest <= len(row) <= len(COLUMNS):
+                rows.append(tuple(row) + (None,) * (len(COLUMNS) - len(row)))
     return rows
 
 
@@ -448,7 +467,8 @@ def read_prediction_log(home: str | os.PathLike[str]) -> Any:
 
     Columns: request_id, route (main/canary/shadow), ts (epoch seconds), time (UTC),
     model, version, status (HTTP status), latency_ms, inputs and outputs (parsed JSON: the
-    request's records and the predictions), error.
+    request's records and the predictions), error, proba (a classifier's class
+    probabilities, ``{"classes": [...], "p": [[...] one list a record]}``, else None).
     """
     import pandas as pd
 
@@ -460,7 +480,9 @@ def read_prediction_log(home: str | os.PathLike[str]) -> Any:
     if db.is_file():
         conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
         try:
-            rows += conn.execute(f"SELECT {', '.join(COLUMNS)} FROM predictions").fetchall()
+            present = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
+            select = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
+            rows += conn.execute(f"SELECT {select} FROM predictions").fetchall()
         except sqlite3.OperationalError as err:
             if "no such table" not in str(err):
                 raise
@@ -492,6 +514,7 @@ def read_prediction_log(home: str | os.PathLike[str]) -> Any:
             "inputs": pd.Series([_load(v) for v in data["inputs"]], dtype=object),
             "outputs": pd.Series([_load(v) for v in data["outputs"]], dtype=object),
             "error": pd.Series(data["error"], dtype=object),
+            "proba": pd.Series([_load(v) for v in data["proba"]], dtype=object),
         }
     )
     frame["time"] = pd.to_datetime(frame["ts"], unit="s", utc=True)

@@ -1,0 +1,1 @@
+"""Monitoring of served models: drift, data quality, performance and service health."""
