@@ -26,7 +26,7 @@ test: env system
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest --durations=25
+	$(VENV)/bin/pytest -n 2 --durations=25
 
 test-fast: env
 	$(VENV)/bin/pytest -m "not kernel and not server and not slow"
