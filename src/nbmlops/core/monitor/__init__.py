@@ -1,0 +1,1 @@
+"""Monitoring of served models: drift, data quality and mergeable profiles of live traffic."""
