@@ -167,6 +167,32 @@ def _reference(
     return reference, "reference"
 
 
+def _served_columns(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The reference's columns that the logged traffic has, and a note on the others.
+
+    The gateway refuses a request that lacks one of the model's inputs (422 naming it), so a
+    reference column absent from every logged request is not an input: the target, or a
+    column the model does not take.
+    """
+    have = {str(c) for c in cur.columns}
+    shared = [str(c) for c in ref.columns if str(c) in have]
+    if not shared:
+        raise UsageError(
+            "the logged requests share no column with the reference data",
+            fix=f"check the model; the reference has {', '.join(map(str, ref.columns[:12]))} "
+            f"and the requests have {', '.join(sorted(have)[:12])}",
+        )
+    others = [str(c) for c in ref.columns if str(c) not in have]
+    note = (
+        [
+            f"in the reference but in no logged request (the target, or not a model input): {', '.join(others)}"
+        ]
+        if others
+        else []
+    )
+    return shared, note
+
+
 def drift(
     reference: pd.DataFrame | str | None = None,
     current: pd.DataFrame | str | None = None,
@@ -201,7 +227,11 @@ def drift(
     else:
         cur, cur_label, name = _current(current, name, last, since, until, rows, s)
         ref, ref_label = _reference(reference, name, alias, s)
+        notes: list[str] = []
+        if current is None and options.get("columns") is None:
+            options["columns"], notes = _served_columns(ref, cur)
         report = run(ref, cur, labels=(ref_label, cur_label), **options)
+        report.notes[:0] = notes
     if html is not None:
         report.to_html(html)
     return report
@@ -245,10 +275,16 @@ def _drift_from_profiles(
             "windows of the log that have ended",
         )
     missing = [c for c in kinds if c not in prof.columns]
-    if missing:
+    if missing and columns is not None:
         raise UsageError(
-            f"the profiles of {name} lack feature(s) {', '.join(missing)} of the reference",
-            fix="check that the gateway receives every training feature",
+            f"the profiles of {name} lack feature(s) {', '.join(missing)}",
+            fix="name columns the gateway receives, or leave columns out",
+        )
+    if missing:  # not in any request: the target, or not a model input (see _served_columns)
+        kinds = {c: k for c, k in kinds.items() if c not in missing}
+        notes.append(
+            "in the reference but in no logged request (the target, or not a model input): "
+            + ", ".join(missing)
         )
     summaries = {
         c: (summarize_column(ref[c], k, "reference"), prof.columns[c].summary())
@@ -378,6 +414,8 @@ def quality(
                 name = found[0] if len(found) == 1 else None
     if schema is None:
         ref, _ = _reference(reference, name, alias, s)
+        if current is None:  # from the log: only the model's inputs (see _served_columns)
+            ref = ref[_served_columns(ref, cur)[0]]
         schema = infer_schema(ref, range_margin=range_margin)
     elif isinstance(schema, (str, os.PathLike)):
         schema = load_schema(schema)

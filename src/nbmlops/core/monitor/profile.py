@@ -12,6 +12,7 @@ keeps them beside the prediction log.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ ITEMS_LG_K = 10  # frequent items: exact up to 768 distinct values
 EXACT_VALUES = 20  # a numeric column with at most this many distinct values keeps exact counts
 
 
+@functools.cache
 def _sketches() -> Any:
     require_extra("monitor")
     import datasketches
@@ -58,36 +60,51 @@ class ColumnProfile:
 
     def merge(self, other: ColumnProfile) -> ColumnProfile:
         """A new profile of both windows."""
+        return ColumnProfile.merge_all([self, other])
+
+    @staticmethod
+    def merge_all(parts: list[ColumnProfile]) -> ColumnProfile:
+        """One profile of all ``parts`` (windows of one column): counts summed, moments
+        combined exactly (Chan et al.), each sketch merged once into one accumulator."""
+        import numpy as np
+
         ds = _sketches()
-        if other.kind != self.kind:
+        kinds = {p.kind for p in parts}
+        if len(kinds) > 1:
             from nbmlops.exceptions import UsageError
 
             raise UsageError(
-                f"cannot merge a {self.kind} column profile with a {other.kind} one",
+                "cannot merge numeric and categorical profiles of one column",
                 fix="profile the windows with the same numeric=[...] / categorical=[...]",
             )
-        out = ColumnProfile(self.kind, self.rows + other.rows, self.nulls + other.nulls)
-        na, nb = self.count, other.count
-        n = na + nb
+        kind = parts[0].kind
+        out = ColumnProfile(kind, sum(p.rows for p in parts), sum(p.nulls for p in parts))
+        n_i = np.array([p.count for p in parts], dtype="float64")
+        n = float(n_i.sum())
         if n:
-            delta = other.mean - self.mean
-            out.mean = self.mean + delta * nb / n
-            out.m2 = self.m2 + other.m2 + delta * delta * na * nb / n
-        out.min, out.max = min(self.min, other.min), max(self.max, other.max)
-        if self.exact is None or other.exact is None:
-            out.exact = None
-        else:
-            merged = dict(self.exact)
-            for k, v in other.exact.items():
-                merged[k] = merged.get(k, 0) + v
-            out.exact = merged if len(merged) <= EXACT_VALUES else None
-        if self.kind == "numeric":
+            means = np.array([p.mean for p in parts])
+            out.mean = float(np.dot(n_i, means) / n)
+            out.m2 = float(sum(p.m2 for p in parts) + np.dot(n_i, (means - out.mean) ** 2))
+        out.min = min(p.min for p in parts)
+        out.max = max(p.max for p in parts)
+        exact: dict[Any, int] | None = {}
+        for p in parts:
+            if p.exact is None or exact is None:
+                exact = None
+                break
+            for k, v in p.exact.items():
+                exact[k] = exact.get(k, 0) + v
+            if len(exact) > EXACT_VALUES:
+                exact = None
+                break
+        out.exact = exact
+        if kind == "numeric":
             out.sketch = ds.kll_doubles_sketch(SKETCH_K)
         else:
             out.sketch = ds.frequent_strings_sketch(ITEMS_LG_K)
-        for s in (self.sketch, other.sketch):
-            if s is not None and not s.is_empty():
-                out.sketch.merge(s)
+        for p in parts:
+            if p.sketch is not None and not p.sketch.is_empty():
+                out.sketch.merge(p.sketch)
         return out
 
     def summary(self) -> ColumnSummary:

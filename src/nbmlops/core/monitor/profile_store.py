@@ -66,36 +66,45 @@ class ProfileStore:
 
     def write(self, model: str, version: int, profile: Profile) -> None:
         """Store ``profile`` (with its start and end) for ``model`` version ``version``."""
-        if profile.start is None or profile.end is None:
-            raise ValueError("a stored profile needs its window's start and end")
+        self.write_many([(model, version, profile)])
+
+    def write_many(self, items: list[tuple[str, int, Profile]]) -> None:
+        """Store several window profiles over one connection, one transaction a window (a
+        window is whole or absent); a window stored before is replaced."""
         conn = self._connect()
         try:
-            with conn:
-                conn.execute(
-                    "DELETE FROM columns WHERE window IN (SELECT id FROM windows "
-                    "WHERE model = ? AND version = ? AND start = ?)",
-                    (model, version, profile.start),
-                )
-                conn.execute(
-                    "DELETE FROM windows WHERE model = ? AND version = ? AND start = ?",
-                    (model, version, profile.start),
-                )
-                cur = conn.execute(
-                    "INSERT INTO windows (model, version, start, end, rows, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (model, version, profile.start, profile.end, profile.rows, time.time()),
-                )
-                wid = cur.lastrowid
-                conn.executemany(
-                    f"INSERT INTO columns (window, name, {', '.join(_FIELDS)}) "
-                    f"VALUES (?, ?, {', '.join('?' * len(_FIELDS))})",
-                    [
-                        (wid, name, *(rec[f] for f in _FIELDS))
-                        for name, rec in ((n, c.to_record()) for n, c in profile.columns.items())
-                    ],
-                )
+            for model, version, profile in items:
+                if profile.start is None or profile.end is None:
+                    raise ValueError("a stored profile needs its window's start and end")
+                with conn:
+                    self._write(conn, model, version, profile)
         finally:
             conn.close()
+
+    def _write(self, conn: sqlite3.Connection, model: str, version: int, profile: Profile) -> None:
+        conn.execute(
+            "DELETE FROM columns WHERE window IN (SELECT id FROM windows "
+            "WHERE model = ? AND version = ? AND start = ?)",
+            (model, version, profile.start),
+        )
+        conn.execute(
+            "DELETE FROM windows WHERE model = ? AND version = ? AND start = ?",
+            (model, version, profile.start),
+        )
+        cur = conn.execute(
+            "INSERT INTO windows (model, version, start, end, rows, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (model, version, profile.start, profile.end, profile.rows, time.time()),
+        )
+        wid = cur.lastrowid
+        conn.executemany(
+            f"INSERT INTO columns (window, name, {', '.join(_FIELDS)}) "
+            f"VALUES (?, ?, {', '.join('?' * len(_FIELDS))})",
+            [
+                (wid, name, *(rec[f] for f in _FIELDS))
+                for name, rec in ((n, c.to_record()) for n, c in profile.columns.items())
+            ],
+        )
 
     def windows(
         self, model: str | None = None, since: float | None = None, until: float | None = None
@@ -132,7 +141,7 @@ class ProfileStore:
                 return None
             cols = conn.execute(
                 f"SELECT name, {', '.join(_FIELDS)} FROM columns WHERE window IN "
-                f"(SELECT id FROM windows{where}) ORDER BY name",
+                f"(SELECT id FROM windows{where})",
                 args,
             ).fetchall()
         finally:
@@ -142,12 +151,7 @@ class ProfileStore:
             by_name.setdefault(row[0], []).append(
                 ColumnProfile.from_record(dict(zip(_FIELDS, row[1:], strict=True)))
             )
-        merged: dict[str, ColumnProfile] = {}
-        for name, parts in by_name.items():
-            acc = parts[0]
-            for p in parts[1:]:
-                acc = acc.merge(p)
-            merged[name] = acc
+        merged = {name: ColumnProfile.merge_all(parts) for name, parts in by_name.items()}
         return Profile(merged, int(head[1] or 0), head[2], head[3])
 
     def last_end(self, model: str) -> float | None:
@@ -200,7 +204,7 @@ def update_profiles(
         return 0
     ts = frame["_ts"].to_numpy()
     first = math.floor(ts.min() / window_seconds) * window_seconds
-    written = 0
+    items: list[tuple[str, int, Profile]] = []
     edges_start = first
     while edges_start + window_seconds <= now and edges_start <= ts.max():
         end = edges_start + window_seconds
@@ -210,10 +214,10 @@ def update_profiles(
             versions = part["_version"].map(lambda v: -1 if v is None or v != v else int(v))
             for version, rows in part.groupby(versions):
                 prof = profile_frame(rows, kinds=kinds, start=edges_start, end=end)
-                store.write(model, int(version), prof)
-                written += 1
+                items.append((model, int(version), prof))
         edges_start = end
-    return written
+    store.write_many(items)
+    return len(items)
 
 
 def profiles_path(home: str | os.PathLike[str]) -> Path:

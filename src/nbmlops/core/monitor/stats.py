@@ -279,12 +279,13 @@ def chi_square(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float, f
 
 
 def jensen_shannon(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
-    """Jensen-Shannon distance (base 2, so in [0, 1]) between two count vectors."""
+    """Jensen-Shannon distance between two count vectors, with natural logarithms (so in
+    [0, sqrt(ln 2)]), as Evidently 0.7 computes it: its 0.1 threshold means the same here."""
     from scipy.spatial.distance import jensenshannon
 
     if ref_counts.sum() == 0 or cur_counts.sum() == 0:
         return math.nan
-    return float(jensenshannon(ref_counts, cur_counts, base=2))
+    return float(jensenshannon(ref_counts, cur_counts))
 
 
 def adjust_p_values(p_values: np.ndarray, method: str) -> np.ndarray:
