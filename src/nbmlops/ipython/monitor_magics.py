@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.display import display
+from IPython.display import Image, display
 
 from nbmlops.exceptions import UsageError
 from nbmlops.ipython.args import MagicArgumentParser, reports_errors
@@ -56,7 +56,7 @@ class MonitorMagics(Magics):
         the per-feature drift table and overlaid histograms of the drifted features."""
         import shlex
 
-        import nbmlops.monitor as monitor
+        import nbmlops.api.monitor as monitor
 
         args = _drift_parser().parse_args(shlex.split(line))
         ns = self.shell.user_ns if self.shell is not None else {}
@@ -76,9 +76,9 @@ class MonitorMagics(Magics):
         )
         display(report)
         if not args.no_plot:
-            fig = report.figure()
-            if fig is not None:
-                display(fig)
+            png = report.png()  # an image displays in any front end, with or without inline
+            if png is not None:
+                display(Image(data=png, format="png"))
         return report
 
 

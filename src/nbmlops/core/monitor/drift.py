@@ -113,6 +113,13 @@ class DriftReport:
 
         return drift_figure(self, features, max_features)
 
+    def png(self, features: list[str] | None = None) -> bytes | None:
+        """:meth:`figure` as PNG bytes (None when nothing drifted)."""
+        from nbmlops.core.monitor.report import figure_png
+
+        fig = self.figure(features)
+        return None if fig is None else figure_png(fig)
+
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """A self-contained HTML report (table + plots inline); written to ``path`` if given."""
         from nbmlops.core.monitor.report import drift_html

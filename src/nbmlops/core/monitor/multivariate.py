@@ -102,7 +102,7 @@ def pca_drift(
     # principal axes of the fit half: the right singular vectors of the centred data
     _, sv, vt = np.linalg.svd(fit - fit.mean(axis=0), full_matrices=False)
     explained = np.cumsum(sv**2) / max(float(np.sum(sv**2)), 1e-300)
-    k = int(min(np.searchsorted(explained, variance) + 1, len(cols) - 1))
+    k = min(int(np.searchsorted(explained, variance)) + 1, len(cols) - 1)
     basis = vt[:k]
     centre = fit.mean(axis=0)
     ref_err = _errors(_standardise(ref[held_rows], mean, std), centre, basis)

@@ -74,7 +74,8 @@ KS_EXACT_MAX = 10_000
 class NumericSummary(Protocol):
     """What the numeric statistics need of a column: counts, its CDF and quantile function."""
 
-    n: int  # finite values
+    @property
+    def n(self) -> int: ...  # finite values
 
     def cdf(self, points: np.ndarray) -> np.ndarray: ...
     def quantiles(self, ranks: np.ndarray) -> np.ndarray: ...
