@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS columns (
     PRIMARY KEY (window, name)
 );
 """
+_CHUNK = 2000  # column rows read and merged at a time
 _FIELDS = ("kind", "rows", "nulls", "mean", "m2", "min", "max", "exact", "sketch")
 
 
@@ -139,19 +140,25 @@ class ProfileStore:
             ).fetchone()
             if not head or not head[0]:
                 return None
-            cols = conn.execute(
+            cursor = conn.execute(
                 f"SELECT name, {', '.join(_FIELDS)} FROM columns WHERE window IN "
                 f"(SELECT id FROM windows{where})",
                 args,
-            ).fetchall()
+            )
+            # Merged a chunk at a time, so memory holds one chunk of sketches, not the month.
+            merged: dict[str, ColumnProfile] = {}
+            while chunk := cursor.fetchmany(_CHUNK):
+                by_name: dict[str, list[ColumnProfile]] = {}
+                for row in chunk:
+                    by_name.setdefault(row[0], []).append(
+                        ColumnProfile.from_record(dict(zip(_FIELDS, row[1:], strict=True)))
+                    )
+                for name, parts in by_name.items():
+                    if name in merged:
+                        parts.append(merged[name])
+                    merged[name] = ColumnProfile.merge_all(parts)
         finally:
             conn.close()
-        by_name: dict[str, list[ColumnProfile]] = {}
-        for row in cols:
-            by_name.setdefault(row[0], []).append(
-                ColumnProfile.from_record(dict(zip(_FIELDS, row[1:], strict=True)))
-            )
-        merged = {name: ColumnProfile.merge_all(parts) for name, parts in by_name.items()}
         return Profile(merged, int(head[1] or 0), head[2], head[3])
 
     def last_end(self, model: str) -> float | None:
