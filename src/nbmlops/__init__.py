@@ -36,7 +36,7 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def __getattr__(name: str) -> Any:
     # The public API lives in nbmlops.api; importing it lazily keeps `%load_ext nbmlops` fast.
-    if name in ("data", "panels"):
+    if name in ("data", "monitor", "panels"):
         import importlib
 
         return importlib.import_module(f"nbmlops.{name}")

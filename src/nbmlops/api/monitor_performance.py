@@ -12,7 +12,6 @@ Each result holds tables (pandas) and, on first access of ``figures``, matplotli
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +23,7 @@ from nbmlops.core.monitor.health import health_table, plot_latency, plot_resourc
 from nbmlops.core.monitor.labels import LabelReport, attach_labels, scored_frame
 from nbmlops.core.monitor.performance import performance_table, plot_performance
 from nbmlops.core.monitor.slices import worst_slices
+from nbmlops.core.monitor.traffic import parse_duration
 from nbmlops.core.serving.predlog import read_prediction_log
 from nbmlops.core.serving.resources import read_resources
 from nbmlops.exceptions import MissingDependencyError, UsageError
@@ -43,27 +43,13 @@ __all__ = [
     "slices",
 ]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 def parse_seconds(text: str | float | int | None, what: str = "window") -> float | None:
     """Seconds in ``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` or a number; None,
     ``"all"`` or ``"none"``: no limit."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("all", "none", "")):
         return None
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text))
-        if not m:
-            raise UsageError(
-                f"Cannot read the {what} {text!r}",
-                fix="Write a number and a unit: 90s, 15m, 1h, 7d or 2w.",
-            )
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    if seconds <= 0:
-        raise UsageError(f"The {what} {text!r} is not positive", fix="Pass e.g. 1h.")
-    return seconds
+    return parse_duration(text, what)
 
 
 def _home(settings: Settings | None) -> Any:

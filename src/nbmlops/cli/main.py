@@ -321,7 +321,7 @@ def lineage(
 
 
 def _mount_subcommands() -> None:
-    from nbmlops.cli import audit, pipeline, registry, reproduce, sweep
+    from nbmlops.cli import audit, monitor, pipeline, registry, reproduce, sweep
     from nbmlops.cli import serve as serve_cli
 
     app.command("run", context_settings=pipeline.RUN_CONTEXT)(pipeline.run)
@@ -332,6 +332,11 @@ def _mount_subcommands() -> None:
     app.command("serve")(serve_cli.serve)
     app.add_typer(serve_cli.deploy_app, name="deploy", help="Export deployments: KServe, Docker.")
     app.add_typer(audit.app, name="audit", help="The hash-chained audit log: log, verify.")
+    app.add_typer(
+        monitor.app,
+        name="monitor",
+        help="Drift, data quality, performance and service health of served models.",
+    )
     app.add_typer(
         registry.app,
         name="model",

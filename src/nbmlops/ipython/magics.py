@@ -266,6 +266,7 @@ _REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
 
 def load(ipython: Any) -> None:
     from nbmlops.ipython.data_magics import DataMagics
+    from nbmlops.ipython.monitor_magics import MonitorMagics
     from nbmlops.ipython.panel_magics import PanelMagics
     from nbmlops.ipython.pipeline_magics import PipelineMagics
     from nbmlops.ipython.registry_magics import RegistryMagics
@@ -277,6 +278,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(PanelMagics)
     ipython.register_magics(PipelineMagics)
     ipython.register_magics(SweepMagics)
+    ipython.register_magics(MonitorMagics)
     get_tracker().start()  # replays what dead kernels left, in the background
 
 
@@ -292,6 +294,7 @@ def unload(ipython: Any) -> None:
             "mlops",
             "pipeline",
             "sweep",
+            "drift",
             *_REGISTRY_MAGICS,
         ):
             ipython.magics_manager.magics[kind].pop(name, None)

@@ -1,1 +1,2 @@
-"""Monitoring of served models: drift, data quality, performance and service health."""
+"""Monitoring of served models: drift, data quality and mergeable profiles of live traffic,
+performance (realized and estimated) and service health."""

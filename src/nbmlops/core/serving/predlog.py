@@ -461,9 +461,12 @@ def read_spool(path: Path) -> list[tuple[Any, ...]]:
     return rows
 
 
-def read_prediction_log(home: str | os.PathLike[str]) -> Any:
+def read_prediction_log(
+    home: str | os.PathLike[str], *, since: float | None = None, until: float | None = None
+) -> Any:
     """Every logged prediction under ``<home>/predictions`` (database and spool files) as a
-    pandas DataFrame, oldest first, one row per (request_id, route).
+    pandas DataFrame, oldest first, one row per (request_id, route); with ``since`` /
+    ``until`` (epoch seconds) only those with ``since <= ts < until`` (read by the ts index).
 
     Columns: request_id, route (main/canary/shadow), ts (epoch seconds), time (UTC),
     model, version, status (HTTP status), latency_ms, inputs and outputs (parsed JSON: the
@@ -482,14 +485,19 @@ def read_prediction_log(home: str | os.PathLike[str]) -> Any:
         try:
             present = {r[1] for r in conn.execute("PRAGMA table_info(predictions)")}
             select = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)
-            rows += conn.execute(f"SELECT {select} FROM predictions").fetchall()
+            where, args = _ts_range(since, until)
+            rows += conn.execute(f"SELECT {select} FROM predictions{where}", args).fetchall()
         except sqlite3.OperationalError as err:
             if "no such table" not in str(err):
                 raise
         finally:
             conn.close()
     for path in sorted(folder.glob("spool-*.jsonl")) if folder.is_dir() else []:
-        rows += read_spool(path)
+        rows += [
+            r
+            for r in read_spool(path)
+            if (since is None or r[2] >= since) and (until is None or r[2] < until)
+        ]
     # Unique (request id, route), first write wins: a spooled row replayed twice is one row.
     seen: set[tuple[Any, Any]] = set()
     unique = []
@@ -519,6 +527,17 @@ def read_prediction_log(home: str | os.PathLike[str]) -> Any:
     )
     frame["time"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
     return frame
+
+
+def _ts_range(since: float | None, until: float | None) -> tuple[str, tuple[float, ...]]:
+    conds, args = [], []
+    if since is not None:
+        conds.append("ts >= ?")
+        args.append(float(since))
+    if until is not None:
+        conds.append("ts < ?")
+        args.append(float(until))
+    return (" WHERE " + " AND ".join(conds) if conds else ""), tuple(args)
 
 
 def _load(value: Any) -> Any:

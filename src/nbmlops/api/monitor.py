@@ -1,0 +1,423 @@
+"""Monitoring of served models (also ``nbmlops.monitor``).
+
+The reference defaults to the training data of the model's champion (the data version its
+lineage records); the current data defaults to a window of the gateway's prediction log
+(``last="1h"``, ``since=``/``until=``, ``rows=``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from nbmlops.config import Settings
+from nbmlops.exceptions import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbmlops.core.monitor.drift import DriftReport
+    from nbmlops.core.monitor.profile import Profile
+    from nbmlops.core.monitor.quality import QualityReport
+    from nbmlops.core.monitor.traffic import Window
+
+__all__ = ["drift", "profile", "quality", "reference_data", "traffic", "update_profiles"]
+
+
+def _settings(settings: Settings | None) -> Settings:
+    from nbmlops.api.tracking import project_settings
+
+    return settings or project_settings()
+
+
+def _split_model(model: str | None, alias: str) -> tuple[str | None, str]:
+    if model is None:
+        return None, alias
+    name, _, at = str(model).partition("@")
+    if not name:
+        raise UsageError(f"cannot read the model {model!r}", fix="write NAME or NAME@alias")
+    return name, at or alias
+
+
+def _window(last: Any, since: Any, until: Any, rows: int | None) -> Window:
+    from nbmlops.core.monitor.traffic import resolve_window
+
+    return resolve_window(last, since, until, rows)
+
+
+# drift and data quality
+
+
+def reference_data(
+    model: str, alias: str = "champion", *, settings: Settings | None = None
+) -> tuple[pd.DataFrame, str]:
+    """(frame, label) of the training data of ``model``'s ``alias`` version, from the data
+    version its lineage recorded at registration."""
+    from nbmlops.api.data import load
+    from nbmlops.api.registry import model_registry
+
+    name, alias = _split_model(model, alias)
+    assert name is not None
+    s = _settings(settings)
+    reg = model_registry(s)
+    aliases = reg.aliases(name)
+    if alias not in aliases:
+        known = ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())) or "none"
+        raise UsageError(
+            f"model {name!r} has no alias {alias!r} (its aliases: {known})",
+            fix=f"promote a version (nbmlops registry promote {name} VERSION {alias}), name "
+            "another alias with NAME@alias, or pass the reference data yourself",
+        )
+    version = aliases[alias]
+    info = next((v for v in reg.versions(name) if v.version == version), None)
+    data_versions = info.data_versions if info is not None else []
+    if not data_versions:
+        raise UsageError(
+            f"{name} version {version} ({alias}) has no training data version in its lineage",
+            fix="pass the reference yourself (a DataFrame, or a data version NAME@k committed "
+            "with nbmlops.data.commit), or register a model trained in a %%track cell on "
+            "committed data",
+        )
+    ref = data_versions[0]
+    frame = load(ref, settings=s)
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise UsageError(
+            f"the training data {ref} of {name} v{version} is a {type(frame).__name__}, not a DataFrame",
+            fix="pass the reference frame yourself (reference=df)",
+        )
+    return frame, f"{ref} (training data of {name} v{version}, {alias})"
+
+
+def traffic(
+    model: str | None = None,
+    *,
+    last: str | float | None = None,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    rows: int | None = None,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
+    """The input records the gateway logged in a window (default: the last hour), one row per
+    record, with ``_ts``, ``_model``, ``_version`` and ``_request_id``."""
+    from nbmlops.core.monitor.traffic import traffic_frame
+
+    name, _ = _split_model(model, "champion")
+    return traffic_frame(
+        _settings(settings).home_dir, _window(last, since, until, rows), model=name
+    )
+
+
+def _current(
+    current: Any,
+    model: str | None,
+    last: Any,
+    since: Any,
+    until: Any,
+    rows: int | None,
+    s: Settings,
+) -> tuple[pd.DataFrame, str, str | None]:
+    """(current frame, its label, the model it came from)."""
+    from nbmlops.core.monitor.traffic import features_only, traffic_frame
+
+    name, _ = _split_model(model, "champion")
+    if current is not None:
+        if isinstance(current, str):
+            from nbmlops.api.data import load
+
+            return load(current, settings=s), current, name
+        return current, "current", name
+    window = _window(last, since, until, rows)
+    frame = traffic_frame(s.home_dir, window, model=name)
+    if frame.empty:
+        raise UsageError(
+            f"the {window.label()} is empty: no successful predictions"
+            + (f" of {name}" if name else ""),
+            where=str(s.home_dir / "predictions"),
+            fix="widen the window (last='24h', since='2026-12-01', rows=1000), check the model "
+            "name, or send traffic to the gateway (nbmlops serve) first",
+        )
+    if name is None:
+        models = sorted({str(m) for m in frame["_model"].dropna().unique()})
+        if len(models) > 1:
+            raise UsageError(
+                f"the {window.label()} holds predictions of several models: {', '.join(models)}",
+                fix="name one: model='NAME' (or --model NAME@alias)",
+            )
+        name = models[0] if models else None
+    return features_only(frame), window.label(), name
+
+
+def _reference(
+    reference: Any, model: str | None, alias: str, s: Settings
+) -> tuple[pd.DataFrame, str]:
+    if reference is None:
+        if model is None:
+            raise UsageError(
+                "no reference data and no model to take it from",
+                fix="pass reference=df (or 'NAME@k'), or model='NAME' to compare with the "
+                "training data of its champion",
+            )
+        return reference_data(model, alias, settings=s)
+    if isinstance(reference, str):
+        from nbmlops.api.data import load
+
+        return load(reference, settings=s), reference
+    return reference, "reference"
+
+
+def _served_columns(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The reference's columns that the logged traffic has, and a note on the others.
+
+    The gateway refuses a request that lacks one of the model's inputs (422 naming it), so a
+    reference column absent from every logged request is not an input: the target, or a
+    column the model does not take.
+    """
+    have = {str(c) for c in cur.columns}
+    shared = [str(c) for c in ref.columns if str(c) in have]
+    if not shared:
+        raise UsageError(
+            "the logged requests share no column with the reference data",
+            fix=f"check the model; the reference has {', '.join(map(str, ref.columns[:12]))} "
+            f"and the requests have {', '.join(sorted(have)[:12])}",
+        )
+    others = [str(c) for c in ref.columns if str(c) not in have]
+    note = (
+        [
+            f"in the reference but in no logged request (the target, or not a model input): {', '.join(others)}"
+        ]
+        if others
+        else []
+    )
+    return shared, note
+
+
+def drift(
+    reference: pd.DataFrame | str | None = None,
+    current: pd.DataFrame | str | None = None,
+    *,
+    model: str | None = None,
+    alias: str = "champion",
+    last: str | float | None = None,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    rows: int | None = None,
+    profiles: bool = False,
+    settings: Settings | None = None,
+    html: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> DriftReport:
+    """Drift of ``current`` from ``reference``, per feature and for the dataset.
+
+    Either side may be a DataFrame or a data version ``NAME@k``. Without ``reference``, the
+    training data of ``model``'s ``alias`` (``NAME@alias`` works too) is used; without
+    ``current``, the gateway's prediction log in the window (default: last hour).
+    ``profiles=True`` reads the window from the stored profiles of the log (updated first),
+    which costs the same for a month as for an hour. ``html`` writes the report there.
+    Other options go to :func:`nbmlops.core.monitor.drift.drift` (columns, numeric,
+    categorical, test, thresholds, correction, drift_share, min_rows, multivariate).
+    """
+    from nbmlops.core.monitor.drift import drift as run
+
+    s = _settings(settings)
+    name, alias = _split_model(model, alias)
+    if profiles:
+        report = _drift_from_profiles(reference, name, alias, last, since, until, s, options)
+    else:
+        cur, cur_label, name = _current(current, name, last, since, until, rows, s)
+        ref, ref_label = _reference(reference, name, alias, s)
+        notes: list[str] = []
+        if current is None and options.get("columns") is None:
+            options["columns"], notes = _served_columns(ref, cur)
+        report = run(ref, cur, labels=(ref_label, cur_label), **options)
+        report.notes[:0] = notes
+    if html is not None:
+        report.to_html(html)
+    return report
+
+
+def _drift_from_profiles(
+    reference: Any,
+    name: str | None,
+    alias: str,
+    last: Any,
+    since: Any,
+    until: Any,
+    s: Settings,
+    options: dict[str, Any],
+) -> DriftReport:
+    from nbmlops.core.monitor.drift import drift_of_summaries
+    from nbmlops.core.monitor.summary import feature_kinds, summarize_column
+
+    if name is None:
+        raise UsageError("drift from profiles needs the model", fix="pass model='NAME'")
+    if options.pop("multivariate", False):
+        raise UsageError(
+            "the multivariate test needs rows, and profiles keep none",
+            fix="drop profiles=True (or --profiles) to run it on the log's rows",
+        )
+    ref, ref_label = _reference(reference, name, alias, s)
+    columns = options.pop("columns", None)
+    kinds, notes = feature_kinds(
+        ref,
+        [str(c) for c in (columns if columns is not None else ref.columns)],
+        numeric=options.pop("numeric", None),
+        categorical=options.pop("categorical", None),
+        categorical_max=options.pop("categorical_max", 50),
+    )
+    window = _window(last, since, until, None)
+    prof = profile(name, kinds=kinds, since=window.since, until=window.until, settings=s)
+    if prof is None or prof.rows == 0:
+        raise UsageError(
+            f"no profiles of {name} in the {window.label()}",
+            fix="widen the window (last='30d'), or send traffic first: profiles cover the "
+            "windows of the log that have ended",
+        )
+    missing = [c for c in kinds if c not in prof.columns]
+    if missing and columns is not None:
+        raise UsageError(
+            f"the profiles of {name} lack feature(s) {', '.join(missing)}",
+            fix="name columns the gateway receives, or leave columns out",
+        )
+    if missing:  # not in any request: the target, or not a model input (see _served_columns)
+        kinds = {c: k for c, k in kinds.items() if c not in missing}
+        notes.append(
+            "in the reference but in no logged request (the target, or not a model input): "
+            + ", ".join(missing)
+        )
+    summaries = {
+        c: (summarize_column(ref[c], k, "reference"), prof.columns[c].summary())
+        for c, k in kinds.items()
+    }
+    report = drift_of_summaries(
+        summaries,
+        labels=(ref_label, f"profiles of the {window.label()}"),
+        reference_rows=len(ref),
+        current_rows=prof.rows,
+        **options,
+    )
+    report.notes[:0] = notes
+    return report
+
+
+def profile(
+    model: str,
+    *,
+    kinds: dict[str, Any] | None = None,
+    last: str | float | None = None,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    update: bool = True,
+    window_seconds: float = 3600.0,
+    settings: Settings | None = None,
+) -> Profile | None:
+    """The merged profile of ``model``'s traffic in a window (default: the last 30 days),
+    after profiling the log's ended windows that have none yet (``update``)."""
+    from nbmlops.core.monitor.profile_store import ProfileStore
+
+    s = _settings(settings)
+    name, _ = _split_model(model, "champion")
+    assert name is not None
+    if update:
+        update_profiles(name, kinds=kinds, window_seconds=window_seconds, settings=s)
+    if last is None and since is None:
+        last = "30d"
+    w = _window(last, since, until, None)
+    return ProfileStore(s.home_dir).merged(name, w.since, w.until)
+
+
+def update_profiles(
+    model: str,
+    *,
+    kinds: dict[str, Any] | None = None,
+    window_seconds: float = 3600.0,
+    settings: Settings | None = None,
+) -> int:
+    """Profile the ended windows of ``model``'s traffic that have no profile yet; returns how
+    many were written. ``kinds`` (feature -> numeric/categorical) default to the champion's
+    training data, else to what the traffic holds."""
+    from nbmlops.core.monitor.profile_store import update_profiles as run
+    from nbmlops.core.monitor.summary import feature_kinds
+
+    s = _settings(settings)
+    name, alias = _split_model(model, "champion")
+    assert name is not None
+    if kinds is None:
+        try:
+            ref, _ = reference_data(name, alias, settings=s)
+            kinds, _ = feature_kinds(
+                ref,
+                [str(c) for c in ref.columns],
+                numeric=None,
+                categorical=None,
+                categorical_max=50,
+            )
+        except UsageError:
+            kinds = None
+    if kinds is None:
+        from nbmlops.core.monitor.traffic import features_only
+
+        sample = features_only(traffic(name, last="30d", rows=10_000, settings=s))
+        kinds, _ = feature_kinds(
+            sample,
+            [str(c) for c in sample.columns],
+            numeric=None,
+            categorical=None,
+            categorical_max=50,
+        )
+    return run(s.home_dir, name, kinds, window_seconds=window_seconds)
+
+
+def quality(
+    current: pd.DataFrame | str | None = None,
+    *,
+    reference: pd.DataFrame | str | None = None,
+    schema: Any = None,
+    model: str | None = None,
+    alias: str = "champion",
+    last: str | float | None = None,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    rows: int | None = None,
+    window: str | float | None = "1h",
+    range_margin: float = 0.0,
+    settings: Settings | None = None,
+) -> QualityReport:
+    """Data quality of ``current`` per ``window`` against the schema of the training data
+    (inferred as ``%validate`` infers it, or ``schema``: a pandera schema or a YAML path)."""
+    from nbmlops.core.data.schema import infer_schema, load_schema
+    from nbmlops.core.monitor.quality import quality as run
+    from nbmlops.core.monitor.traffic import parse_duration
+
+    s = _settings(settings)
+    name, alias = _split_model(model, alias)
+    if current is not None and not isinstance(current, str):
+        cur = current
+    else:
+        from nbmlops.core.monitor.traffic import traffic_frame
+
+        if isinstance(current, str):
+            from nbmlops.api.data import load
+
+            cur = load(current, settings=s)
+        else:
+            w = _window(last, since, until, rows)
+            cur = traffic_frame(s.home_dir, w, model=name)
+            if cur.empty:
+                raise UsageError(
+                    f"the {w.label()} is empty: no successful predictions",
+                    fix="widen the window (last='24h') or send traffic to the gateway first",
+                )
+            if name is None:
+                found = sorted({str(m) for m in cur["_model"].dropna().unique()})
+                name = found[0] if len(found) == 1 else None
+    if schema is None:
+        ref, _ = _reference(reference, name, alias, s)
+        if current is None:  # from the log: only the model's inputs (see _served_columns)
+            ref = ref[_served_columns(ref, cur)[0]]
+        schema = infer_schema(ref, range_margin=range_margin)
+    elif isinstance(schema, (str, os.PathLike)):
+        schema = load_schema(schema)
+    seconds = None if window is None else parse_duration(window)
+    return run(cur, schema, window=seconds)

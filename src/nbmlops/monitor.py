@@ -1,0 +1,20 @@
+"""``nbmlops.monitor``: drift, data quality, profiles, performance and service health of served
+models from Python. The functions live in :mod:`nbmlops.api.monitor` and
+:mod:`nbmlops.api.monitor_performance`; this name reads well in a notebook
+(``nbmlops.monitor.drift(reference, current)``)."""
+
+from nbmlops.api.monitor import drift, profile, quality, reference_data, traffic, update_profiles
+from nbmlops.api.monitor_performance import health, label, performance, slices
+
+__all__ = [
+    "drift",
+    "health",
+    "label",
+    "performance",
+    "profile",
+    "quality",
+    "reference_data",
+    "slices",
+    "traffic",
+    "update_profiles",
+]
