@@ -270,13 +270,21 @@ def data_show(ref: str) -> None:
 
 @data_app.command("diff")
 def data_diff(
-    a: str, b: str, key: str = typer.Option(None, help="Comma-separated key columns.")
+    a: str,
+    b: str,
+    key: str = typer.Option(None, help="Comma-separated key columns."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """What changed between two versions of a frame."""
+    """What changed between two versions of a frame (rows matched by key, by a shared unique
+    index, or by content)."""
     from nbmlops.api import data
 
     keys = [k.strip() for k in key.split(",")] if key else None
-    console.print(data.diff(a, b, key=keys).summary())
+    result = data.diff(a, b, key=keys)
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        print(result.summary())
 
 
 @data_app.command("checkout")
