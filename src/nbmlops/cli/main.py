@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nbmlops.cli.output import JSON_OPTION
 from nbmlops.exceptions import NbmlopsError
 
 app = typer.Typer(
@@ -198,33 +199,29 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 
-def _versions_table(title: str, versions) -> Table:
+def _print_versions(title: str, versions, as_json: bool) -> None:
     import datetime as dt
 
-    table = Table(title=title)
-    for col in (
-        "version",
-        "kind",
-        "shape",
-        "digest",
-        "bytes",
-        "author",
-        "created (UTC)",
-        "message",
-    ):
-        table.add_column(col)
-    for v in versions:
-        table.add_row(
+    from nbmlops.cli.output import listing, print_json, print_table
+
+    if as_json:
+        print_json([{"ref": v.ref, **v.to_dict()} for v in versions])
+        return
+    columns = ("version", "kind", "shape", "digest", "bytes", "author", "created (UTC)", "message")
+    rows = [
+        (
             v.ref,
             v.kind,
             "x".join(map(str, v.shape)),
             v.digest[:12],
-            str(v.nbytes),
+            v.nbytes,
             v.author,
             dt.datetime.fromtimestamp(v.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
             v.message,
         )
-    return table
+        for v in versions
+    ]
+    print_table(listing(title, columns, rows), console)
 
 
 @data_app.command("commit")
@@ -245,19 +242,19 @@ def data_commit(
 
 
 @data_app.command("ls")
-def data_ls() -> None:
+def data_ls(as_json: bool = JSON_OPTION) -> None:
     """Every dataset and its latest version."""
     from nbmlops.api import data
 
-    console.print(_versions_table("datasets", data.ls()))
+    _print_versions("datasets", data.ls(), as_json)
 
 
 @data_app.command("log")
-def data_log(name: str) -> None:
+def data_log(name: str, as_json: bool = JSON_OPTION) -> None:
     """All versions of a dataset."""
     from nbmlops.api import data
 
-    console.print(_versions_table(f"versions of {name}", data.log(name)))
+    _print_versions(f"versions of {name}", data.log(name), as_json)
 
 
 @data_app.command("show")
@@ -329,7 +326,7 @@ def lineage(
 
 
 def _mount_subcommands() -> None:
-    from nbmlops.cli import audit, pipeline, registry, reproduce, sweep
+    from nbmlops.cli import audit, pipeline, registry, reproduce, runs, sweep
     from nbmlops.cli import serve as serve_cli
 
     app.command("run", context_settings=pipeline.RUN_CONTEXT)(pipeline.run)
@@ -339,6 +336,7 @@ def _mount_subcommands() -> None:
 
     app.command("serve")(serve_cli.serve)
     app.add_typer(serve_cli.deploy_app, name="deploy", help="Export deployments: KServe, Docker.")
+    app.add_typer(runs.app, name="runs", help="Runs of an experiment: ls.")
     app.add_typer(audit.app, name="audit", help="The hash-chained audit log: log, verify.")
     app.add_typer(
         registry.app,
