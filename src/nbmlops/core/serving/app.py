@@ -5,7 +5,10 @@ Routes:
 * ``POST /predict``: records or MLflow's split format, checked against the routed model's
   signature (400 malformed JSON, 413 too large, 422 naming the field); answers
   ``{"predictions", "model", "version", "request_id"}`` with headers ``X-Model-Version`` and
-  ``X-Request-Id``. ``X-Request-Key`` makes the canary split sticky.
+  ``X-Request-Id``. ``X-Request-Key`` makes the canary split sticky. With
+  ``"params": {"predict_proba": true}`` a classifier answers class probabilities, one list
+  per row in the order of ``"classes"``, which the answer adds (400 for a model without
+  ``predict_proba``).
 * ``GET /health``: 200 with the versions being served (503 until they are loaded, and
   ``"status": "refused"`` if a version served from the cache failed its checks again).
 * ``GET /metrics``: Prometheus text.
@@ -45,7 +48,7 @@ from nbmlops.core.serving.loader import ModelLoader, ModelRef, parse_weighted
 from nbmlops.core.serving.metrics import CONTENT_TYPE, GatewayMetrics
 from nbmlops.core.serving.predlog import PredictionLog
 from nbmlops.core.serving.router import ModelRouter, Route
-from nbmlops.core.serving.schema import parse_body
+from nbmlops.core.serving.schema import parse_body, split_params
 from nbmlops.core.serving.shadow import ShadowScorer
 
 if TYPE_CHECKING:
@@ -206,10 +209,10 @@ class Gateway:
         """Parse, check and predict one request on ``route``; log it. Never raises."""
         model = route.model
         status, payload, records, outputs, error = 200, None, None, None, None
-        reason = None
+        reason, classes = None, None
         try:
             try:
-                payload = parse_body(body)
+                payload, params = split_params(parse_body(body))
                 rows = model.validate(payload)
             except InvalidInput:
                 raise
@@ -222,7 +225,10 @@ class Gateway:
                     422, f"The request could not be checked: {type(err).__name__}"
                 ) from None
             records = rows.records
-            outputs = model.predict(rows)  # turning rows into the model's input: InvalidInput
+            if params.get("predict_proba"):
+                outputs, classes = probabilities(model, rows)
+            else:
+                outputs = model.predict(rows)  # turning rows into the model's input: InvalidInput
         except InvalidInput as err:
             status, error, reason = err.status, err.message, "invalid_input"
             answer: dict[str, Any] = {"error": err.message, "fields": err.fields}
@@ -232,6 +238,8 @@ class Gateway:
             answer = {"error": f"The model failed to predict ({type(err).__name__})"}
         else:
             answer = {"predictions": outputs}
+            if classes is not None:
+                answer["classes"] = classes
         answer.update(model=model.name, version=model.version, request_id=request_id)
         seconds = time.perf_counter() - began
         self.metrics.observe(model.name, model.version, route.kind, status, seconds, reason)
@@ -250,6 +258,27 @@ class Gateway:
         if status == 200 and route.kind != "shadow" and table is not None and table.shadows:
             self.shadow.submit(request_id, payload)
         return status, answer
+
+
+def probabilities(model: Any, rows: Any) -> tuple[Any, list[Any]]:
+    """(class probabilities per row, the classes in their column order) from the served
+    estimator's ``predict_proba``; InvalidInput(400) when the model has none."""
+    from nbmlops.core.serving.loader import to_jsonable
+
+    estimator = model.estimator
+    fn = getattr(estimator, "predict_proba", None)
+    if not callable(fn):
+        what = type(estimator).__name__ if estimator is not None else f"a {model.flavor} model"
+        raise InvalidInput(
+            400,
+            f"{model.name} v{model.version} ({what}) has no predict_proba, so it cannot answer "
+            "class probabilities; ask without params.predict_proba for its predictions",
+            ["params.predict_proba"],
+        )
+    classes = getattr(estimator, "classes_", None)
+    # The DataFrame (not the array fast path): the columns carry the names it was fitted on.
+    proba = fn(rows.frame())
+    return to_jsonable(proba), to_jsonable(list(classes)) if classes is not None else []
 
 
 def _json_bytes(answer: dict[str, Any]) -> bytes:
