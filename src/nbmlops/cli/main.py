@@ -115,9 +115,16 @@ def _free_port(preferred: int) -> int:
 @app.command()
 def ui(
     port: int = typer.Option(5000, help="Port on 127.0.0.1 (a free one is used if taken)."),
-    background: bool = typer.Option(False, "--background", help="Start it and return."),
+    background: bool = typer.Option(
+        False, "--background", help="Start it, wait until it answers, and return."
+    ),
+    timeout: float = typer.Option(
+        600.0, help="Seconds to wait for the UI to answer before giving up."
+    ),
 ) -> None:
-    """Start the MLflow UI on this project's store, on 127.0.0.1."""
+    """Start the MLflow UI on this project's store, on 127.0.0.1; print its runs page's URL
+    once it answers."""
+    from nbmlops.api.experiments import runs_page
     from nbmlops.api.tracking import open_store
 
     s = _settings()
@@ -140,16 +147,7 @@ def ui(
     ]
     s.home_dir.mkdir(parents=True, exist_ok=True)
     info = s.home_dir / "ui.json"
-    with open(s.home_dir / "ui.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    info.write_text(
-        json.dumps({"pid": proc.pid, "url": url, "tracking_uri": s.resolved_tracking_uri})
-    )
-    console.print(
-        f"MLflow UI for {s.resolved_tracking_uri}\n  {url}  (log: {s.home_dir / 'ui.log'})"
-    )
-    if background:
-        return
+    ui_log = s.home_dir / "ui.log"
 
     def _stop(signum, frame) -> None:
         raise KeyboardInterrupt
@@ -157,17 +155,76 @@ def ui(
     # The UI runs in a session of its own (so a closed terminal does not kill a --background
     # UI), so no signal sent to this process reaches it: SIGTERM and SIGHUP end this process
     # the way Ctrl-C does, and every way out stops the UI's whole process group (mlflow ui
-    # runs uvicorn, which runs its workers).
+    # runs uvicorn, which runs its workers). Installed before the UI starts, so a stop while
+    # it is still starting stops it too.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    proc: subprocess.Popen | None = None
+    keep = False
     try:
+        with open(ui_log, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        info.write_text(
+            json.dumps({"pid": proc.pid, "url": url, "tracking_uri": s.resolved_tracking_uri})
+        )
+        page = runs_page(s, url)
+        _wait_until_it_answers(proc, url, ui_log, timeout)
+        print(f"MLflow UI for {s.resolved_tracking_uri}\n  {page}\n  (log: {ui_log})", flush=True)
+        if background:
+            keep = True
+            return
         proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        _stop_process_group(proc)
+        if proc is not None and not keep:
+            err_console.print(f"stopping the MLflow UI (process group {proc.pid})", highlight=False)
+            _stop_process_group(proc)
+            info.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        info.unlink(missing_ok=True)
+
+
+def _wait_until_it_answers(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Poll ``url``/health until it answers 200, showing how long it has been starting (a
+    spinner on a terminal, a line every 10 s otherwise); NbmlopsError if the UI exits or
+    ``timeout`` passes."""
+    import time
+    import urllib.request
+
+    began = time.monotonic()
+    say = f"starting the MLflow UI on {url} (pid {proc.pid})"
+    err_console.print(f"{say} ...", highlight=False)
+    next_line = began + 10
+    with err_console.status(say) as status:
+        while True:
+            waited = time.monotonic() - began
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                raise NbmlopsError(
+                    f"The MLflow UI exited with code {proc.returncode} while starting",
+                    where=str(log),
+                    fix=f"Read its log; the end of it says:\n{tail}",
+                )
+            if waited > timeout:
+                raise NbmlopsError(
+                    f"The MLflow UI did not answer within {timeout:g} s",
+                    where=str(log),
+                    fix="Read its log, or give it longer with --timeout.",
+                )
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        err_console.print(f"the MLflow UI answers after {waited:.0f} s")
+                        return
+            except OSError:
+                pass
+            status.update(f"{say}: {waited:.0f} s")
+            if not err_console.is_terminal and time.monotonic() >= next_line:
+                err_console.print(f"  still starting ({waited:.0f} s)", highlight=False)
+                next_line += 10
+            time.sleep(0.25)
 
 
 def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
