@@ -72,6 +72,11 @@ def test_pipeline_run_show_and_dry_run(project: Path) -> None:
     )
     show = cli(project, "pipeline", "show", "pipeline.yaml")
     assert show.returncode == 0 and "first" in show.stdout and "second" in show.stdout
+    shown = json.loads(cli(project, "pipeline", "show", "pipeline.yaml", "--json").stdout)
+    assert [(s["step"], s["after"]) for s in shown["steps"]] == [
+        ("first", []),
+        ("second", ["first"]),
+    ]
     dry = cli(project, "pipeline", "run", "pipeline.yaml", "--dry-run", "--json")
     plan = json.loads(dry.stdout)
     assert {n: s["status"] for n, s in plan["steps"].items()} == {

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nbmlops.cli.output import JSON_OPTION, listing, print_json, print_table
+
 if TYPE_CHECKING:
     from nbmlops.api.pipeline import ProgressEvent
 
@@ -378,23 +380,41 @@ def pipeline_run(
 
 
 @app.command("show")
-def pipeline_show(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None:
+def pipeline_show(
+    pipeline: Path = typer.Argument(..., help="pipeline.yaml"),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Check a pipeline file and print its steps in run order with their inputs and outputs."""
     from nbmlops.api.pipeline import plan_pipeline
     from nbmlops.config import load_settings
 
     p = plan_pipeline(pipeline, load_settings())
-    table = Table(title=f"pipeline {p.display_name} (experiment {p.experiment_name})")
-    for col in ("step", "notebook", "after", "inputs", "outputs"):
-        table.add_column(col)
+    steps = []
+    for n in p.order:
+        s = p.steps[n]
+        steps.append(
+            {
+                "step": n,
+                "notebook": str(s.notebook),
+                "after": list(s.upstream),
+                "inputs": {k: i.ref or str(i.path) for k, i in s.resolved_inputs.items()},
+                "outputs": {k: str(v) for k, v in s.output_paths.items()},
+            }
+        )
+    if as_json:
+        print_json({"pipeline": p.display_name, "experiment": p.experiment_name, "steps": steps})
+        return
+    rows = []
     for n in p.order:
         s = p.steps[n]
         ins = ", ".join(
             f"{k}={i.ref or Path(str(i.path)).name}" for k, i in s.resolved_inputs.items()
         )
         outs = ", ".join(f"{k}={Path(v).name}" for k, v in s.output_paths.items())
-        table.add_row(n, str(s.notebook), ", ".join(s.upstream), ins, outs)
-    console.print(table)
+        rows.append((n, str(s.notebook), ", ".join(s.upstream), ins, outs))
+    title = f"pipeline {p.display_name} (experiment {p.experiment_name})"
+    columns = ("step", "notebook", "after", "inputs", "outputs")
+    print_table(listing(title, columns, rows), console)
 
 
 if __name__ == "__main__":  # pragma: no cover
