@@ -53,7 +53,8 @@ def test_sync_with_nothing_to_do(project: Path):
 
 @pytest.mark.slow
 def test_ui_serves_the_project_store_on_localhost(project: Path):
-    proc = cli(project, "ui", "--background", "--port", "5731")
+    # --background returns once the UI answers: minutes on a loaded machine.
+    proc = cli(project, "ui", "--background", "--port", "5731", timeout=600)
     assert proc.returncode == 0, proc.stderr
     info = json.loads((project / ".nbmlops" / "ui.json").read_text())
     assert info["url"].startswith("http://127.0.0.1:")

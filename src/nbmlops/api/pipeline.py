@@ -43,6 +43,7 @@ __all__ = [
     "SweepPlanned",
     "TrialFinished",
     "TrialStarted",
+    "end_interrupted",
     "format_value",
     "parse_parameters",
     "plan_pipeline",
@@ -52,3 +53,21 @@ __all__ = [
     "run_pipeline",
     "trial_line",
 ]
+
+
+def end_interrupted(flush_seconds: float = 2.0) -> str | None:
+    """After Ctrl-C or SIGTERM: close this process's tracker with a short wait for MLflow
+    instead of ``exit_flush_seconds`` (30 s by default, and more when MLflow is still to be
+    imported on a busy machine); what is not shipped by then stays in the journal and goes to
+    a detached shipper, so nothing recorded is lost. Returns the journal folder, if any."""
+    from nbmlops.core.tracking.session import current_tracker
+
+    tracker = current_tracker()
+    if tracker is None:
+        return None
+    # The tracker reads the bound at close time; a copy keeps the user's settings untouched.
+    tracker.settings = tracker.settings.model_copy(
+        update={"exit_flush_seconds": min(flush_seconds, tracker.settings.exit_flush_seconds)}
+    )
+    tracker.close()
+    return str(tracker.settings.journal_dir)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import typer
 from rich.console import Console
-from rich.table import Table
+
+from nbmlops.cli.output import JSON_OPTION, listing, piped, print_json, print_table
 
 app = typer.Typer(
     help="Show and verify the tamper-evident audit log of dataset and model actions.",
@@ -26,14 +28,16 @@ def _log():
     return audit_log(load_settings())
 
 
-def _short(details: dict) -> str:
-    """``key=value, …`` with long values (digests, paths) cut short."""
+def _short(details: dict, whole: bool = False) -> str:
+    """``key=value, …`` with long values (digests, paths) cut short, unless ``whole``."""
     parts = []
     for key, value in details.items():
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        parts.append(f"{key}={text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + '…'}")
+        if not whole and len(text) > VALUE_WIDTH:
+            text = text[: VALUE_WIDTH - 1] + "…"
+        parts.append(f"{key}={text}")
     joined = ", ".join(parts)
-    return joined if len(joined) <= DETAILS_WIDTH else joined[: DETAILS_WIDTH - 1] + "…"
+    return joined if whole or len(joined) <= DETAILS_WIDTH else joined[: DETAILS_WIDTH - 1] + "…"
 
 
 @app.command("log")
@@ -45,24 +49,34 @@ def log_(
         None, "--target", help="Only this target or pattern; a name without @ matches all versions."
     ),
     n: int = typer.Option(20, "-n", "--limit", min=1, help="How many of the last entries."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show the last entries of the audit log (oldest first)."""
     log = _log()
     entries = log.tail(n, action=action, target=target)
+    if as_json:
+        print_json([asdict(e) for e in entries])
+        return
     if not entries:
         console.print(f"no audit entries in {log.path}", markup=False)
         return
-    table = Table(title=f"audit log {log.path}")
-    table.add_column("seq", justify="right")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("user")
-    table.add_column("action")
-    table.add_column("target")
-    table.add_column("details", overflow="fold")
-    for e in entries:
-        when = datetime.fromtimestamp(e.ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(str(e.seq), when, e.user, e.action, e.target, _short(e.details))
-    console.print(table)
+    whole = piped()
+    rows = [
+        (
+            e.seq,
+            datetime.fromtimestamp(e.ts, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            e.user,
+            e.action,
+            e.target,
+            _short(e.details, whole),
+        )
+        for e in entries
+    ]
+    columns = ("seq", "time (UTC)", "user", "action", "target", "details")
+    table = listing(f"audit log {log.path}", columns, rows, right=("seq",))
+    table.columns[1].no_wrap = True
+    table.columns[5].overflow = "fold"
+    print_table(table, console)
 
 
 @app.command()

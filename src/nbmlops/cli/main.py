@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nbmlops.cli.output import JSON_OPTION
 from nbmlops.exceptions import NbmlopsError
 
 app = typer.Typer(
@@ -114,9 +115,16 @@ def _free_port(preferred: int) -> int:
 @app.command()
 def ui(
     port: int = typer.Option(5000, help="Port on 127.0.0.1 (a free one is used if taken)."),
-    background: bool = typer.Option(False, "--background", help="Start it and return."),
+    background: bool = typer.Option(
+        False, "--background", help="Start it, wait until it answers, and return."
+    ),
+    timeout: float = typer.Option(
+        600.0, help="Seconds to wait for the UI to answer before giving up."
+    ),
 ) -> None:
-    """Start the MLflow UI on this project's store, on 127.0.0.1."""
+    """Start the MLflow UI on this project's store, on 127.0.0.1; print its runs page's URL
+    once it answers."""
+    from nbmlops.api.experiments import runs_page
     from nbmlops.api.tracking import open_store
 
     s = _settings()
@@ -139,16 +147,7 @@ def ui(
     ]
     s.home_dir.mkdir(parents=True, exist_ok=True)
     info = s.home_dir / "ui.json"
-    with open(s.home_dir / "ui.log", "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    info.write_text(
-        json.dumps({"pid": proc.pid, "url": url, "tracking_uri": s.resolved_tracking_uri})
-    )
-    console.print(
-        f"MLflow UI for {s.resolved_tracking_uri}\n  {url}  (log: {s.home_dir / 'ui.log'})"
-    )
-    if background:
-        return
+    ui_log = s.home_dir / "ui.log"
 
     def _stop(signum, frame) -> None:
         raise KeyboardInterrupt
@@ -156,17 +155,76 @@ def ui(
     # The UI runs in a session of its own (so a closed terminal does not kill a --background
     # UI), so no signal sent to this process reaches it: SIGTERM and SIGHUP end this process
     # the way Ctrl-C does, and every way out stops the UI's whole process group (mlflow ui
-    # runs uvicorn, which runs its workers).
+    # runs uvicorn, which runs its workers). Installed before the UI starts, so a stop while
+    # it is still starting stops it too.
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    proc: subprocess.Popen | None = None
+    keep = False
     try:
+        with open(ui_log, "ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        info.write_text(
+            json.dumps({"pid": proc.pid, "url": url, "tracking_uri": s.resolved_tracking_uri})
+        )
+        page = runs_page(s, url)
+        _wait_until_it_answers(proc, url, ui_log, timeout)
+        print(f"MLflow UI for {s.resolved_tracking_uri}\n  {page}\n  (log: {ui_log})", flush=True)
+        if background:
+            keep = True
+            return
         proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        _stop_process_group(proc)
+        if proc is not None and not keep:
+            err_console.print(f"stopping the MLflow UI (process group {proc.pid})", highlight=False)
+            _stop_process_group(proc)
+            info.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        info.unlink(missing_ok=True)
+
+
+def _wait_until_it_answers(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Poll ``url``/health until it answers 200, showing how long it has been starting (a
+    spinner on a terminal, a line every 10 s otherwise); NbmlopsError if the UI exits or
+    ``timeout`` passes."""
+    import time
+    import urllib.request
+
+    began = time.monotonic()
+    say = f"starting the MLflow UI on {url} (pid {proc.pid})"
+    err_console.print(f"{say} ...", highlight=False)
+    next_line = began + 10
+    with err_console.status(say) as status:
+        while True:
+            waited = time.monotonic() - began
+            if proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                raise NbmlopsError(
+                    f"The MLflow UI exited with code {proc.returncode} while starting",
+                    where=str(log),
+                    fix=f"Read its log; the end of it says:\n{tail}",
+                )
+            if waited > timeout:
+                raise NbmlopsError(
+                    f"The MLflow UI did not answer within {timeout:g} s",
+                    where=str(log),
+                    fix="Read its log, or give it longer with --timeout.",
+                )
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        err_console.print(f"the MLflow UI answers after {waited:.0f} s")
+                        return
+            except OSError:
+                pass
+            status.update(f"{say}: {waited:.0f} s")
+            if not err_console.is_terminal and time.monotonic() >= next_line:
+                err_console.print(f"  still starting ({waited:.0f} s)", highlight=False)
+                next_line += 10
+            time.sleep(0.25)
 
 
 def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -198,33 +256,29 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 
-def _versions_table(title: str, versions) -> Table:
+def _print_versions(title: str, versions, as_json: bool) -> None:
     import datetime as dt
 
-    table = Table(title=title)
-    for col in (
-        "version",
-        "kind",
-        "shape",
-        "digest",
-        "bytes",
-        "author",
-        "created (UTC)",
-        "message",
-    ):
-        table.add_column(col)
-    for v in versions:
-        table.add_row(
+    from nbmlops.cli.output import listing, print_json, print_table
+
+    if as_json:
+        print_json([{"ref": v.ref, **v.to_dict()} for v in versions])
+        return
+    columns = ("version", "kind", "shape", "digest", "bytes", "author", "created (UTC)", "message")
+    rows = [
+        (
             v.ref,
             v.kind,
             "x".join(map(str, v.shape)),
             v.digest[:12],
-            str(v.nbytes),
+            v.nbytes,
             v.author,
             dt.datetime.fromtimestamp(v.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
             v.message,
         )
-    return table
+        for v in versions
+    ]
+    print_table(listing(title, columns, rows), console)
 
 
 @data_app.command("commit")
@@ -245,19 +299,19 @@ def data_commit(
 
 
 @data_app.command("ls")
-def data_ls() -> None:
+def data_ls(as_json: bool = JSON_OPTION) -> None:
     """Every dataset and its latest version."""
     from nbmlops.api import data
 
-    console.print(_versions_table("datasets", data.ls()))
+    _print_versions("datasets", data.ls(), as_json)
 
 
 @data_app.command("log")
-def data_log(name: str) -> None:
+def data_log(name: str, as_json: bool = JSON_OPTION) -> None:
     """All versions of a dataset."""
     from nbmlops.api import data
 
-    console.print(_versions_table(f"versions of {name}", data.log(name)))
+    _print_versions(f"versions of {name}", data.log(name), as_json)
 
 
 @data_app.command("show")
@@ -270,13 +324,21 @@ def data_show(ref: str) -> None:
 
 @data_app.command("diff")
 def data_diff(
-    a: str, b: str, key: str = typer.Option(None, help="Comma-separated key columns.")
+    a: str,
+    b: str,
+    key: str = typer.Option(None, help="Comma-separated key columns."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """What changed between two versions of a frame."""
+    """What changed between two versions of a frame (rows matched by key, by a shared unique
+    index, or by content)."""
     from nbmlops.api import data
 
     keys = [k.strip() for k in key.split(",")] if key else None
-    console.print(data.diff(a, b, key=keys).summary())
+    result = data.diff(a, b, key=keys)
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        print(result.summary())
 
 
 @data_app.command("checkout")
@@ -321,7 +383,7 @@ def lineage(
 
 
 def _mount_subcommands() -> None:
-    from nbmlops.cli import audit, monitor, pipeline, registry, reproduce, sweep
+    from nbmlops.cli import audit, monitor, pipeline, registry, reproduce, runs, sweep
     from nbmlops.cli import serve as serve_cli
 
     app.command("run", context_settings=pipeline.RUN_CONTEXT)(pipeline.run)
@@ -331,6 +393,7 @@ def _mount_subcommands() -> None:
 
     app.command("serve")(serve_cli.serve)
     app.add_typer(serve_cli.deploy_app, name="deploy", help="Export deployments: KServe, Docker.")
+    app.add_typer(runs.app, name="runs", help="Runs of an experiment: ls.")
     app.add_typer(audit.app, name="audit", help="The hash-chained audit log: log, verify.")
     app.add_typer(
         monitor.app,

@@ -8,11 +8,13 @@ refused promotion prints every gate with its verdict and exits 1; other nbmlops 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from nbmlops.cli.output import JSON_OPTION, listing, print_json, print_table
 from nbmlops.exceptions import GateRefused
 
 app = typer.Typer(
@@ -29,6 +31,20 @@ def _registry():
     from nbmlops.config import load_settings
 
     return model_registry(load_settings())
+
+
+def _read_versions(name: str) -> list:
+    from nbmlops.api.registry import model_versions
+    from nbmlops.config import load_settings
+
+    return model_versions(name, load_settings())
+
+
+def _read_history(name: str, alias: str) -> list:
+    from nbmlops.api.registry import alias_history
+    from nbmlops.config import load_settings
+
+    return alias_history(name, alias, load_settings())
 
 
 def _when(ts: float) -> str:
@@ -116,10 +132,13 @@ def approve(
 
 
 @app.command()
-def versions(name: str) -> None:
+def versions(name: str, as_json: bool = JSON_OPTION) -> None:
     """Every version with its aliases, scan verdict, card state and approvals."""
-    table = Table(title=f"versions of {name}")
-    for col in (
+    found = _read_versions(name)
+    if as_json:
+        print_json([asdict(v) for v in found])
+        return
+    columns = (
         "version",
         "aliases",
         "created (UTC)",
@@ -129,11 +148,10 @@ def versions(name: str) -> None:
         "approved by",
         "data",
         "run",
-    ):
-        table.add_column(col)
-    for v in _registry().versions(name):
-        table.add_row(
-            str(v.version),
+    )
+    rows = [
+        (
+            v.version,
             ", ".join(v.aliases),
             _when(v.created),
             v.registered_by,
@@ -141,19 +159,27 @@ def versions(name: str) -> None:
             "complete" if v.card_complete else "incomplete",
             ", ".join(v.approvals),
             ", ".join(v.data_versions),
-            (v.run_id or "")[:12],
+            v.run_id or "",
         )
-    console.print(table)
+        for v in found
+    ]
+    print_table(listing(f"versions of {name}", columns, rows), console)
 
 
 @app.command()
-def history(name: str, alias: str = typer.Option("champion", help="Alias.")) -> None:
+def history(
+    name: str,
+    alias: str = typer.Option("champion", help="Alias."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Every recorded move of an alias, oldest first."""
-    table = Table(title=f"history of {name}@{alias}")
-    for col in ("time (UTC)", "action", "version", "previous", "user", "override"):
-        table.add_column(col)
-    for e in _registry().history(name, alias):
-        table.add_row(
+    events = _read_history(name, alias)
+    if as_json:
+        print_json([asdict(e) for e in events])
+        return
+    columns = ("time (UTC)", "action", "version", "previous", "user", "override")
+    rows = [
+        (
             _when(e.ts),
             e.action,
             "" if e.version is None else f"v{e.version}",
@@ -161,4 +187,6 @@ def history(name: str, alias: str = typer.Option("champion", help="Alias.")) -> 
             e.user,
             e.override or "",
         )
-    console.print(table)
+        for e in events
+    ]
+    print_table(listing(f"history of {name}@{alias}", columns, rows), console)

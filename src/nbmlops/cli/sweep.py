@@ -12,8 +12,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nbmlops.api.pipeline import format_value
 from nbmlops.cli.pipeline import STATE_STYLE, RichProgress
+
+
+def format_value(value: Any) -> str:
+    """nbmlops.api.pipeline's format_value, imported when a sweep prints (not at start-up)."""
+    from nbmlops.api.pipeline import format_value as fmt
+
+    return fmt(value)
+
 
 console = Console()
 err_console = Console(stderr=True)

@@ -191,6 +191,13 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[BASE_COLUMNS + params + metrics].reset_index(drop=True)
 
 
+def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The runs frame :func:`list_runs` returns, from rows of the same shape read elsewhere."""
+    import pandas as pd
+
+    return _typed(pd.DataFrame.from_records(rows)) if rows else empty_runs()
+
+
 def empty_runs() -> pd.DataFrame:
     import pandas as pd
 

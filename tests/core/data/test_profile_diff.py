@@ -194,7 +194,8 @@ def test_identical_frames_have_no_differences() -> None:
 
 def test_series_versions_diff_as_one_column() -> None:
     d = diff_versions(pd.Series([1.0, 2.0, 3.0], name="v"), pd.Series([1.0, 2.0, 4.0], name="v"))
-    assert (d.rows_added, d.rows_removed) == (1, 1)
+    assert (d.rows_added, d.rows_removed, d.rows_changed) == (0, 0, 1)  # same index: matched
+    assert d.changed_rows == [{"key": 2, "values": {"v": [3.0, 4.0]}}]
     assert d.profile_shifts["v"]["mean"]["old"] == pytest.approx(2.0)
 
 

@@ -1,9 +1,11 @@
 """What changed between two versions of a table: schema, rows and the shape of the numbers.
 
 With key columns rows are matched by key, so an edited row counts as *changed* (and each
-column says how many of its values changed). Without keys rows are matched by a hash of their
-values in the shared columns: an edited row then shows up as one removed plus one added row,
-and ``rows_changed`` stays 0 (the diff's notes say so).
+column says how many of its values changed, and the first changed rows show their old and new
+values). Without keys, two frames with the same unique index (the same labels, or an index of
+the same name such as ``id``) are matched by index the same way. Otherwise rows are matched
+by a hash of their values in the shared columns: an edited row then shows up as one removed
+plus one added row, and ``rows_changed`` stays 0 (the diff's notes say so).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 
 from nbmlops.exceptions import UsageError
 
-__all__ = ["DataDiff", "diff_versions"]
+__all__ = ["SHOWN_ROWS", "DataDiff", "diff_versions"]
+
+SHOWN_ROWS = 10  # changed rows shown with their old and new values
 
 
 @dataclass
@@ -23,7 +27,8 @@ class DataDiff:
 
     ``schema_changes`` is ``{"added": [...], "removed": [...], "dtype_changed": {col: [old,
     new]}}``; ``changed_columns`` counts changed values per shared column (keyed diffs only);
-    ``profile_shifts`` maps each shared numeric column to ``{"mean"|"std"|"null_rate":
+    ``changed_rows`` holds the first :data:`SHOWN_ROWS` changed rows as ``{"key": ...,
+    "values": {col: [old, new]}}``; ``profile_shifts`` maps each shared numeric column to ``{"mean"|"std"|"null_rate":
     {"old", "new", "rel_change"}}``.
     """
 
@@ -35,6 +40,8 @@ class DataDiff:
     rows_removed: int
     rows_changed: int
     changed_columns: dict[str, int] = field(default_factory=dict)
+    changed_rows: list[dict[str, Any]] = field(default_factory=list)
+    matched_by_index: bool = False
     profile_shifts: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -53,7 +60,10 @@ class DataDiff:
     def summary(self) -> str:
         """A few lines a person can read at a glance."""
         sc = self.schema_changes
-        how = f"by key {', '.join(self.key_columns)}" if self.key_columns else "by row content"
+        if self.key_columns:
+            how = f"by key {', '.join(self.key_columns)}"
+        else:
+            how = "by index" if self.matched_by_index else "by row content"
         lines = [
             f"rows {self.old_rows:,} -> {self.new_rows:,} (matched {how}): "
             f"+{self.rows_added:,} added, -{self.rows_removed:,} removed, "
@@ -67,7 +77,16 @@ class DataDiff:
             lines.append(f"dtype of {col}: {old} -> {new}")
         if self.changed_columns:
             top = sorted(self.changed_columns.items(), key=lambda kv: (-kv[1], kv[0]))
-            lines.append("values changed: " + ", ".join(f"{c} ({n:,})" for c, n in top))
+            lines.append("values changed: " + ", ".join(f"{c} ({n:,})" for c, n in top if n))
+        for row in self.changed_rows:
+            changes = ", ".join(
+                f"{c}: {old!r} -> {new!r}" for c, (old, new) in row["values"].items()
+            )
+            lines.append(f"  row {row['key']!r}: {changes}")
+        if self.rows_changed > len(self.changed_rows):
+            lines.append(
+                f"  ... and {self.rows_changed - len(self.changed_rows):,} more changed rows"
+            )
         shifted = [
             (col, stats["mean"]["rel_change"])
             for col, stats in self.profile_shifts.items()
@@ -99,6 +118,11 @@ class DataDiff:
             "rows_removed": self.rows_removed,
             "rows_changed": self.rows_changed,
             "changed_columns": dict(self.changed_columns),
+            "changed_rows": [
+                {"key": r["key"], "values": {c: list(v) for c, v in r["values"].items()}}
+                for r in self.changed_rows
+            ],
+            "matched_by_index": self.matched_by_index,
             "profile_shifts": {
                 col: {stat: dict(v) for stat, v in stats.items()}
                 for col, stats in self.profile_shifts.items()
@@ -157,6 +181,9 @@ def diff_versions(
     )
     if key_columns:
         _keyed_rows(result, old_df, new_df, list(key_columns), shared)
+    elif _same_unique_index(old_df, new_df):
+        result.matched_by_index = True
+        _matched_rows(result, old_df, new_df, [], shared)
     else:
         _hashed_rows(result, old_df, new_df, shared)
     result.profile_shifts = _profile_shifts(old_df, new_df, shared, old_profile, new_profile)
@@ -181,19 +208,64 @@ def _keyed_rows(result: DataDiff, old: Any, new: Any, keys: list[str], shared: l
                 where="diff_versions",
                 fix="Choose key columns that identify one row each, or diff without keys",
             )
+    _matched_rows(result, o, n, keys, shared)
+
+
+def _same_unique_index(old: Any, new: Any) -> bool:
+    """Whether rows can be matched by index: unique in both, and the very same labels or an
+    index both frames name alike (``id``). A default index of frames that gained or lost rows
+    is not (its labels are positions), so those are matched by content."""
+    if not (old.index.is_unique and new.index.is_unique):
+        return False
+    if old.index.equals(new.index):
+        return True
+    names = list(old.index.names)
+    return any(n is not None for n in names) and names == list(new.index.names)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or pandas scalar as the Python value it holds (None for missing)."""
+    import pandas as pd
+
+    if not isinstance(value, list | tuple | dict) and pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _matched_rows(result: DataDiff, o: Any, n: Any, keys: list[str], shared: list[str]) -> None:
+    """Rows matched by their index labels (the key columns, set as the index)."""
     common = o.index.intersection(n.index)
     result.rows_removed = len(o) - len(common)
     result.rows_added = len(n) - len(common)
     o_common = o.loc[common]
     n_common = n.loc[common]
     any_change = None
+    per_column = {}
     for col in shared:
         if col in keys:
             continue
         changed = _value_changed(o_common[col], n_common[col])
+        per_column[col] = changed
         result.changed_columns[col] = int(changed.sum())
         any_change = changed if any_change is None else (any_change | changed)
     result.rows_changed = int(any_change.sum()) if any_change is not None else 0
+    if any_change is not None:
+        import numpy as np
+
+        for pos in np.flatnonzero(any_change)[:SHOWN_ROWS]:
+            label = common[pos]
+            result.changed_rows.append(
+                {
+                    "key": _plain(label)
+                    if not isinstance(label, tuple)
+                    else list(map(_plain, label)),
+                    "values": {
+                        col: [_plain(o_common[col].iloc[pos]), _plain(n_common[col].iloc[pos])]
+                        for col, changed in per_column.items()
+                        if changed[pos]
+                    },
+                }
+            )
     if result.schema_changes["added"] or result.schema_changes["removed"]:
         result.notes.append(
             "rows_changed counts value changes in shared columns; added or removed columns "
@@ -237,7 +309,7 @@ def _hashed_rows(result: DataDiff, old: Any, new: Any, shared: list[str]) -> Non
     result.notes.append(
         "no key columns: rows were matched by a hash of their values in the shared columns, so "
         "an edited row counts as one removed and one added row and rows_changed is not computed; "
-        "pass key_columns for changed-row counts"
+        "pass key_columns (or frames sharing a unique index) for changed-row counts"
     )
 
 

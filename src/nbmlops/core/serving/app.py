@@ -8,6 +8,9 @@ Routes:
   ``X-Request-Id`` (the client's own ``X-Request-Id`` when it sent a valid one, else a new
   one: the key that joins delayed labels to the prediction log). ``X-Request-Key`` makes the
   canary split sticky. A classifier's class probabilities are logged beside its predictions.
+  With ``"params": {"predict_proba": true}`` a classifier answers class probabilities, one
+  list per row in the order of ``"classes"``, which the answer adds (400 for a model without
+  ``predict_proba``).
 * ``GET /health``: 200 with the versions being served (503 until they are loaded, and
   ``"status": "refused"`` if a version served from the cache failed its checks again).
 * ``GET /metrics``: Prometheus text.
@@ -48,7 +51,7 @@ from nbmlops.core.serving.metrics import CONTENT_TYPE, GatewayMetrics
 from nbmlops.core.serving.predlog import PredictionLog
 from nbmlops.core.serving.resources import ResourceSampler
 from nbmlops.core.serving.router import ModelRouter, Route
-from nbmlops.core.serving.schema import parse_body
+from nbmlops.core.serving.schema import parse_body, split_params
 from nbmlops.core.serving.shadow import ShadowScorer
 
 if TYPE_CHECKING:
@@ -215,10 +218,11 @@ class Gateway:
         """Parse, check and predict one request on ``route``; log it. Never raises."""
         model = route.model
         status, payload, records, outputs, error = 200, None, None, None, None
-        reason = proba = None
+        reason = proba = classes = None
+        answered = None  # what the client gets when it is not the predictions themselves
         try:
             try:
-                payload = parse_body(body)
+                payload, params = split_params(parse_body(body))
                 rows = model.validate(payload)
             except InvalidInput:
                 raise
@@ -232,7 +236,12 @@ class Gateway:
                 ) from None
             records = rows.records
             outputs = model.predict(rows)  # turning rows into the model's input: InvalidInput
-            if self.config.log_probabilities and model.has_probabilities:
+            if params.get("predict_proba"):
+                # Asked for: the probabilities are the answer; the log keeps the predictions
+                # (what monitoring joins labels to) with the probabilities beside them.
+                answered, classes = probabilities(model, rows)
+                proba = {"classes": classes, "p": answered}
+            elif self.config.log_probabilities and model.has_probabilities:
                 proba = self._probabilities(model, rows)
         except InvalidInput as err:
             status, error, reason = err.status, err.message, "invalid_input"
@@ -242,7 +251,9 @@ class Gateway:
             log.exception("prediction failed on %s v%s", model.name, model.version)
             answer = {"error": f"The model failed to predict ({type(err).__name__})"}
         else:
-            answer = {"predictions": outputs}
+            answer = {"predictions": outputs if answered is None else answered}
+            if classes is not None:
+                answer["classes"] = classes
         answer.update(model=model.name, version=model.version, request_id=request_id)
         seconds = time.perf_counter() - began
         self.metrics.observe(model.name, model.version, route.kind, status, seconds, reason)
@@ -275,6 +286,22 @@ class Gateway:
                     model.name, model.version, type(err).__name__, err,
                 )  # fmt: skip
             return None
+
+
+def probabilities(model: Any, rows: Any) -> tuple[Any, list[Any]]:
+    """(class probabilities per row, the classes in their column order) from the served
+    estimator's ``predict_proba``; InvalidInput(400) when the model has none."""
+    if not model.has_probabilities:
+        estimator = model.estimator
+        what = type(estimator).__name__ if estimator is not None else f"a {model.flavor} model"
+        raise InvalidInput(
+            400,
+            f"{model.name} v{model.version} ({what}) has no predict_proba, so it cannot answer "
+            "class probabilities; ask without params.predict_proba for its predictions",
+            ["params.predict_proba"],
+        )
+    proba = model.predict_proba(rows)
+    return proba["p"], proba["classes"]
 
 
 def _json_bytes(answer: dict[str, Any]) -> bytes:

@@ -6,6 +6,10 @@ Accepted bodies (JSON):
 * ``{"records": [...]}``, ``{"dataframe_records": [...]}`` or ``{"instances": [...]}``;
 * MLflow's split format: ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}}``.
 
+Next to the input key, an object body may carry MLflow's ``"params"`` object (its scoring
+server's name for inference parameters). The gateway knows one: ``{"predict_proba": true}``
+asks a classifier for class probabilities (see :func:`split_params`).
+
 Every cell is checked against the column's type in the signature; a missing or unknown
 column, a value of the wrong type, a null/NaN where the column is required, or a number its
 column's type cannot hold (an infinite or 400-digit number for a float, 2**63 for a long) all
@@ -449,6 +453,38 @@ def _unchecked_records(records: list[Any]) -> ValidatedInput:
         names.update(dict.fromkeys(rec))
     columns = {n: [rec.get(n) for rec in records] for n in names}
     return ValidatedInput(columns, len(records), records, None)
+
+
+PARAMS_KEY = "params"  # MLflow's scoring server reads inference parameters from this key
+KNOWN_PARAMS = {"predict_proba": bool}
+
+
+def split_params(payload: Any) -> tuple[Any, dict[str, Any]]:
+    """(the input part of a parsed body, its checked ``params``); InvalidInput(422) naming
+    an unknown parameter or a value of the wrong type."""
+    if type(payload) is not dict or PARAMS_KEY not in payload:
+        return payload, {}
+    rest = {k: v for k, v in payload.items() if k != PARAMS_KEY}
+    params = payload[PARAMS_KEY]
+    if type(params) is not dict:
+        raise InvalidInput(
+            422, "'params' must be an object such as {\"predict_proba\": true}", [PARAMS_KEY]
+        )
+    for name, value in params.items():
+        kind = KNOWN_PARAMS.get(name)
+        if kind is None:
+            known = ", ".join(sorted(KNOWN_PARAMS))
+            raise InvalidInput(
+                422, f"Unknown parameter {name!r} in 'params'; known: {known}", [f"params.{name}"]
+            )
+        if type(value) is not kind:
+            raise InvalidInput(
+                422,
+                f"'params.{name}' must be a JSON {'true/false' if kind is bool else kind.__name__}"
+                f", got {_json_type(value)}",
+                [f"params.{name}"],
+            )
+    return rest, dict(params)
 
 
 def parse_body(body: bytes) -> Any:
