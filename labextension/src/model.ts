@@ -32,12 +32,21 @@ export interface IClient {
   lineage(node: string): Promise<ILineage>;
   alerts(): Promise<IAlerts>;
   journal(): Promise<IJournal>;
-  promote(
-    name: string,
-    body: { version: string; alias: string; confirm: boolean; reason: string }
-  ): Promise<ActionOutcome>;
-  rollback(name: string, body: { alias: string }): Promise<ActionOutcome>;
+  promote(name: string, body: IPromoteBody): Promise<ActionOutcome>;
+  rollback(name: string, body: { alias: string; confirm: boolean }): Promise<ActionOutcome>;
   approve(name: string, body: { version: string; reason: string }): Promise<ActionOutcome>;
+}
+
+/**
+ * A promotion the user confirmed. `reason` and `override` go together: the reason an admin
+ * gives to override failed gates (the server refuses a reason without `override`).
+ */
+export interface IPromoteBody {
+  version: string;
+  alias: string;
+  confirm: boolean;
+  reason?: string;
+  override?: boolean;
 }
 
 /** An action's answer: done (with the server's result) or refused (with its reasons). */
@@ -68,9 +77,17 @@ export function runNode(runId: string): string {
   return `run:${runId}`;
 }
 
-/** The lineage node id of a registered model version. */
+/** The lineage node id of a registered model version, as the lineage API takes it. */
 export function modelNode(name: string, version: string): string {
-  return `model:${name}/${version}`;
+  return `models:/${name}/${version}`;
+}
+
+/** The body of a confirmed promotion; a non-empty `overrideReason` overrides failed gates. */
+export function promoteBody(version: string, alias: string, overrideReason = ''): IPromoteBody {
+  const reason = overrideReason.trim();
+  return reason
+    ? { version, alias, confirm: true, reason, override: true }
+    : { version, alias, confirm: true };
 }
 
 /** A compact, stable signature of an answer: the poll compares it to see a change. */
@@ -404,16 +421,21 @@ export class PanelModel {
     this._emit();
   }
 
-  /** Promote a version to an alias; a refusal's reasons are kept for the model's card. */
-  promote(name: string, version: string, alias: string, reason: string): Promise<boolean> {
+  /**
+   * Promote a version to an alias the user confirmed; a refusal's reasons are kept for the
+   * model's card. `overrideReason` (admins) overrides failed gates.
+   */
+  promote(name: string, version: string, alias: string, overrideReason = ''): Promise<boolean> {
     return this._act(name, 'promote', () =>
-      this._client.promote(name, { version, alias, confirm: true, reason })
+      this._client.promote(name, promoteBody(version, alias, overrideReason))
     );
   }
 
-  /** Point an alias back at the version it had before. */
+  /** Point an alias back at the version it had before (the user confirmed). */
   rollback(name: string, alias: string): Promise<boolean> {
-    return this._act(name, 'rollback', () => this._client.rollback(name, { alias }));
+    return this._act(name, 'rollback', () =>
+      this._client.rollback(name, { alias, confirm: true })
+    );
   }
 
   /** Record an approval of a version. */

@@ -245,7 +245,8 @@ export class MlopsPanel extends Widget {
     if (d.figures.length) {
       box.appendChild(h('h4', {}, t.__('Figures')));
       for (const f of d.figures) {
-        const src = /^[a-z]+:/i.test(f.url) ? f.url : URLExt.join(this._baseUrl, f.url);
+        // the server gives figure links from its root ('/...') or relative to its base URL
+        const src = /^([a-z]+:|\/)/i.test(f.url) ? f.url : URLExt.join(this._baseUrl, f.url);
         box.appendChild(h('figure', {}, h('img', { src, alt: f.name, loading: 'lazy' }), h('figcaption', {}, f.name)));
       }
     }
@@ -410,7 +411,7 @@ export class MlopsPanel extends Widget {
       t.__('Promote %1 v%2', mdl.name, v.version),
       new FormBody(t.__('Point an alias of %1 at version %2. The registry checks its gates and roles first.', mdl.name, v.version), [
         { name: 'alias', label: t.__('Alias'), value: known[0] ?? 'champion', options: known },
-        { name: 'reason', label: t.__('Reason (kept in the audit log)') }
+        { name: 'reason', label: t.__('Override failed gates, with this reason (admins only; leave empty to obey them)') }
       ]),
       t.__('Promote')
     );

@@ -15,7 +15,7 @@ import {
   parseRunDetails,
   parseRuns
 } from './api';
-import { ActionOutcome, IClient } from './model';
+import { ActionOutcome, IClient, IPromoteBody } from './model';
 
 /** The REST namespace of the server extension. */
 export const API_ROOT = 'nbmlops/api';
@@ -32,10 +32,16 @@ export class ApiError extends Error {
   }
 
   static describe(status: number, body: unknown, url: string): string {
-    const reason =
-      typeof body === 'object' && body !== null
-        ? String((body as any).reason ?? (body as any).message ?? JSON.stringify(body))
-        : String(body ?? '');
+    // the server's errors say what is wrong and how to fix it: {"error", "where", "fix"}
+    let reason = String(body ?? '');
+    if (typeof body === 'object' && body !== null) {
+      const b = body as Record<string, unknown>;
+      const what = b.error ?? b.reason ?? b.message;
+      reason = what === undefined ? JSON.stringify(body) : String(what);
+      if (typeof b.fix === 'string' && b.fix) {
+        reason += ` (${b.fix})`;
+      }
+    }
     if (status === 404) {
       return (
         `nbmlops server extension not found at ${url} (404): is nbmlops installed in the ` +
@@ -129,10 +135,10 @@ export class RestClient implements IClient {
   async journal(): ReturnType<IClient['journal']> {
     return parseJournal(await this.get('journal'));
   }
-  promote(name: string, body: Parameters<IClient['promote']>[1]): Promise<ActionOutcome> {
+  promote(name: string, body: IPromoteBody): Promise<ActionOutcome> {
     return this.post(`models/${encodeURIComponent(name)}/promote`, body);
   }
-  rollback(name: string, body: { alias: string }): Promise<ActionOutcome> {
+  rollback(name: string, body: { alias: string; confirm: boolean }): Promise<ActionOutcome> {
     return this.post(`models/${encodeURIComponent(name)}/rollback`, body);
   }
   approve(name: string, body: { version: string; reason: string }): Promise<ActionOutcome> {

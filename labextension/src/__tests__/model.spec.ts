@@ -11,7 +11,10 @@ import {
   PanelModel,
   formatDuration,
   keyMetrics,
-  lastRunOfCell
+  lastRunOfCell,
+  modelNode,
+  promoteBody,
+  runNode
 } from '../model';
 
 function makeRun(id: string, extra: Partial<IRun> = {}): IRun {
@@ -207,6 +210,24 @@ describe('helpers', () => {
     expect(lastRunOfCell(runs, 'c1', 7)?.run_id).toBe('new');
     expect(lastRunOfCell(runs, 'c3', 4)?.run_id).toBe('noid');
     expect(lastRunOfCell(runs, 'c3', null)).toBeNull();
+  });
+
+  it('builds promotion bodies: a reason only as an override of failed gates', () => {
+    expect(promoteBody('2', 'champion')).toEqual({ version: '2', alias: 'champion', confirm: true });
+    expect(promoteBody('2', 'champion', '  ')).toEqual({
+      version: '2',
+      alias: 'champion',
+      confirm: true
+    });
+    expect(promoteBody('2', 'prod', 'hotfix')).toEqual({
+      version: '2',
+      alias: 'prod',
+      confirm: true,
+      reason: 'hotfix',
+      override: true
+    });
+    expect(runNode('abc')).toBe('run:abc');
+    expect(modelNode('m', '3')).toBe('models:/m/3');
   });
 
   it('formats durations and picks key metrics', () => {
