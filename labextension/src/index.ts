@@ -116,7 +116,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     app.commands.addCommand(CommandIDs.toggleTrack, {
       label: trans.__('Track this cell'),
-      caption: trans.__('Add or remove %%track as the first line of the active cell'),
+      // the magic goes in as an argument: the translator reads %% in a message as one %
+      caption: trans.__('Add or remove %1 as the first line of the active cell', '%%track'),
       icon: args => (args.toolbar ? trackIcon : undefined),
       isEnabled: () => activeCode() !== null,
       isToggled: () => {

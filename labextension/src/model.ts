@@ -72,9 +72,9 @@ export interface IBusy {
   action: ActionKind;
 }
 
-/** The lineage node id of a run, as the lineage store names it. */
+/** What the lineage API takes for a run: its MLflow run id. */
 export function runNode(runId: string): string {
-  return `run:${runId}`;
+  return runId;
 }
 
 /** The lineage node id of a registered model version, as the lineage API takes it. */

@@ -160,7 +160,7 @@ export class MlopsPanel extends Widget {
       return h('p', { className: 'nbmlops-muted' }, t.__('Open a notebook to see its runs.'));
     }
     if (m.runs.length === 0) {
-      return h('p', { className: 'nbmlops-muted' }, t.__('No tracked runs yet: run a cell that starts with %%track.'));
+      return h('p', { className: 'nbmlops-muted' }, t.__('No tracked runs yet: run a cell that starts with %1.', '%%track'));
     }
     const list = h('ul', { className: 'nbmlops-runs', 'aria-label': t.__('Runs of this notebook') });
     for (const run of m.runs) {

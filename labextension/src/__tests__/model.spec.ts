@@ -165,7 +165,7 @@ describe('PanelModel', () => {
     await model.whenIdle();
     await model.selectRun('r1');
     expect(model.details?.run_id).toBe('r1');
-    expect(model.lineage?.nodes[0].id).toBe('run:r1');
+    expect(model.lineage?.nodes[0].id).toBe('r1');
     model.setNotebook('b.ipynb');
     expect(model.selectedRunId).toBeNull();
     expect(model.runs).toEqual([]);
@@ -226,7 +226,7 @@ describe('helpers', () => {
       reason: 'hotfix',
       override: true
     });
-    expect(runNode('abc')).toBe('run:abc');
+    expect(runNode('0123abcd')).toBe('0123abcd');
     expect(modelNode('m', '3')).toBe('models:/m/3');
   });
 
