@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 # `pip install -e` above builds the extension once (hatch-jupyter-builder) and copies it into
 # the venv; this rebuilds and re-copies it whenever its sources change after that.
-labextension/node_modules/.yarn-state.yml: $(STAMP) labextension/package.json labextension/yarn.lock
+labextension/node_modules/.yarn-state.yml: labextension/package.json labextension/yarn.lock | $(STAMP)
 	cd labextension && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" jlpm install --immutable
 	touch $@
 

@@ -226,7 +226,7 @@ export class MlopsPanel extends Widget {
     box.appendChild(h('h4', {}, t.__('Models')));
     box.appendChild(
       d.models.length
-        ? h('ul', { className: 'nbmlops-list' }, ...d.models.map(mdl => h('li', {}, describe(mdl))))
+        ? h('ul', { className: 'nbmlops-list' }, ...d.models.map(mdl => h('li', {}, modelLine(mdl))))
         : h('p', { className: 'nbmlops-muted' }, t.__('No models.'))
     );
     box.appendChild(h('h4', {}, t.__('Data inputs')));
@@ -350,7 +350,7 @@ export class MlopsPanel extends Widget {
         h('ul', {}, ...refusal.reasons.map(r => h('li', {}, r)))
       );
       if (refusal.gates.length) {
-        box.appendChild(h('ul', { className: 'nbmlops-gates' }, ...refusal.gates.map(g => h('li', {}, describe(g)))));
+        box.appendChild(h('p', { className: 'nbmlops-gates' }, t.__('Gates: %1', refusal.gates.map(gateLine).join(' · '))));
       }
       box.appendChild(this._button(t.__('Dismiss'), `dismiss:${mdl.name}`, () => m.dismissRefusal(mdl.name)));
       card.appendChild(box);
@@ -486,11 +486,23 @@ export class MlopsPanel extends Widget {
   private _open = new Map<string, boolean>();
 }
 
-/** One line for an object the server describes loosely (a run's model, a gate's verdict). */
-function describe(value: Record<string, unknown>): string {
-  const name = value.name ?? value.gate ?? value.model;
-  const rest = Object.entries(value)
-    .filter(([k]) => !['name', 'gate', 'model'].includes(k))
-    .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`);
-  return [name === undefined ? '' : String(name), ...rest].filter(Boolean).join(' · ');
+/** A run's model in one line: its name, class, and the registered versions made from it. */
+function modelLine(m: Record<string, unknown>): string {
+  const name = String(m.name ?? m.artifact_path ?? m.model_id ?? '?');
+  const cls = m.class ?? m.flavor;
+  const registered = Array.isArray(m.registered)
+    ? m.registered.map(r =>
+        typeof r === 'object' && r !== null ? `${(r as any).name} v${(r as any).version}` : String(r)
+      )
+    : [];
+  const kind = typeof cls === 'string' ? ` (${cls.split('.').pop()})` : '';
+  return `${name}${kind}${registered.length ? ' → ' + registered.join(', ') : ''}`;
+}
+
+/** A gate's verdict in a few words: its name and whether it passed. */
+function gateLine(g: Record<string, unknown>): string {
+  const name = String(g.gate ?? g.name ?? g.kind ?? '?');
+  const metric = typeof g.metric === 'string' && g.metric !== name ? ` ${g.metric}` : '';
+  const verdict = g.passed === true ? '✓' : g.passed === false ? '✗' : '';
+  return `${name}${metric} ${verdict}`.trim();
 }
