@@ -355,23 +355,27 @@ export class MlopsPanel extends Widget {
       box.appendChild(this._button(t.__('Dismiss'), `dismiss:${mdl.name}`, () => m.dismissRefusal(mdl.name)));
       card.appendChild(box);
     }
-    const table = h(
-      'table',
-      { className: 'nbmlops-table nbmlops-versions' },
-      h('tr', {}, h('th', {}, t.__('version')), h('th', {}, t.__('status')), h('th', {}, t.__('aliases')), h('th', {}, t.__('metrics')), h('th', {}))
-    );
+    // one block per version (a table has no room in a side panel): what it is, then actions
+    const list = h('div', { className: 'nbmlops-versions' });
     const versions = [...mdl.versions].sort((a, b) => Number(b.version) - Number(a.version));
     for (const v of versions) {
-      table.appendChild(
+      const metrics = keyMetrics(v.metrics, 3).map(([k, x]) => `${k} ${formatValue(x)}`).join(' · ');
+      list.appendChild(
         h(
-          'tr',
-          { 'data-version': v.version },
-          h('td', {}, `v${v.version}`),
-          h('td', {}, v.status),
-          h('td', {}, v.aliases.map(a => `@${a}`).join(' ')),
-          h('td', {}, keyMetrics(v.metrics, 2).map(([k, x]) => `${k} ${formatValue(x)}`).join(' · ')),
+          'div',
+          { className: 'nbmlops-version', 'data-version': v.version },
           h(
-            'td',
+            'div',
+            { className: 'nbmlops-version-line' },
+            h('strong', {}, `v${v.version}`),
+            ' ',
+            h('span', { className: 'nbmlops-muted' }, v.status),
+            ' ',
+            v.aliases.map(a => `@${a}`).join(' ')
+          ),
+          metrics ? h('div', { className: 'nbmlops-metrics' }, metrics) : null,
+          h(
+            'div',
             { className: 'nbmlops-actions' },
             this._button(t.__('Promote'), `promote:${mdl.name}:${v.version}`, () => void this._promote(mdl, v), {
               disabled: busy,
@@ -386,7 +390,7 @@ export class MlopsPanel extends Widget {
         )
       );
     }
-    card.appendChild(table);
+    card.appendChild(list);
     return card;
   }
 

@@ -314,7 +314,7 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         register_models(project, run_id)
         panel.locator("button[data-key='refresh']").click()
         free = panel.locator(".nbmlops-model[data-model='free-model']")
-        expect(free.locator("tr[data-version='2']")).to_be_visible(timeout=60_000)
+        expect(free.locator(".nbmlops-version[data-version='2']")).to_be_visible(timeout=60_000)
         free.locator("button[data-key='promote:free-model:2']").click()
         dialog = page.locator(".jp-Dialog")
         dialog.locator("input[name='alias']").fill("champion")
@@ -322,7 +322,7 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         expect(free.locator(".nbmlops-alias[data-alias='champion']")).to_have_attribute(
             "data-version", "2", timeout=60_000
         )
-        expect(free.locator("tr[data-version='2']")).to_contain_text("@champion")
+        expect(free.locator(".nbmlops-version[data-version='2']")).to_contain_text("@champion")
         page.screenshot(path=str(shots["light"]), full_page=True)
 
         # the gate refuses gated-model's promotion: its reasons show in the model's card

@@ -16,6 +16,7 @@ import {
 import { Backoff, boundsFromSettings, nextDelay } from '../backoff';
 import { layoutLineage } from '../lineage';
 import { sparkline } from '../sparkline';
+import { storeLabel } from '../statusbar';
 import { isTracked, toggleTrack, trackedName } from '../track';
 
 describe('toggleTrack', () => {
@@ -287,5 +288,14 @@ describe('parsers', () => {
       parseRefusal({ refused: true, reasons: ['needs approval'], gates: [{ gate: 'acc' }] })
     ).toEqual({ reasons: ['needs approval'], gates: [{ gate: 'acc' }] });
     expect(parseRefusal({ message: 'no' }).reasons).toEqual(['no']);
+  });
+});
+
+describe('storeLabel', () => {
+  it('shortens a store URI to what fits in the status bar', () => {
+    expect(storeLabel('sqlite:////tmp/project/mlflow.db')).toBe('mlflow.db');
+    expect(storeLabel('http://127.0.0.1:5000')).toBe('127.0.0.1:5000');
+    expect(storeLabel('file:///home/me/mlruns/')).toBe('mlruns');
+    expect(storeLabel('')).toBe('');
   });
 });
