@@ -169,7 +169,11 @@ function optNum(value: unknown, where: string): number | null {
   if (typeof value === 'number' && Number.isFinite(value)) {
     return value;
   }
-  if (typeof value === 'string' && value.trim() !== '' && Number.isFinite(Number(value))) {
+  if (
+    typeof value === 'string' &&
+    value.trim() !== '' &&
+    Number.isFinite(Number(value))
+  ) {
     return Number(value);
   }
   throw new ParseError(`${where} must be a number`, value);
@@ -209,7 +213,8 @@ function strings(value: unknown, where: string): Record<string, string> {
     return out;
   }
   for (const [k, v] of Object.entries(obj(value, where))) {
-    out[k] = v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
+    out[k] =
+      v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v);
   }
   return out;
 }
@@ -255,7 +260,9 @@ function parseHistory(value: unknown): Record<string, MetricPoint[]> {
   if (value === undefined || value === null) {
     return out;
   }
-  for (const [name, points] of Object.entries(obj(value, 'run.metrics_history'))) {
+  for (const [name, points] of Object.entries(
+    obj(value, 'run.metrics_history')
+  )) {
     out[name] = arr(points, `run.metrics_history.${name}`).map((p, i) => {
       const where = `run.metrics_history.${name}[${i}]`;
       const triple = arr(p, where);
@@ -276,7 +283,9 @@ export function parseRunDetails(body: unknown): IRunDetails {
     ...base,
     metrics_history: parseHistory(r.metrics_history),
     models: arr(r.models ?? [], 'run.models').map((m, i) =>
-      typeof m === 'object' && m !== null ? (m as Json) : { name: str(m, `run.models[${i}]`) }
+      typeof m === 'object' && m !== null
+        ? (m as Json)
+        : { name: str(m, `run.models[${i}]`) }
     ),
     data_inputs: arr(r.data_inputs ?? [], 'run.data_inputs').map((d, i) => {
       const o = obj(d, `run.data_inputs[${i}]`);
@@ -302,22 +311,26 @@ export function parseModels(body: unknown): IModel[] {
   return arr(obj(body, 'the answer').models, 'models').map((item, i) => {
     const m = obj(item, `models[${i}]`);
     const aliases = strings(m.aliases, `models[${i}].aliases`);
-    const versions = arr(m.versions ?? [], `models[${i}].versions`).map((v, j) => {
-      const where = `models[${i}].versions[${j}]`;
-      const o = obj(v, where);
-      const created = o.created;
-      return {
-        version: str(o.version, `${where}.version`),
-        run_id: optStr(o.run_id, `${where}.run_id`),
-        status: optStr(o.status, `${where}.status`) ?? '',
-        aliases: arr(o.aliases ?? [], `${where}.aliases`).map((a, k) =>
-          str(a, `${where}.aliases[${k}]`)
-        ),
-        metrics: numbers(o.metrics, `${where}.metrics`),
-        created:
-          typeof created === 'string' || typeof created === 'number' ? created : null
-      };
-    });
+    const versions = arr(m.versions ?? [], `models[${i}].versions`).map(
+      (v, j) => {
+        const where = `models[${i}].versions[${j}]`;
+        const o = obj(v, where);
+        const created = o.created;
+        return {
+          version: str(o.version, `${where}.version`),
+          run_id: optStr(o.run_id, `${where}.run_id`),
+          status: optStr(o.status, `${where}.status`) ?? '',
+          aliases: arr(o.aliases ?? [], `${where}.aliases`).map((a, k) =>
+            str(a, `${where}.aliases[${k}]`)
+          ),
+          metrics: numbers(o.metrics, `${where}.metrics`),
+          created:
+            typeof created === 'string' || typeof created === 'number'
+              ? created
+              : null
+        };
+      }
+    );
     return { name: str(m.name, `models[${i}].name`), aliases, versions };
   });
 }
@@ -357,7 +370,9 @@ export function parseAlerts(body: unknown): IAlerts {
       id: optStr(a.id, `alerts[${i}].id`) ?? String(i),
       title: optStr(title, `alerts[${i}].title`) ?? '',
       severity: optStr(a.severity ?? a.level, `alerts[${i}].severity`) ?? '',
-      detail: optStr(a.detail ?? a.message ?? a.description, `alerts[${i}].detail`) ?? ''
+      detail:
+        optStr(a.detail ?? a.message ?? a.description, `alerts[${i}].detail`) ??
+        ''
     };
   });
   return { alerts, monitoring: optStr(b.monitoring, 'monitoring') };
@@ -380,7 +395,9 @@ export function parseRefusal(body: unknown): IRefusal {
     typeof r === 'string' ? r : short(obj(r, `reasons[${i}]`))
   );
   const gates = arr(b.gates ?? [], 'gates').map((g, i) =>
-    typeof g === 'object' && g !== null ? (g as Json) : { gate: str(g, `gates[${i}]`) }
+    typeof g === 'object' && g !== null
+      ? (g as Json)
+      : { gate: str(g, `gates[${i}]`) }
   );
   if (reasons.length === 0 && typeof b.message === 'string') {
     reasons.push(b.message);

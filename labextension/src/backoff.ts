@@ -23,7 +23,11 @@ export interface IBackoffBounds {
 export const LIMITS = { min: 2, max: 3600 };
 
 /** Bounds from user settings, clamped into LIMITS and made consistent (min <= max). */
-export function boundsFromSettings(min: unknown, max: unknown, factor = 2): IBackoffBounds {
+export function boundsFromSettings(
+  min: unknown,
+  max: unknown,
+  factor = 2
+): IBackoffBounds {
   const clamp = (v: unknown, fallback: number): number => {
     const n = typeof v === 'number' && Number.isFinite(v) ? v : fallback;
     return Math.min(LIMITS.max, Math.max(LIMITS.min, n));

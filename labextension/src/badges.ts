@@ -69,7 +69,9 @@ export class CellBadges {
     if (!host) {
       return;
     }
-    let badge = host.querySelector<HTMLButtonElement>(':scope > .nbmlops-badge');
+    let badge = host.querySelector<HTMLButtonElement>(
+      ':scope > .nbmlops-badge'
+    );
     const tracked =
       this._enabled &&
       cell.model.type === 'code' &&
@@ -100,8 +102,14 @@ export class CellBadges {
     badge.disabled = !run;
     badge.textContent = label;
     badge.title = run
-      ? this.trans.__('Last tracked run: %1 (%2). Click to open it in the MLOps panel.', run.name || run.run_id, run.status)
-      : this.trans.__('This cell is tracked; its runs will show here once it ran.');
+      ? this.trans.__(
+          'Last tracked run: %1 (%2). Click to open it in the MLOps panel.',
+          run.name || run.run_id,
+          run.status
+        )
+      : this.trans.__(
+          'This cell is tracked; its runs will show here once it ran.'
+        );
   }
 
   private _enabled = true;

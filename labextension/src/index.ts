@@ -9,7 +9,11 @@ import {
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
-import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import {
+  INotebookTracker,
+  NotebookActions,
+  NotebookPanel
+} from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
@@ -34,10 +38,17 @@ export namespace CommandIDs {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: 'The MLOps side panel, cell tracking toggle and journal status of nbmlops.',
+  description:
+    'The MLOps side panel, cell tracking toggle and journal status of nbmlops.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ICommandPalette, ISettingRegistry, ILayoutRestorer, IStatusBar, ITranslator],
+  optional: [
+    ICommandPalette,
+    ISettingRegistry,
+    ILayoutRestorer,
+    IStatusBar,
+    ITranslator
+  ],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
@@ -94,7 +105,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     app.commands.addCommand(CommandIDs.open, {
       label: trans.__('Show MLOps Panel'),
-      caption: trans.__('Show the runs, models, lineage and alerts of the active notebook'),
+      caption: trans.__(
+        'Show the runs, models, lineage and alerts of the active notebook'
+      ),
       icon: mlopsIcon,
       execute: openPanel
     });
@@ -117,7 +130,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.toggleTrack, {
       label: trans.__('Track this cell'),
       // the magic goes in as an argument: the translator reads %% in a message as one %
-      caption: trans.__('Add or remove %1 as the first line of the active cell', '%%track'),
+      caption: trans.__(
+        'Add or remove %1 as the first line of the active cell',
+        '%%track'
+      ),
       icon: args => (args.toolbar ? trackIcon : undefined),
       isEnabled: () => activeCode() !== null,
       isToggled: () => {
@@ -141,7 +157,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (palette) {
       const category = trans.__('MLOps');
-      for (const command of [CommandIDs.open, CommandIDs.refresh, CommandIDs.toggleTrack]) {
+      for (const command of [
+        CommandIDs.open,
+        CommandIDs.refresh,
+        CommandIDs.toggleTrack
+      ]) {
         palette.addItem({ command, category });
       }
     }
@@ -160,7 +180,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
         .then(s => {
           const apply = (): void => {
             model.configure(
-              boundsFromSettings(s.get('refreshInterval').composite, s.get('maxRefreshInterval').composite),
+              boundsFromSettings(
+                s.get('refreshInterval').composite,
+                s.get('maxRefreshInterval').composite
+              ),
               s.get('runLimit').composite as number
             );
             badges.enabled = s.get('showBadges').composite !== false;

@@ -52,7 +52,10 @@ export interface ILineageLayout {
  * incoming edge), which puts every node right of all its inputs. Cycles (which lineage should
  * not have) are cut where they close, so the walk always ends.
  */
-function layersFromEdges(ids: string[], edges: ILineage['edges']): Map<string, number> {
+function layersFromEdges(
+  ids: string[],
+  edges: ILineage['edges']
+): Map<string, number> {
   const inputs = new Map<string, string[]>(ids.map(id => [id, []]));
   for (const e of edges) {
     if (inputs.has(e.source) && inputs.has(e.target)) {
@@ -106,8 +109,8 @@ export function layoutLineage(
   for (const [column, nodes] of byColumn) {
     const sorted = [...nodes].sort(
       (a, b) =>
-        (a.order ?? Number.MAX_SAFE_INTEGER) - (b.order ?? Number.MAX_SAFE_INTEGER) ||
-        a.id.localeCompare(b.id)
+        (a.order ?? Number.MAX_SAFE_INTEGER) -
+          (b.order ?? Number.MAX_SAFE_INTEGER) || a.id.localeCompare(b.id)
     );
     rows = Math.max(rows, sorted.length);
     sorted.forEach((n, row) =>
@@ -141,8 +144,18 @@ export function layoutLineage(
     });
   }
   const width =
-    placed.length === 0 ? 0 : 2 * o.margin + 2 * o.radius + (columns.length - 1) * o.columnWidth;
-  const height = placed.length === 0 ? 0 : 2 * o.margin + 2 * o.radius + (rows - 1) * o.rowHeight;
+    placed.length === 0
+      ? 0
+      : 2 * o.margin + 2 * o.radius + (columns.length - 1) * o.columnWidth;
+  const height =
+    placed.length === 0
+      ? 0
+      : 2 * o.margin + 2 * o.radius + (rows - 1) * o.rowHeight;
   // labels are drawn right of each node: the last column needs room for them too
-  return { width: width + (placed.length ? o.columnWidth - 2 * o.radius : 0), height, nodes: placed, edges };
+  return {
+    width: width + (placed.length ? o.columnWidth - 2 * o.radius : 0),
+    height,
+    nodes: placed,
+    edges
+  };
 }

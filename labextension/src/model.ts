@@ -33,8 +33,14 @@ export interface IClient {
   alerts(): Promise<IAlerts>;
   journal(): Promise<IJournal>;
   promote(name: string, body: IPromoteBody): Promise<ActionOutcome>;
-  rollback(name: string, body: { alias: string; confirm: boolean }): Promise<ActionOutcome>;
-  approve(name: string, body: { version: string; reason: string }): Promise<ActionOutcome>;
+  rollback(
+    name: string,
+    body: { alias: string; confirm: boolean }
+  ): Promise<ActionOutcome>;
+  approve(
+    name: string,
+    body: { version: string; reason: string }
+  ): Promise<ActionOutcome>;
 }
 
 /**
@@ -51,8 +57,7 @@ export interface IPromoteBody {
 
 /** An action's answer: done (with the server's result) or refused (with its reasons). */
 export type ActionOutcome =
-  | { ok: true; result: unknown }
-  | { ok: false; refusal: IRefusal };
+  { ok: true; result: unknown } | { ok: false; refusal: IRefusal };
 
 /** Timers, injectable so tests step through the polling without waiting. */
 export interface ITimer {
@@ -83,7 +88,11 @@ export function modelNode(name: string, version: string): string {
 }
 
 /** The body of a confirmed promotion; a non-empty `overrideReason` overrides failed gates. */
-export function promoteBody(version: string, alias: string, overrideReason = ''): IPromoteBody {
+export function promoteBody(
+  version: string,
+  alias: string,
+  overrideReason = ''
+): IPromoteBody {
   const reason = overrideReason.trim();
   return reason
     ? { version, alias, confirm: true, reason, override: true }
@@ -153,14 +162,19 @@ export function lastRunOfCell(
 ): IRun | null {
   const newest = (list: IRun[]): IRun | null =>
     list.reduce<IRun | null>(
-      (best, r) => (best === null || (r.start_time ?? 0) > (best.start_time ?? 0) ? r : best),
+      (best, r) =>
+        best === null || (r.start_time ?? 0) > (best.start_time ?? 0)
+          ? r
+          : best,
       null
     );
   const byId = newest(runs.filter(r => r.cell === cellId));
   if (byId || executionCount === null) {
     return byId;
   }
-  return newest(runs.filter(r => r.cell === null && r.execution_count === executionCount));
+  return newest(
+    runs.filter(r => r.cell === null && r.execution_count === executionCount)
+  );
 }
 
 export interface IModelOptions {
@@ -316,20 +330,18 @@ export class PanelModel {
     let failed: string | null = null;
     const notebook = this._notebook;
     const tasks: Promise<void>[] = [
-      this._client
-        .runs({ notebook, limit: this._runLimit })
-        .then(list => {
-          if (notebook !== this._notebook) {
-            return; // the user moved to another notebook meanwhile
-          }
-          const sig = signature(list);
-          if (sig !== this._runsSig) {
-            this._runsSig = sig;
-            this._runs = list.runs;
-            this._total = list.total;
-            changed = true;
-          }
-        }),
+      this._client.runs({ notebook, limit: this._runLimit }).then(list => {
+        if (notebook !== this._notebook) {
+          return; // the user moved to another notebook meanwhile
+        }
+        const sig = signature(list);
+        if (sig !== this._runsSig) {
+          this._runsSig = sig;
+          this._runs = list.runs;
+          this._total = list.total;
+          changed = true;
+        }
+      }),
       this._client.models().then(models => {
         const sig = signature(models);
         if (sig !== this._modelsSig) {
@@ -348,7 +360,11 @@ export class PanelModel {
       }),
       this._client.journal().then(journal => {
         // the journal's age moves every second: only its counts make a change worth a reset
-        const sig = signature([journal.store, journal.pending, journal.quarantined]);
+        const sig = signature([
+          journal.store,
+          journal.pending,
+          journal.quarantined
+        ]);
         if (sig !== this._journalSig) {
           this._journalSig = sig;
           changed = true;
@@ -425,7 +441,12 @@ export class PanelModel {
    * Promote a version to an alias the user confirmed; a refusal's reasons are kept for the
    * model's card. `overrideReason` (admins) overrides failed gates.
    */
-  promote(name: string, version: string, alias: string, overrideReason = ''): Promise<boolean> {
+  promote(
+    name: string,
+    version: string,
+    alias: string,
+    overrideReason = ''
+  ): Promise<boolean> {
     return this._act(name, 'promote', () =>
       this._client.promote(name, promoteBody(version, alias, overrideReason))
     );
@@ -440,7 +461,9 @@ export class PanelModel {
 
   /** Record an approval of a version. */
   approve(name: string, version: string, reason: string): Promise<boolean> {
-    return this._act(name, 'approve', () => this._client.approve(name, { version, reason }));
+    return this._act(name, 'approve', () =>
+      this._client.approve(name, { version, reason })
+    );
   }
 
   /** Forget a model's refusal (the user closed it). */

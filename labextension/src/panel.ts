@@ -5,21 +5,27 @@
  */
 
 import { Dialog, showDialog } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
 import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
-import { IModel, IModelVersion, IRun, IRunDetails } from './api';
-import { h, svg } from './dom';
-import { layoutLineage } from './lineage';
+import { IModel, IModelVersion, IRun } from './api';
+import { gateLine, renderDetails, renderLineage } from './details';
+import { h } from './dom';
 import { PanelModel, formatDuration, formatValue, keyMetrics } from './model';
-import { sparkline } from './sparkline';
 
 /** The form of a confirmation dialog: text fields whose values the dialog returns. */
-class FormBody extends Widget implements Dialog.IBodyWidget<Record<string, string>> {
+class FormBody
+  extends Widget
+  implements Dialog.IBodyWidget<Record<string, string>>
+{
   constructor(
     message: string,
-    fields: { name: string; label: string; value?: string; options?: string[] }[]
+    fields: {
+      name: string;
+      label: string;
+      value?: string;
+      options?: string[];
+    }[]
   ) {
     super();
     this.addClass('nbmlops-form');
@@ -39,7 +45,13 @@ class FormBody extends Widget implements Dialog.IBodyWidget<Record<string, strin
       this.node.appendChild(h('label', { for: id }, f.label));
       this.node.appendChild(input);
       if (list) {
-        this.node.appendChild(h('datalist', { id: list }, ...f.options!.map(o => h('option', { value: o }))));
+        this.node.appendChild(
+          h(
+            'datalist',
+            { id: list },
+            ...f.options!.map(o => h('option', { value: o }))
+          )
+        );
       }
     }
   }
@@ -88,39 +100,64 @@ export class MlopsPanel extends Widget {
 
   private _render(): void {
     // keep keyboard focus where it was across a re-render
-    const focused = (document.activeElement as HTMLElement | null)?.dataset?.key;
+    const focused = (document.activeElement as HTMLElement | null)?.dataset
+      ?.key;
     const m = this.model;
     const t = this._trans;
     const root = h('div', { className: 'nbmlops-panel-body' });
-    const title = m.notebook ? m.notebook.split('/').pop()! : t.__('no notebook');
+    const title = m.notebook
+      ? m.notebook.split('/').pop()!
+      : t.__('no notebook');
     root.appendChild(
       h(
         'header',
         { className: 'nbmlops-header' },
         h('h2', {}, t.__('MLOps')),
-        h('span', { className: 'nbmlops-notebook', title: m.notebook ?? '' }, title),
+        h(
+          'span',
+          { className: 'nbmlops-notebook', title: m.notebook ?? '' },
+          title
+        ),
         this._button(t.__('Refresh'), 'refresh', () => void m.kick(), {
           title: t.__('Refresh now (the panel also refreshes by itself)')
         })
       )
     );
     if (m.error) {
-      root.appendChild(h('div', { className: 'nbmlops-error', role: 'alert' }, m.error));
+      root.appendChild(
+        h('div', { className: 'nbmlops-error', role: 'alert' }, m.error)
+      );
     }
-    root.appendChild(this._section('runs', t.__('Runs (%1 of %2)', m.runs.length, m.total), this._runs()));
+    root.appendChild(
+      this._section(
+        'runs',
+        t.__('Runs (%1 of %2)', m.runs.length, m.total),
+        this._runs()
+      )
+    );
     if (m.selectedRunId) {
       root.appendChild(
-        this._section('details', t.__('Run details'), m.details ? this._details(m.details) : h('p', { className: 'nbmlops-muted' }, t.__('Loading…')))
+        this._section(
+          'details',
+          t.__('Run details'),
+          m.details
+            ? renderDetails(m.details, t, this._baseUrl)
+            : h('p', { className: 'nbmlops-muted' }, t.__('Loading…'))
+        )
       );
     }
     if (m.lineage) {
-      root.appendChild(this._section('lineage', t.__('Lineage'), this._lineage()));
+      root.appendChild(
+        this._section('lineage', t.__('Lineage'), renderLineage(m.lineage!, t))
+      );
     }
     root.appendChild(this._section('models', t.__('Models'), this._models()));
     root.appendChild(this._section('alerts', t.__('Alerts'), this._alerts()));
     this.node.replaceChildren(root);
     if (focused) {
-      const again = this.node.querySelector<HTMLElement>(`[data-key="${CSS.escape(focused)}"]`);
+      const again = this.node.querySelector<HTMLElement>(
+        `[data-key="${CSS.escape(focused)}"]`
+      );
       again?.focus();
     }
   }
@@ -143,12 +180,16 @@ export class MlopsPanel extends Widget {
     onClick: () => void,
     extra: Record<string, string | boolean | null> = {}
   ): HTMLButtonElement {
-    const b = h('button', {
-      type: 'button',
-      className: 'jp-Button nbmlops-button',
-      'data-key': key,
-      ...extra
-    }, label);
+    const b = h(
+      'button',
+      {
+        type: 'button',
+        className: 'jp-Button nbmlops-button',
+        'data-key': key,
+        ...extra
+      },
+      label
+    );
     b.addEventListener('click', onClick);
     return b;
   }
@@ -157,12 +198,23 @@ export class MlopsPanel extends Widget {
     const m = this.model;
     const t = this._trans;
     if (!m.notebook) {
-      return h('p', { className: 'nbmlops-muted' }, t.__('Open a notebook to see its runs.'));
+      return h(
+        'p',
+        { className: 'nbmlops-muted' },
+        t.__('Open a notebook to see its runs.')
+      );
     }
     if (m.runs.length === 0) {
-      return h('p', { className: 'nbmlops-muted' }, t.__('No tracked runs yet: run a cell that starts with %1.', '%%track'));
+      return h(
+        'p',
+        { className: 'nbmlops-muted' },
+        t.__('No tracked runs yet: run a cell that starts with %1.', '%%track')
+      );
     }
-    const list = h('ul', { className: 'nbmlops-runs', 'aria-label': t.__('Runs of this notebook') });
+    const list = h('ul', {
+      className: 'nbmlops-runs',
+      'aria-label': t.__('Runs of this notebook')
+    });
     for (const run of m.runs) {
       list.appendChild(h('li', {}, this._runRow(run)));
     }
@@ -171,7 +223,13 @@ export class MlopsPanel extends Widget {
 
   private _runRow(run: IRun): HTMLElement {
     const selected = run.run_id === this.model.selectedRunId;
-    const metrics = keyMetrics(run.metrics, 3, ['loss', 'accuracy', 'score', 'rmse', 'f1']);
+    const metrics = keyMetrics(run.metrics, 3, [
+      'loss',
+      'accuracy',
+      'score',
+      'rmse',
+      'f1'
+    ]);
     const row = h(
       'button',
       {
@@ -182,135 +240,43 @@ export class MlopsPanel extends Widget {
         'aria-pressed': selected ? 'true' : 'false',
         title: this._trans.__('Show the details of run %1', run.run_id)
       },
-      h('span', { className: 'nbmlops-status', 'data-status': run.status }, run.status),
-      h('span', { className: 'nbmlops-run-name' }, run.name || run.run_id.slice(0, 8)),
-      h('span', { className: 'nbmlops-duration' }, formatDuration(run.duration_s)),
+      h(
+        'span',
+        { className: 'nbmlops-status', 'data-status': run.status },
+        run.status
+      ),
+      h(
+        'span',
+        { className: 'nbmlops-run-name' },
+        run.name || run.run_id.slice(0, 8)
+      ),
+      h(
+        'span',
+        { className: 'nbmlops-duration' },
+        formatDuration(run.duration_s)
+      ),
       h(
         'span',
         { className: 'nbmlops-metrics' },
         metrics.map(([k, v]) => `${k} ${formatValue(v)}`).join(' · ')
       )
     );
-    row.addEventListener('click', () => void this.model.selectRun(selected ? null : run.run_id));
+    row.addEventListener(
+      'click',
+      () => void this.model.selectRun(selected ? null : run.run_id)
+    );
     return row;
-  }
-
-  private _details(d: IRunDetails): HTMLElement {
-    const t = this._trans;
-    const box = h('div', { className: 'nbmlops-details', 'data-run-id': d.run_id });
-    box.appendChild(
-      h('h3', {}, d.name || d.run_id, ' ', h('span', { className: 'nbmlops-status', 'data-status': d.status }, d.status))
-    );
-    const meta = [d.run_id, formatDuration(d.duration_s), d.experiment ?? ''].filter(Boolean).join(' · ');
-    box.appendChild(h('p', { className: 'nbmlops-muted' }, meta));
-    if (d.mlflow_url) {
-      box.appendChild(h('a', { href: d.mlflow_url, target: '_blank', rel: 'noopener' }, t.__('Open in MLflow')));
-    }
-    box.appendChild(h('h4', {}, t.__('Params')));
-    box.appendChild(this._table(Object.entries(d.params), t.__('No params.'), 'nbmlops-params'));
-
-    box.appendChild(h('h4', {}, t.__('Metrics')));
-    const names = [...new Set([...Object.keys(d.metrics), ...Object.keys(d.metrics_history)])].sort();
-    if (names.length === 0) {
-      box.appendChild(h('p', { className: 'nbmlops-muted' }, t.__('No metrics.')));
-    } else {
-      const table = h('table', { className: 'nbmlops-table nbmlops-metric-table' });
-      for (const name of names) {
-        const value = d.metrics[name];
-        table.appendChild(
-          h('tr', {}, h('th', {}, name), h('td', {}, value === undefined ? '' : formatValue(value)), h('td', {}, this._sparkline(name, d)))
-        );
-      }
-      box.appendChild(table);
-    }
-    box.appendChild(h('h4', {}, t.__('Models')));
-    box.appendChild(
-      d.models.length
-        ? h('ul', { className: 'nbmlops-list' }, ...d.models.map(mdl => h('li', {}, modelLine(mdl))))
-        : h('p', { className: 'nbmlops-muted' }, t.__('No models.'))
-    );
-    box.appendChild(h('h4', {}, t.__('Data inputs')));
-    box.appendChild(
-      d.data_inputs.length
-        ? h(
-            'table',
-            { className: 'nbmlops-table nbmlops-data-inputs' },
-            h('tr', {}, h('th', {}, t.__('name')), h('th', {}, t.__('version')), h('th', {}, t.__('digest'))),
-            ...d.data_inputs.map(i =>
-              h('tr', {}, h('td', {}, i.name), h('td', {}, i.version ?? ''), h('td', {}, h('code', { title: i.digest }, i.digest)))
-            )
-          )
-        : h('p', { className: 'nbmlops-muted' }, t.__('No data inputs.'))
-    );
-    if (d.figures.length) {
-      box.appendChild(h('h4', {}, t.__('Figures')));
-      for (const f of d.figures) {
-        // the server gives figure links from its root ('/...') or relative to its base URL
-        const src = /^([a-z]+:|\/)/i.test(f.url) ? f.url : URLExt.join(this._baseUrl, f.url);
-        box.appendChild(h('figure', {}, h('img', { src, alt: f.name, loading: 'lazy' }), h('figcaption', {}, f.name)));
-      }
-    }
-    box.appendChild(h('h4', {}, t.__('Code')));
-    box.appendChild(h('pre', { className: 'nbmlops-code' }, d.code));
-    return box;
-  }
-
-  private _sparkline(name: string, d: IRunDetails): Node | null {
-    const points = d.metrics_history[name];
-    if (!points || points.length < 2) {
-      return null;
-    }
-    const w = 96;
-    const hgt = 20;
-    const s = sparkline(points, w, hgt);
-    const label = this._trans.__('%1: %2 points, from %3 to %4', name, points.length, formatValue(s.min), formatValue(s.max));
-    return svg(
-      'svg',
-      { class: 'nbmlops-sparkline', width: w, height: hgt, viewBox: `0 0 ${w} ${hgt}`, role: 'img', 'aria-label': label },
-      svg('title', {}, label),
-      svg('path', { d: s.path, class: 'nbmlops-spark-line' }),
-      s.last ? svg('circle', { cx: s.last.x, cy: s.last.y, r: 2, class: 'nbmlops-spark-dot' }) : null
-    );
-  }
-
-  private _lineage(): Node {
-    const graph = this.model.lineage!;
-    const t = this._trans;
-    if (graph.nodes.length === 0) {
-      return h('p', { className: 'nbmlops-muted' }, t.__('No lineage recorded.'));
-    }
-    const layout = layoutLineage(graph);
-    const drawing = svg('svg', {
-      class: 'nbmlops-lineage',
-      width: layout.width,
-      height: layout.height,
-      viewBox: `0 0 ${layout.width} ${layout.height}`,
-      role: 'img',
-      'aria-label': t.__('Lineage: %1 nodes, %2 edges', layout.nodes.length, layout.edges.length)
-    });
-    for (const e of layout.edges) {
-      drawing.appendChild(svg('path', { d: e.path, class: 'nbmlops-edge' }));
-    }
-    for (const n of layout.nodes) {
-      const label = n.label.length > 22 ? n.label.slice(0, 21) + '…' : n.label;
-      drawing.appendChild(
-        svg(
-          'g',
-          { class: 'nbmlops-node', 'data-kind': n.kind, 'data-node-id': n.id },
-          svg('title', {}, `${n.id}${n.label !== n.id ? '\n' + n.label : ''}`),
-          svg('circle', { cx: n.x, cy: n.y, r: 7 }),
-          svg('text', { x: n.x + 10, y: n.y + 4 }, label)
-        )
-      );
-    }
-    return h('div', { className: 'nbmlops-lineage-box' }, drawing);
   }
 
   private _models(): Node {
     const m = this.model;
     const t = this._trans;
     if (m.models.length === 0) {
-      return h('p', { className: 'nbmlops-muted' }, t.__('No registered models.'));
+      return h(
+        'p',
+        { className: 'nbmlops-muted' },
+        t.__('No registered models.')
+      );
     }
     return h('div', {}, ...m.models.map(mdl => this._model(mdl)));
   }
@@ -320,7 +286,8 @@ export class MlopsPanel extends Widget {
     const t = this._trans;
     const busy = m.busy !== null;
     const card = h('div', {
-      className: 'nbmlops-model' + (m.busy?.model === mdl.name ? ' nbmlops-busy' : ''),
+      className:
+        'nbmlops-model' + (m.busy?.model === mdl.name ? ' nbmlops-busy' : ''),
       'data-model': mdl.name,
       'aria-busy': m.busy?.model === mdl.name ? 'true' : 'false'
     });
@@ -328,18 +295,37 @@ export class MlopsPanel extends Widget {
     const aliases = h('div', { className: 'nbmlops-aliases' });
     for (const [alias, version] of Object.entries(mdl.aliases).sort()) {
       aliases.appendChild(
-        h('span', { className: 'nbmlops-alias', 'data-alias': alias, 'data-version': version }, `@${alias} → v${version}`)
+        h(
+          'span',
+          {
+            className: 'nbmlops-alias',
+            'data-alias': alias,
+            'data-version': version
+          },
+          `@${alias} → v${version}`
+        )
       );
       aliases.appendChild(
-        this._button(t.__('Roll back'), `rollback:${mdl.name}:${alias}`, () => void this._rollback(mdl, alias), {
-          disabled: busy,
-          title: t.__('Point @%1 back at the version it had before', alias)
-        })
+        this._button(
+          t.__('Roll back'),
+          `rollback:${mdl.name}:${alias}`,
+          () => void this._rollback(mdl, alias),
+          {
+            disabled: busy,
+            title: t.__('Point @%1 back at the version it had before', alias)
+          }
+        )
       );
     }
     card.appendChild(aliases);
     if (m.busy?.model === mdl.name) {
-      card.appendChild(h('p', { className: 'nbmlops-muted', role: 'status' }, t.__('%1 in progress…', m.busy.action)));
+      card.appendChild(
+        h(
+          'p',
+          { className: 'nbmlops-muted', role: 'status' },
+          t.__('%1 in progress…', m.busy.action)
+        )
+      );
     }
     const refusal = m.refusal(mdl.name);
     if (refusal) {
@@ -350,16 +336,30 @@ export class MlopsPanel extends Widget {
         h('ul', {}, ...refusal.reasons.map(r => h('li', {}, r)))
       );
       if (refusal.gates.length) {
-        box.appendChild(h('p', { className: 'nbmlops-gates' }, t.__('Gates: %1', refusal.gates.map(gateLine).join(' · '))));
+        box.appendChild(
+          h(
+            'p',
+            { className: 'nbmlops-gates' },
+            t.__('Gates: %1', refusal.gates.map(gateLine).join(' · '))
+          )
+        );
       }
-      box.appendChild(this._button(t.__('Dismiss'), `dismiss:${mdl.name}`, () => m.dismissRefusal(mdl.name)));
+      box.appendChild(
+        this._button(t.__('Dismiss'), `dismiss:${mdl.name}`, () =>
+          m.dismissRefusal(mdl.name)
+        )
+      );
       card.appendChild(box);
     }
     // one block per version (a table has no room in a side panel): what it is, then actions
     const list = h('div', { className: 'nbmlops-versions' });
-    const versions = [...mdl.versions].sort((a, b) => Number(b.version) - Number(a.version));
+    const versions = [...mdl.versions].sort(
+      (a, b) => Number(b.version) - Number(a.version)
+    );
     for (const v of versions) {
-      const metrics = keyMetrics(v.metrics, 3).map(([k, x]) => `${k} ${formatValue(x)}`).join(' · ');
+      const metrics = keyMetrics(v.metrics, 3)
+        .map(([k, x]) => `${k} ${formatValue(x)}`)
+        .join(' · ');
       list.appendChild(
         h(
           'div',
@@ -377,15 +377,29 @@ export class MlopsPanel extends Widget {
           h(
             'div',
             { className: 'nbmlops-actions' },
-            this._button(t.__('Promote'), `promote:${mdl.name}:${v.version}`, () => void this._promote(mdl, v), {
-              disabled: busy,
-              title: t.__('Point an alias at version %1', v.version)
-            }),
-            this._button(t.__('Approve'), `approve:${mdl.name}:${v.version}`, () => void this._approve(mdl, v), {
-              disabled: busy,
-              title: t.__('Record your approval of version %1', v.version)
-            }),
-            this._button(t.__('Lineage'), `lineage:${mdl.name}:${v.version}`, () => void m.showModelLineage(mdl.name, v.version))
+            this._button(
+              t.__('Promote'),
+              `promote:${mdl.name}:${v.version}`,
+              () => void this._promote(mdl, v),
+              {
+                disabled: busy,
+                title: t.__('Point an alias at version %1', v.version)
+              }
+            ),
+            this._button(
+              t.__('Approve'),
+              `approve:${mdl.name}:${v.version}`,
+              () => void this._approve(mdl, v),
+              {
+                disabled: busy,
+                title: t.__('Record your approval of version %1', v.version)
+              }
+            ),
+            this._button(
+              t.__('Lineage'),
+              `lineage:${mdl.name}:${v.version}`,
+              () => void m.showModelLineage(mdl.name, v.version)
+            )
           )
         )
       );
@@ -402,10 +416,15 @@ export class MlopsPanel extends Widget {
     const result = await showDialog({
       title,
       body,
-      buttons: [Dialog.cancelButton({ label: this._trans.__('Cancel') }), Dialog.okButton({ label: accept })],
+      buttons: [
+        Dialog.cancelButton({ label: this._trans.__('Cancel') }),
+        Dialog.okButton({ label: accept })
+      ],
       focusNodeSelector: 'input'
     });
-    return result.button.accept ? (result.value as Record<string, string>) : null;
+    return result.button.accept
+      ? (result.value as Record<string, string>)
+      : null;
   }
 
   private async _promote(mdl: IModel, v: IModelVersion): Promise<void> {
@@ -413,14 +432,36 @@ export class MlopsPanel extends Widget {
     const known = Object.keys(mdl.aliases);
     const values = await this._confirm(
       t.__('Promote %1 v%2', mdl.name, v.version),
-      new FormBody(t.__('Point an alias of %1 at version %2. The registry checks its gates and roles first.', mdl.name, v.version), [
-        { name: 'alias', label: t.__('Alias'), value: known[0] ?? 'champion', options: known },
-        { name: 'reason', label: t.__('Override failed gates, with this reason (admins only; leave empty to obey them)') }
-      ]),
+      new FormBody(
+        t.__(
+          'Point an alias of %1 at version %2. The registry checks its gates and roles first.',
+          mdl.name,
+          v.version
+        ),
+        [
+          {
+            name: 'alias',
+            label: t.__('Alias'),
+            value: known[0] ?? 'champion',
+            options: known
+          },
+          {
+            name: 'reason',
+            label: t.__(
+              'Override failed gates, with this reason (admins only; leave empty to obey them)'
+            )
+          }
+        ]
+      ),
       t.__('Promote')
     );
     if (values && values.alias) {
-      await this.model.promote(mdl.name, v.version, values.alias, values.reason ?? '');
+      await this.model.promote(
+        mdl.name,
+        v.version,
+        values.alias,
+        values.reason ?? ''
+      );
     }
   }
 
@@ -428,9 +469,10 @@ export class MlopsPanel extends Widget {
     const t = this._trans;
     const values = await this._confirm(
       t.__('Approve %1 v%2', mdl.name, v.version),
-      new FormBody(t.__('Record your approval of %1 version %2.', mdl.name, v.version), [
-        { name: 'reason', label: t.__('Reason (kept in the audit log)') }
-      ]),
+      new FormBody(
+        t.__('Record your approval of %1 version %2.', mdl.name, v.version),
+        [{ name: 'reason', label: t.__('Reason (kept in the audit log)') }]
+      ),
       t.__('Approve')
     );
     if (values) {
@@ -442,7 +484,14 @@ export class MlopsPanel extends Widget {
     const t = this._trans;
     const values = await this._confirm(
       t.__('Roll back @%1 of %2', alias, mdl.name),
-      new FormBody(t.__('Point @%1 of %2 back at the version it had before.', alias, mdl.name), []),
+      new FormBody(
+        t.__(
+          'Point @%1 of %2 back at the version it had before.',
+          alias,
+          mdl.name
+        ),
+        []
+      ),
       t.__('Roll back')
     );
     if (values) {
@@ -469,44 +518,17 @@ export class MlopsPanel extends Widget {
       'ul',
       { className: 'nbmlops-alerts' },
       ...a.alerts.map(x =>
-        h('li', { 'data-severity': x.severity }, h('strong', {}, x.title), x.detail ? ` — ${x.detail}` : '')
+        h(
+          'li',
+          { 'data-severity': x.severity },
+          h('strong', {}, x.title),
+          x.detail ? ` — ${x.detail}` : ''
+        )
       )
-    );
-  }
-
-  private _table(rows: [string, string][], empty: string, className: string): HTMLElement {
-    if (rows.length === 0) {
-      return h('p', { className: 'nbmlops-muted' }, empty);
-    }
-    return h(
-      'table',
-      { className: `nbmlops-table ${className}` },
-      ...rows.sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v)))
     );
   }
 
   private _trans: TranslationBundle;
   private _baseUrl: string;
   private _open = new Map<string, boolean>();
-}
-
-/** A run's model in one line: its name, class, and the registered versions made from it. */
-function modelLine(m: Record<string, unknown>): string {
-  const name = String(m.name ?? m.artifact_path ?? m.model_id ?? '?');
-  const cls = m.class ?? m.flavor;
-  const registered = Array.isArray(m.registered)
-    ? m.registered.map(r =>
-        typeof r === 'object' && r !== null ? `${(r as any).name} v${(r as any).version}` : String(r)
-      )
-    : [];
-  const kind = typeof cls === 'string' ? ` (${cls.split('.').pop()})` : '';
-  return `${name}${kind}${registered.length ? ' → ' + registered.join(', ') : ''}`;
-}
-
-/** A gate's verdict in a few words: its name and whether it passed. */
-function gateLine(g: Record<string, unknown>): string {
-  const name = String(g.gate ?? g.name ?? g.kind ?? '?');
-  const metric = typeof g.metric === 'string' && g.metric !== name ? ` ${g.metric}` : '';
-  const verdict = g.passed === true ? '✓' : g.passed === false ? '✗' : '';
-  return `${name}${metric} ${verdict}`.trim();
 }

@@ -81,10 +81,14 @@ export async function requestAPI(
 }
 
 /** A query string from the parameters that have a value. */
-export function query(params: Record<string, string | number | null | undefined>): string {
+export function query(
+  params: Record<string, string | number | null | undefined>
+): string {
   const parts = Object.entries(params)
     .filter(([, v]) => v !== null && v !== undefined && v !== '')
-    .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`);
+    .map(
+      ([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`
+    );
   return parts.length ? `?${parts.join('&')}` : '';
 }
 
@@ -109,7 +113,8 @@ export class RestClient implements IClient {
       const refused =
         err instanceof ApiError &&
         (err.status === 409 ||
-          (typeof err.body === 'object' && (err.body as any)?.refused === true));
+          (typeof err.body === 'object' &&
+            (err.body as any)?.refused === true));
       if (refused) {
         return { ok: false, refusal: parseRefusal((err as ApiError).body) };
       }
@@ -138,10 +143,16 @@ export class RestClient implements IClient {
   promote(name: string, body: IPromoteBody): Promise<ActionOutcome> {
     return this.post(`models/${encodeURIComponent(name)}/promote`, body);
   }
-  rollback(name: string, body: { alias: string; confirm: boolean }): Promise<ActionOutcome> {
+  rollback(
+    name: string,
+    body: { alias: string; confirm: boolean }
+  ): Promise<ActionOutcome> {
     return this.post(`models/${encodeURIComponent(name)}/rollback`, body);
   }
-  approve(name: string, body: { version: string; reason: string }): Promise<ActionOutcome> {
+  approve(
+    name: string,
+    body: { version: string; reason: string }
+  ): Promise<ActionOutcome> {
     return this.post(`models/${encodeURIComponent(name)}/approve`, body);
   }
 }

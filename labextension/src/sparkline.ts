@@ -42,7 +42,12 @@ export function sparkline(
   const innerW = Math.max(0, width - 2 * pad);
   const innerH = Math.max(0, height - 2 * pad);
   const xy = pts.map(([step, value], i) => {
-    const fx = xSpan > 0 ? (step - x0) / xSpan : pts.length > 1 ? i / (pts.length - 1) : 0;
+    const fx =
+      xSpan > 0
+        ? (step - x0) / xSpan
+        : pts.length > 1
+          ? i / (pts.length - 1)
+          : 0;
     const fy = max > min ? (value - min) / (max - min) : 0.5;
     return { x: round(pad + fx * innerW), y: round(pad + (1 - fy) * innerH) };
   });

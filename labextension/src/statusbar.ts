@@ -40,10 +40,19 @@ export class JournalStatus extends Widget {
       return;
     }
     this.node.dataset.pending = String(j.pending);
-    this.node.textContent = t.__('MLOps: %1 · %2 pending', storeLabel(j.store), j.pending);
-    const lines = [t.__('Tracking store: %1', j.store), t.__('Journal: %1 records waiting to reach it', j.pending)];
+    this.node.textContent = t.__(
+      'MLOps: %1 · %2 pending',
+      storeLabel(j.store),
+      j.pending
+    );
+    const lines = [
+      t.__('Tracking store: %1', j.store),
+      t.__('Journal: %1 records waiting to reach it', j.pending)
+    ];
     if (j.oldest_pending_s !== null && j.pending > 0) {
-      lines.push(t.__('oldest waiting for %1', formatDuration(j.oldest_pending_s)));
+      lines.push(
+        t.__('oldest waiting for %1', formatDuration(j.oldest_pending_s))
+      );
     }
     if (j.quarantined > 0) {
       lines.push(t.__('%1 malformed records quarantined', j.quarantined));

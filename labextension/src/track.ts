@@ -22,7 +22,16 @@ export function trackedName(source: string): string | null {
   }
   // the options of %%track that take a value (nbmlops/ipython/magics.py): their value is
   // not the name
-  const withValue = new Set(['-e', '--experiment', '-p', '--param', '-m', '--metric', '-i', '--ignore']);
+  const withValue = new Set([
+    '-e',
+    '--experiment',
+    '-p',
+    '--param',
+    '-m',
+    '--metric',
+    '-i',
+    '--ignore'
+  ]);
   const words = match[1].trim().split(/\s+/);
   for (let i = 0; i < words.length; i++) {
     const word = words[i];

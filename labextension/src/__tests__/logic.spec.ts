@@ -30,7 +30,9 @@ describe('toggleTrack', () => {
 
   it('keeps a name and drops the whole magic line with its arguments', () => {
     expect(toggleTrack('fit()', 'my run')).toBe('%%track my-run\nfit()');
-    expect(toggleTrack('%%track train --experiment e1\nfit()\n')).toBe('fit()\n');
+    expect(toggleTrack('%%track train --experiment e1\nfit()\n')).toBe(
+      'fit()\n'
+    );
     expect(trackedName('%%track --experiment e1 train\nfit()')).toBe('train');
     expect(trackedName('%%track\nfit()')).toBeNull();
   });
@@ -183,9 +185,17 @@ describe('back-off', () => {
   });
 
   it('clamps settings into the schema bounds and keeps min <= max', () => {
-    expect(boundsFromSettings(0.1, 99999)).toEqual({ min: 2, max: 3600, factor: 2 });
+    expect(boundsFromSettings(0.1, 99999)).toEqual({
+      min: 2,
+      max: 3600,
+      factor: 2
+    });
     expect(boundsFromSettings(30, 10)).toEqual({ min: 30, max: 30, factor: 2 });
-    expect(boundsFromSettings('x', undefined)).toEqual({ min: 5, max: 120, factor: 2 });
+    expect(boundsFromSettings('x', undefined)).toEqual({
+      min: 5,
+      max: 120,
+      factor: 2
+    });
   });
 });
 
@@ -215,14 +225,17 @@ describe('parsers', () => {
       params: { alpha: '0.5', opts: '{"a":1}' },
       end_time: Date.parse('2023-11-14T22:13:21Z')
     });
-    expect(parseRuns({ runs: [{ ...run, start_time: 1_700_000_000 }] }).runs[0].start_time).toBe(
-      1_700_000_000_000
-    );
+    expect(
+      parseRuns({ runs: [{ ...run, start_time: 1_700_000_000 }] }).runs[0]
+        .start_time
+    ).toBe(1_700_000_000_000);
   });
 
   it('says which field is wrong', () => {
     expect(() => parseRuns({ runs: {} })).toThrow(ParseError);
-    expect(() => parseRuns({ runs: [{ name: 'x' }] })).toThrow(/runs\[0\]\.run_id/);
+    expect(() => parseRuns({ runs: [{ name: 'x' }] })).toThrow(
+      /runs\[0\]\.run_id/
+    );
     expect(() => parseRuns({ runs: [{ ...run, duration_s: 'slow' }] })).toThrow(
       /runs\[0\]\.duration_s must be a number/
     );
@@ -233,7 +246,12 @@ describe('parsers', () => {
     const d = parseRunDetails({
       run: {
         ...run,
-        metrics_history: { loss: [[0, 1.0, 10], [1, 0.5, 11]] },
+        metrics_history: {
+          loss: [
+            [0, 1.0, 10],
+            [1, 0.5, 11]
+          ]
+        },
         models: ['m', { name: 'n', version: '2' }],
         data_inputs: [{ name: 'raw', digest: 'xx:12', version: 3 }],
         figures: [{ name: 'f.png', url: '/files/f.png' }],
@@ -246,7 +264,11 @@ describe('parsers', () => {
       [1, 0.5, 11]
     ]);
     expect(d.models).toEqual([{ name: 'm' }, { name: 'n', version: '2' }]);
-    expect(d.data_inputs[0]).toEqual({ name: 'raw', digest: 'xx:12', version: '3' });
+    expect(d.data_inputs[0]).toEqual({
+      name: 'raw',
+      digest: 'xx:12',
+      version: '3'
+    });
     expect(d.figures[0].url).toBe('/files/f.png');
     expect(d.code).toBe('x = 1');
   });
@@ -257,35 +279,56 @@ describe('parsers', () => {
         {
           name: 'm',
           aliases: { champion: 2 },
-          versions: [{ version: 2, run_id: 'abc', status: 'READY', aliases: ['champion'] }]
+          versions: [
+            {
+              version: 2,
+              run_id: 'abc',
+              status: 'READY',
+              aliases: ['champion']
+            }
+          ]
         }
       ]
     });
     expect(models[0].aliases).toEqual({ champion: '2' });
-    expect(models[0].versions[0]).toMatchObject({ version: '2', aliases: ['champion'] });
+    expect(models[0].versions[0]).toMatchObject({
+      version: '2',
+      aliases: ['champion']
+    });
 
     const lineage = parseLineage({
-      nodes: [{ id: 'run:abc', kind: 'run', label: 'train', layer: 1, order: 0 }],
+      nodes: [
+        { id: 'run:abc', kind: 'run', label: 'train', layer: 1, order: 0 }
+      ],
       edges: [{ source: 'data:x', target: 'run:abc' }]
     });
     expect(lineage.nodes[0].layer).toBe(1);
-    expect(() => parseLineage({ nodes: [{}], edges: [] })).toThrow(/nodes\[0\]\.id/);
+    expect(() => parseLineage({ nodes: [{}], edges: [] })).toThrow(
+      /nodes\[0\]\.id/
+    );
 
     expect(parseAlerts({ alerts: [], monitoring: 'not configured' })).toEqual({
       alerts: [],
       monitoring: 'not configured'
     });
-    expect(parseAlerts({ alerts: [{ id: 1, name: 'drift', level: 'warn' }] }).alerts[0]).toEqual(
-      { id: '1', title: 'drift', severity: 'warn', detail: '' }
-    );
-    expect(parseJournal({ store: 'sqlite:///x', pending: 2, quarantined: 0 })).toEqual({
+    expect(
+      parseAlerts({ alerts: [{ id: 1, name: 'drift', level: 'warn' }] })
+        .alerts[0]
+    ).toEqual({ id: '1', title: 'drift', severity: 'warn', detail: '' });
+    expect(
+      parseJournal({ store: 'sqlite:///x', pending: 2, quarantined: 0 })
+    ).toEqual({
       store: 'sqlite:///x',
       pending: 2,
       quarantined: 0,
       oldest_pending_s: null
     });
     expect(
-      parseRefusal({ refused: true, reasons: ['needs approval'], gates: [{ gate: 'acc' }] })
+      parseRefusal({
+        refused: true,
+        reasons: ['needs approval'],
+        gates: [{ gate: 'acc' }]
+      })
     ).toEqual({ reasons: ['needs approval'], gates: [{ gate: 'acc' }] });
     expect(parseRefusal({ message: 'no' }).reasons).toEqual(['no']);
   });

@@ -65,13 +65,21 @@ class StandIn implements IClient {
     return [];
   }
   async lineage(node: string) {
-    return { nodes: [{ id: node, kind: 'run', label: node, layer: 0, order: 0 }], edges: [] };
+    return {
+      nodes: [{ id: node, kind: 'run', label: node, layer: 0, order: 0 }],
+      edges: []
+    };
   }
   async alerts() {
     return { alerts: [], monitoring: 'not configured' };
   }
   async journal() {
-    return { store: 'sqlite:///mlflow.db', pending: 0, quarantined: 0, oldest_pending_s: null };
+    return {
+      store: 'sqlite:///mlflow.db',
+      pending: 0,
+      quarantined: 0,
+      oldest_pending_s: null
+    };
   }
   promote(): Promise<ActionOutcome> {
     return new Promise(resolve => {
@@ -180,7 +188,10 @@ describe('PanelModel', () => {
     const model = new PanelModel({ client, timer: new StepTimer(), bounds });
     client.promoteAnswer = {
       ok: false,
-      refusal: { reasons: ['accuracy 0.5 < 0.9'], gates: [{ gate: 'accuracy', passed: false }] }
+      refusal: {
+        reasons: ['accuracy 0.5 < 0.9'],
+        gates: [{ gate: 'accuracy', passed: false }]
+      }
     };
     const first = model.promote('m', '2', 'champion', 'better');
     expect(model.busy).toEqual({ model: 'm', action: 'promote' });
@@ -190,7 +201,10 @@ describe('PanelModel', () => {
     expect(model.busy).toBeNull();
     expect(model.refusal('m')?.reasons).toEqual(['accuracy 0.5 < 0.9']);
 
-    client.promoteAnswer = { ok: true, result: { alias: 'champion', version: '2' } };
+    client.promoteAnswer = {
+      ok: true,
+      result: { alias: 'champion', version: '2' }
+    };
     const second = model.promote('m', '2', 'champion', 'better');
     expect(model.refusal('m')).toBeNull();
     client.release!();
@@ -213,7 +227,11 @@ describe('helpers', () => {
   });
 
   it('builds promotion bodies: a reason only as an override of failed gates', () => {
-    expect(promoteBody('2', 'champion')).toEqual({ version: '2', alias: 'champion', confirm: true });
+    expect(promoteBody('2', 'champion')).toEqual({
+      version: '2',
+      alias: 'champion',
+      confirm: true
+    });
     expect(promoteBody('2', 'champion', '  ')).toEqual({
       version: '2',
       alias: 'champion',
