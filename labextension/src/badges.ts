@@ -11,7 +11,7 @@ import { h } from './dom';
 import { PanelModel, lastRunOfCell } from './model';
 import { isTracked } from './track';
 
-const HOST = 'nbmlops-badge-host';
+const HOST = 'nbmlops-sp-badge-host';
 
 export class CellBadges {
   constructor(
@@ -70,7 +70,7 @@ export class CellBadges {
       return;
     }
     let badge = host.querySelector<HTMLButtonElement>(
-      ':scope > .nbmlops-badge'
+      ':scope > .nbmlops-sp-badge'
     );
     const tracked =
       this._enabled &&
@@ -86,7 +86,7 @@ export class CellBadges {
     const status = run ? run.status : 'NONE';
     const label = run ? run.status : this.trans.__('not run yet');
     if (!badge) {
-      badge = h('button', { type: 'button', className: 'nbmlops-badge' });
+      badge = h('button', { type: 'button', className: 'nbmlops-sp-badge' });
       badge.addEventListener('click', event => {
         event.stopPropagation();
         const id = badge!.dataset.runId;

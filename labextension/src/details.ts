@@ -19,7 +19,7 @@ export function renderDetails(
   baseUrl: string
 ): HTMLElement {
   const box = h('div', {
-    className: 'nbmlops-details',
+    className: 'nbmlops-sp-details',
     'data-run-id': d.run_id
   });
   box.appendChild(
@@ -30,7 +30,7 @@ export function renderDetails(
       ' ',
       h(
         'span',
-        { className: 'nbmlops-status', 'data-status': d.status },
+        { className: 'nbmlops-sp-status', 'data-status': d.status },
         d.status
       )
     )
@@ -38,7 +38,7 @@ export function renderDetails(
   const meta = [d.run_id, formatDuration(d.duration_s), d.experiment ?? '']
     .filter(Boolean)
     .join(' · ');
-  box.appendChild(h('p', { className: 'nbmlops-muted' }, meta));
+  box.appendChild(h('p', { className: 'nbmlops-sp-muted' }, meta));
   if (d.mlflow_url) {
     box.appendChild(
       h(
@@ -50,7 +50,7 @@ export function renderDetails(
   }
   box.appendChild(h('h4', {}, t.__('Params')));
   box.appendChild(
-    table(Object.entries(d.params), t.__('No params.'), 'nbmlops-params')
+    table(Object.entries(d.params), t.__('No params.'), 'nbmlops-sp-params')
   );
 
   box.appendChild(h('h4', {}, t.__('Metrics')));
@@ -59,11 +59,11 @@ export function renderDetails(
   ].sort();
   if (names.length === 0) {
     box.appendChild(
-      h('p', { className: 'nbmlops-muted' }, t.__('No metrics.'))
+      h('p', { className: 'nbmlops-sp-muted' }, t.__('No metrics.'))
     );
   } else {
     const table = h('table', {
-      className: 'nbmlops-table nbmlops-metric-table'
+      className: 'nbmlops-sp-table nbmlops-sp-metric-table'
     });
     for (const name of names) {
       const value = d.metrics[name];
@@ -84,17 +84,17 @@ export function renderDetails(
     d.models.length
       ? h(
           'ul',
-          { className: 'nbmlops-list' },
+          { className: 'nbmlops-sp-list' },
           ...d.models.map(mdl => h('li', {}, modelLine(mdl)))
         )
-      : h('p', { className: 'nbmlops-muted' }, t.__('No models.'))
+      : h('p', { className: 'nbmlops-sp-muted' }, t.__('No models.'))
   );
   box.appendChild(h('h4', {}, t.__('Data inputs')));
   box.appendChild(
     d.data_inputs.length
       ? h(
           'table',
-          { className: 'nbmlops-table nbmlops-data-inputs' },
+          { className: 'nbmlops-sp-table nbmlops-sp-data-inputs' },
           h(
             'tr',
             {},
@@ -112,7 +112,7 @@ export function renderDetails(
             )
           )
         )
-      : h('p', { className: 'nbmlops-muted' }, t.__('No data inputs.'))
+      : h('p', { className: 'nbmlops-sp-muted' }, t.__('No data inputs.'))
   );
   if (d.figures.length) {
     box.appendChild(h('h4', {}, t.__('Figures')));
@@ -132,7 +132,7 @@ export function renderDetails(
     }
   }
   box.appendChild(h('h4', {}, t.__('Code')));
-  box.appendChild(h('pre', { className: 'nbmlops-code' }, d.code));
+  box.appendChild(h('pre', { className: 'nbmlops-sp-code' }, d.code));
   return box;
 }
 
@@ -158,7 +158,7 @@ function renderSparkline(
   return svg(
     'svg',
     {
-      class: 'nbmlops-sparkline',
+      class: 'nbmlops-sp-sparkline',
       width: w,
       height: hgt,
       viewBox: `0 0 ${w} ${hgt}`,
@@ -166,13 +166,13 @@ function renderSparkline(
       'aria-label': label
     },
     svg('title', {}, label),
-    svg('path', { d: s.path, class: 'nbmlops-spark-line' }),
+    svg('path', { d: s.path, class: 'nbmlops-sp-spark-line' }),
     s.last
       ? svg('circle', {
           cx: s.last.x,
           cy: s.last.y,
           r: 2,
-          class: 'nbmlops-spark-dot'
+          class: 'nbmlops-sp-spark-dot'
         })
       : null
   );
@@ -180,11 +180,15 @@ function renderSparkline(
 
 export function renderLineage(graph: ILineage, t: TranslationBundle): Node {
   if (graph.nodes.length === 0) {
-    return h('p', { className: 'nbmlops-muted' }, t.__('No lineage recorded.'));
+    return h(
+      'p',
+      { className: 'nbmlops-sp-muted' },
+      t.__('No lineage recorded.')
+    );
   }
   const layout = layoutLineage(graph);
   const drawing = svg('svg', {
-    class: 'nbmlops-lineage',
+    class: 'nbmlops-sp-lineage',
     width: layout.width,
     height: layout.height,
     viewBox: `0 0 ${layout.width} ${layout.height}`,
@@ -196,21 +200,21 @@ export function renderLineage(graph: ILineage, t: TranslationBundle): Node {
     )
   });
   for (const e of layout.edges) {
-    drawing.appendChild(svg('path', { d: e.path, class: 'nbmlops-edge' }));
+    drawing.appendChild(svg('path', { d: e.path, class: 'nbmlops-sp-edge' }));
   }
   for (const n of layout.nodes) {
     const label = n.label.length > 22 ? n.label.slice(0, 21) + '…' : n.label;
     drawing.appendChild(
       svg(
         'g',
-        { class: 'nbmlops-node', 'data-kind': n.kind, 'data-node-id': n.id },
+        { class: 'nbmlops-sp-node', 'data-kind': n.kind, 'data-node-id': n.id },
         svg('title', {}, `${n.id}${n.label !== n.id ? '\n' + n.label : ''}`),
         svg('circle', { cx: n.x, cy: n.y, r: 7 }),
         svg('text', { x: n.x + 10, y: n.y + 4 }, label)
       )
     );
   }
-  return h('div', { className: 'nbmlops-lineage-box' }, drawing);
+  return h('div', { className: 'nbmlops-sp-lineage-box' }, drawing);
 }
 
 function table(
@@ -219,11 +223,11 @@ function table(
   className: string
 ): HTMLElement {
   if (rows.length === 0) {
-    return h('p', { className: 'nbmlops-muted' }, empty);
+    return h('p', { className: 'nbmlops-sp-muted' }, empty);
   }
   return h(
     'table',
-    { className: `nbmlops-table ${className}` },
+    { className: `nbmlops-sp-table ${className}` },
     ...rows
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v)))

@@ -28,10 +28,10 @@ class FormBody
     }[]
   ) {
     super();
-    this.addClass('nbmlops-form');
+    this.addClass('nbmlops-sp-form');
     this.node.appendChild(h('p', {}, message));
     for (const f of fields) {
-      const id = `nbmlops-form-${f.name}-${FormBody._n++}`;
+      const id = `nbmlops-sp-form-${f.name}-${FormBody._n++}`;
       const list = f.options?.length ? `${id}-list` : null;
       const input = h('input', {
         id,
@@ -79,7 +79,7 @@ export class MlopsPanel extends Widget {
     this.model = options.model;
     this._trans = options.trans;
     this._baseUrl = options.baseUrl;
-    this.addClass('nbmlops-panel');
+    this.addClass('nbmlops-sp-panel');
     this.node.setAttribute('role', 'region');
     this.node.setAttribute('aria-label', this._trans.__('MLOps'));
     this.model.changed.connect(this._render, this);
@@ -104,18 +104,18 @@ export class MlopsPanel extends Widget {
       ?.key;
     const m = this.model;
     const t = this._trans;
-    const root = h('div', { className: 'nbmlops-panel-body' });
+    const root = h('div', { className: 'nbmlops-sp-panel-body' });
     const title = m.notebook
       ? m.notebook.split('/').pop()!
       : t.__('no notebook');
     root.appendChild(
       h(
         'header',
-        { className: 'nbmlops-header' },
+        { className: 'nbmlops-sp-header' },
         h('h2', {}, t.__('MLOps')),
         h(
           'span',
-          { className: 'nbmlops-notebook', title: m.notebook ?? '' },
+          { className: 'nbmlops-sp-notebook', title: m.notebook ?? '' },
           title
         ),
         this._button(t.__('Refresh'), 'refresh', () => void m.kick(), {
@@ -125,7 +125,7 @@ export class MlopsPanel extends Widget {
     );
     if (m.error) {
       root.appendChild(
-        h('div', { className: 'nbmlops-error', role: 'alert' }, m.error)
+        h('div', { className: 'nbmlops-sp-error', role: 'alert' }, m.error)
       );
     }
     root.appendChild(
@@ -142,7 +142,7 @@ export class MlopsPanel extends Widget {
           t.__('Run details'),
           m.details
             ? renderDetails(m.details, t, this._baseUrl)
-            : h('p', { className: 'nbmlops-muted' }, t.__('Loading…'))
+            : h('p', { className: 'nbmlops-sp-muted' }, t.__('Loading…'))
         )
       );
     }
@@ -166,7 +166,7 @@ export class MlopsPanel extends Widget {
     const open = this._open.get(key) ?? true;
     const details = h(
       'details',
-      { className: `nbmlops-section nbmlops-section-${key}`, open },
+      { className: `nbmlops-sp-section nbmlops-sp-section-${key}`, open },
       h('summary', { 'data-key': `section:${key}` }, label),
       body
     );
@@ -184,7 +184,7 @@ export class MlopsPanel extends Widget {
       'button',
       {
         type: 'button',
-        className: 'jp-Button nbmlops-button',
+        className: 'jp-Button nbmlops-sp-button',
         'data-key': key,
         ...extra
       },
@@ -200,19 +200,19 @@ export class MlopsPanel extends Widget {
     if (!m.notebook) {
       return h(
         'p',
-        { className: 'nbmlops-muted' },
+        { className: 'nbmlops-sp-muted' },
         t.__('Open a notebook to see its runs.')
       );
     }
     if (m.runs.length === 0) {
       return h(
         'p',
-        { className: 'nbmlops-muted' },
+        { className: 'nbmlops-sp-muted' },
         t.__('No tracked runs yet: run a cell that starts with %1.', '%%track')
       );
     }
     const list = h('ul', {
-      className: 'nbmlops-runs',
+      className: 'nbmlops-sp-runs',
       'aria-label': t.__('Runs of this notebook')
     });
     for (const run of m.runs) {
@@ -234,7 +234,7 @@ export class MlopsPanel extends Widget {
       'button',
       {
         type: 'button',
-        className: 'nbmlops-run' + (selected ? ' nbmlops-selected' : ''),
+        className: 'nbmlops-sp-run' + (selected ? ' nbmlops-sp-selected' : ''),
         'data-run-id': run.run_id,
         'data-key': `run:${run.run_id}`,
         'aria-pressed': selected ? 'true' : 'false',
@@ -242,22 +242,22 @@ export class MlopsPanel extends Widget {
       },
       h(
         'span',
-        { className: 'nbmlops-status', 'data-status': run.status },
+        { className: 'nbmlops-sp-status', 'data-status': run.status },
         run.status
       ),
       h(
         'span',
-        { className: 'nbmlops-run-name' },
+        { className: 'nbmlops-sp-run-name' },
         run.name || run.run_id.slice(0, 8)
       ),
       h(
         'span',
-        { className: 'nbmlops-duration' },
+        { className: 'nbmlops-sp-duration' },
         formatDuration(run.duration_s)
       ),
       h(
         'span',
-        { className: 'nbmlops-metrics' },
+        { className: 'nbmlops-sp-metrics' },
         metrics.map(([k, v]) => `${k} ${formatValue(v)}`).join(' · ')
       )
     );
@@ -274,7 +274,7 @@ export class MlopsPanel extends Widget {
     if (m.models.length === 0) {
       return h(
         'p',
-        { className: 'nbmlops-muted' },
+        { className: 'nbmlops-sp-muted' },
         t.__('No registered models.')
       );
     }
@@ -287,18 +287,19 @@ export class MlopsPanel extends Widget {
     const busy = m.busy !== null;
     const card = h('div', {
       className:
-        'nbmlops-model' + (m.busy?.model === mdl.name ? ' nbmlops-busy' : ''),
+        'nbmlops-sp-model' +
+        (m.busy?.model === mdl.name ? ' nbmlops-sp-busy' : ''),
       'data-model': mdl.name,
       'aria-busy': m.busy?.model === mdl.name ? 'true' : 'false'
     });
     card.appendChild(h('h4', {}, mdl.name));
-    const aliases = h('div', { className: 'nbmlops-aliases' });
+    const aliases = h('div', { className: 'nbmlops-sp-aliases' });
     for (const [alias, version] of Object.entries(mdl.aliases).sort()) {
       aliases.appendChild(
         h(
           'span',
           {
-            className: 'nbmlops-alias',
+            className: 'nbmlops-sp-alias',
             'data-alias': alias,
             'data-version': version
           },
@@ -322,7 +323,7 @@ export class MlopsPanel extends Widget {
       card.appendChild(
         h(
           'p',
-          { className: 'nbmlops-muted', role: 'status' },
+          { className: 'nbmlops-sp-muted', role: 'status' },
           t.__('%1 in progress…', m.busy.action)
         )
       );
@@ -331,7 +332,7 @@ export class MlopsPanel extends Widget {
     if (refusal) {
       const box = h(
         'div',
-        { className: 'nbmlops-refusal', role: 'alert' },
+        { className: 'nbmlops-sp-refusal', role: 'alert' },
         h('strong', {}, t.__('Refused:')),
         h('ul', {}, ...refusal.reasons.map(r => h('li', {}, r)))
       );
@@ -339,7 +340,7 @@ export class MlopsPanel extends Widget {
         box.appendChild(
           h(
             'p',
-            { className: 'nbmlops-gates' },
+            { className: 'nbmlops-sp-gates' },
             t.__('Gates: %1', refusal.gates.map(gateLine).join(' · '))
           )
         );
@@ -352,7 +353,7 @@ export class MlopsPanel extends Widget {
       card.appendChild(box);
     }
     // one block per version (a table has no room in a side panel): what it is, then actions
-    const list = h('div', { className: 'nbmlops-versions' });
+    const list = h('div', { className: 'nbmlops-sp-versions' });
     const versions = [...mdl.versions].sort(
       (a, b) => Number(b.version) - Number(a.version)
     );
@@ -363,20 +364,22 @@ export class MlopsPanel extends Widget {
       list.appendChild(
         h(
           'div',
-          { className: 'nbmlops-version', 'data-version': v.version },
+          { className: 'nbmlops-sp-version', 'data-version': v.version },
           h(
             'div',
-            { className: 'nbmlops-version-line' },
+            { className: 'nbmlops-sp-version-line' },
             h('strong', {}, `v${v.version}`),
             ' ',
-            h('span', { className: 'nbmlops-muted' }, v.status),
+            h('span', { className: 'nbmlops-sp-muted' }, v.status),
             ' ',
             v.aliases.map(a => `@${a}`).join(' ')
           ),
-          metrics ? h('div', { className: 'nbmlops-metrics' }, metrics) : null,
+          metrics
+            ? h('div', { className: 'nbmlops-sp-metrics' }, metrics)
+            : null,
           h(
             'div',
-            { className: 'nbmlops-actions' },
+            { className: 'nbmlops-sp-actions' },
             this._button(
               t.__('Promote'),
               `promote:${mdl.name}:${v.version}`,
@@ -503,12 +506,12 @@ export class MlopsPanel extends Widget {
     const a = this.model.alerts;
     const t = this._trans;
     if (!a) {
-      return h('p', { className: 'nbmlops-muted' }, t.__('Loading…'));
+      return h('p', { className: 'nbmlops-sp-muted' }, t.__('Loading…'));
     }
     if (a.alerts.length === 0) {
       return h(
         'p',
-        { className: 'nbmlops-muted' },
+        { className: 'nbmlops-sp-muted' },
         a.monitoring && a.monitoring !== 'ok'
           ? t.__('No open alerts (monitoring: %1).', a.monitoring)
           : t.__('No open alerts.')
@@ -516,7 +519,7 @@ export class MlopsPanel extends Widget {
     }
     return h(
       'ul',
-      { className: 'nbmlops-alerts' },
+      { className: 'nbmlops-sp-alerts' },
       ...a.alerts.map(x =>
         h(
           'li',

@@ -23,7 +23,7 @@ export class JournalStatus extends Widget {
     onClick: () => void
   ) {
     super({ node: document.createElement('button') });
-    this.addClass('nbmlops-statusbar');
+    this.addClass('nbmlops-sp-statusbar');
     this.addClass('jp-StatusBar-TextItem');
     (this.node as HTMLButtonElement).type = 'button';
     this.node.addEventListener('click', onClick);

@@ -241,7 +241,7 @@ def open_panel(page) -> None:
     """View > Show MLOps Panel (the command also sits in the palette, on Alt+M)."""
     page.locator(".lm-MenuBar-itemLabel", has_text="View").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Show MLOps Panel").first.click()
-    page.wait_for_selector("#nbmlops-panel .nbmlops-panel-body", state="visible")
+    page.wait_for_selector("#nbmlops-panel .nbmlops-sp-panel-body", state="visible")
 
 
 def code_of(cell) -> str:
@@ -263,34 +263,34 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         wait_kernel_idle(page)
         open_panel(page)
         panel = page.locator("#nbmlops-panel")
-        expect(panel.locator(".nbmlops-notebook")).to_have_text("board.ipynb")
+        expect(panel.locator(".nbmlops-sp-notebook")).to_have_text("board.ipynb")
         expect(panel).to_contain_text("No tracked runs yet")
 
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
         # the run shows up in the panel while the notebook is open, with its key metrics
-        run = panel.locator(".nbmlops-run", has_text="first-fit")
+        run = panel.locator(".nbmlops-sp-run", has_text="first-fit")
         expect(run).to_be_visible(timeout=180_000)
-        expect(run.locator(".nbmlops-status")).to_have_text("FINISHED", timeout=120_000)
+        expect(run.locator(".nbmlops-sp-status")).to_have_text("FINISHED", timeout=120_000)
         expect(run).to_contain_text("acc")
         run_id = run.get_attribute("data-run-id")
         assert run_id and len(run_id) == 32, run_id
 
         # ... and as a badge on its cell, which opens the run's details
         cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
-        badge = cells.nth(1).locator(".nbmlops-badge")
+        badge = cells.nth(1).locator(".nbmlops-sp-badge")
         expect(badge).to_have_attribute("data-status", "FINISHED", timeout=60_000)
-        expect(cells.nth(2).locator(".nbmlops-badge")).to_have_count(0)
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_count(0)
         badge.click()
-        details = panel.locator(f".nbmlops-details[data-run-id='{run_id}']")
+        details = panel.locator(f".nbmlops-sp-details[data-run-id='{run_id}']")
         expect(details).to_be_visible()
-        expect(details.locator(".nbmlops-params")).to_contain_text("C")
-        expect(details.locator(".nbmlops-sparkline path")).to_have_count(1)
-        expect(details.locator(".nbmlops-code")).to_contain_text("LogisticRegression")
-        expect(panel.locator(".nbmlops-lineage .nbmlops-node")).not_to_have_count(0)
-        assert panel.locator(".nbmlops-error").count() == 0, panel.locator(
-            ".nbmlops-error"
+        expect(details.locator(".nbmlops-sp-params")).to_contain_text("C")
+        expect(details.locator(".nbmlops-sp-sparkline path")).to_have_count(1)
+        expect(details.locator(".nbmlops-sp-code")).to_contain_text("LogisticRegression")
+        expect(panel.locator(".nbmlops-sp-lineage .nbmlops-sp-node")).not_to_have_count(0)
+        assert panel.locator(".nbmlops-sp-error").count() == 0, panel.locator(
+            ".nbmlops-sp-error"
         ).first.inner_text()
 
         # "Track this cell" from the cell's toolbar adds %%track as the first line; running the
@@ -300,40 +300,40 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         toggle.click()
         expect(cells.nth(2).locator(".cm-content")).to_contain_text("%%track")
         assert code_of(cells.nth(2)).startswith("%%track"), code_of(cells.nth(2))
-        expect(cells.nth(2).locator(".nbmlops-badge")).to_have_count(1)
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_count(1)
         # (the toolbar button keeps the focus: Shift+Enter would press it again)
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         page.locator(".lm-Menu-itemLabel", has_text="Run Selected Cell").first.click()
-        expect(panel.locator(".nbmlops-run")).to_have_count(2, timeout=180_000)
-        expect(cells.nth(2).locator(".nbmlops-badge")).to_have_attribute(
+        expect(panel.locator(".nbmlops-sp-run")).to_have_count(2, timeout=180_000)
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_attribute(
             "data-status", "FINISHED", timeout=60_000
         )
-        assert "score" in panel.locator(".nbmlops-run").first.inner_text()
+        assert "score" in panel.locator(".nbmlops-sp-run").first.inner_text()
 
         # models registered meanwhile appear with their versions; promote free-model v2
         register_models(project, run_id)
         panel.locator("button[data-key='refresh']").click()
-        free = panel.locator(".nbmlops-model[data-model='free-model']")
-        expect(free.locator(".nbmlops-version[data-version='2']")).to_be_visible(timeout=60_000)
+        free = panel.locator(".nbmlops-sp-model[data-model='free-model']")
+        expect(free.locator(".nbmlops-sp-version[data-version='2']")).to_be_visible(timeout=60_000)
         free.locator("button[data-key='promote:free-model:2']").click()
         dialog = page.locator(".jp-Dialog")
         dialog.locator("input[name='alias']").fill("champion")
         dialog.locator(".jp-mod-accept").click()
-        expect(free.locator(".nbmlops-alias[data-alias='champion']")).to_have_attribute(
+        expect(free.locator(".nbmlops-sp-alias[data-alias='champion']")).to_have_attribute(
             "data-version", "2", timeout=60_000
         )
-        expect(free.locator(".nbmlops-version[data-version='2']")).to_contain_text("@champion")
+        expect(free.locator(".nbmlops-sp-version[data-version='2']")).to_contain_text("@champion")
         page.screenshot(path=str(shots["light"]), full_page=True)
 
         # the gate refuses gated-model's promotion: its reasons show in the model's card
-        gated = panel.locator(".nbmlops-model[data-model='gated-model']")
+        gated = panel.locator(".nbmlops-sp-model[data-model='gated-model']")
         gated.locator("button[data-key='promote:gated-model:1']").click()
         dialog.locator("input[name='alias']").fill("champion")
         dialog.locator(".jp-mod-accept").click()
-        refusal = gated.locator(".nbmlops-refusal")
+        refusal = gated.locator(".nbmlops-sp-refusal")
         expect(refusal).to_be_visible(timeout=60_000)
         expect(refusal).to_contain_text("acc")
-        expect(gated.locator(".nbmlops-alias[data-alias='champion']")).to_have_count(0)
+        expect(gated.locator(".nbmlops-sp-alias[data-alias='champion']")).to_have_count(0)
         # buttons are usable again once the action is answered
         expect(gated.locator("button[data-key='promote:gated-model:1']")).to_be_enabled()
         refusal.scroll_into_view_if_needed()
@@ -368,8 +368,8 @@ def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
         wait_kernel_idle_nb7(page)
         open_panel(page)
         panel = page.locator("#nbmlops-panel")
-        expect(panel.locator(".nbmlops-notebook")).to_have_text("board.ipynb")
-        runs = panel.locator(".nbmlops-run")
+        expect(panel.locator(".nbmlops-sp-notebook")).to_have_text("board.ipynb")
+        runs = panel.locator(".nbmlops-sp-run")
         expect(runs.first).to_be_visible(timeout=120_000)
         before = runs.count()
         # run the first two cells again: one more tracked run
@@ -378,10 +378,10 @@ def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
         page.keyboard.press("Shift+Enter")
         page.keyboard.press("Shift+Enter")
         expect(runs).to_have_count(before + 1, timeout=180_000)
-        expect(cells.nth(1).locator(".nbmlops-badge")).to_have_attribute(
+        expect(cells.nth(1).locator(".nbmlops-sp-badge")).to_have_attribute(
             "data-status", "FINISHED", timeout=60_000
         )
-        expect(panel.locator(".nbmlops-model[data-model='free-model']")).to_be_visible()
+        expect(panel.locator(".nbmlops-sp-model[data-model='free-model']")).to_be_visible()
     finally:
         page.screenshot(path=str(shot), full_page=True)
         page.close()
