@@ -1,0 +1,395 @@
+"""The MLOps side panel in a real JupyterLab 4 and a real Notebook 7 (jupyter_server with the
+nbmlops.server extension on 127.0.0.1 with a token), driven by Debian's chromium through
+Playwright: a %%track cell's run shows up in the panel and as a badge on the cell, "Track this
+cell" adds the magic, a promotion from the panel moves the alias and a gated one shows why it
+was refused. Screenshots (light and dark) land in test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ARTIFACTS, write_notebook
+from tests.e2e.test_browser import require_browser
+
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # we may run as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # without these Chromium keeps calling out
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+CONFIG = {
+    "registry": {
+        "scan": {"pip_audit": "off"},
+        # gated-*: @champion needs acc >= 1.5, which no classifier reaches: always refused
+        "models": {"gated*": {"gates": {"champion": [{"metric": {"name": "acc", "min": 1.5}}]}}},
+    }
+}
+
+TRAIN = (
+    "%%track first-fit\n"
+    "import numpy as np\n"
+    "from sklearn.linear_model import LogisticRegression\n"
+    "rng = np.random.default_rng(0)\n"
+    "X = rng.normal(size=(120, 3))\n"
+    "y = (X[:, 0] > 0).astype(int)\n"
+    "C = 0.5\n"
+    "model = LogisticRegression(C=C).fit(X, y)\n"
+    "for step in range(4):\n"
+    "    nbmlops.log_metric('loss', 1.0 / (step + 1), step=step)\n"
+    "acc = model.score(X, y)"
+)
+
+CELLS = ["%load_ext nbmlops\nimport nbmlops", TRAIN, "depth = 3\nscore = depth * 0.25"]
+
+# the panel polls every 2 s after a change (the settings' lower bound) so the test sees a run
+# soon after its cell ran; the back-off still grows while nothing changes
+PANEL_SETTINGS = {"refreshInterval": 2, "maxRefreshInterval": 8}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project for both front ends: its store, registry settings and notebook."""
+    root = tmp_path_factory.mktemp("sidepanel") / "project"
+    root.mkdir()
+    (root / "nbmlops.yaml").write_text(yaml.safe_dump(CONFIG))
+    write_notebook(root / "board.ipynb", CELLS)
+    return root
+
+
+def _settings(settings_dir: Path) -> None:
+    """No news or update toasts; the kernel starts without a dialog; the panel polls fast."""
+    for plugin, values in {
+        "@jupyterlab/apputils-extension/notification": {
+            "fetchNews": "false",
+            "checkForUpdates": False,
+        },
+        "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
+        "nbmlops/plugin": PANEL_SETTINGS,
+    }.items():
+        path = settings_dir / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+
+def start_server(app: str, project: Path, tmp: Path) -> tuple[subprocess.Popen, Server]:
+    """`jupyter lab` or `jupyter notebook` on 127.0.0.1 with a token and nbmlops.server on."""
+    token = secrets.token_hex(16)
+    port = free_port()
+    _settings(tmp / "settings")
+    config_dir = tmp / "config"
+    config_dir.mkdir(exist_ok=True)
+    # the wheel enables nbmlops.server with a jupyter-config file; a source checkout may not
+    # have installed it yet, so the test says it explicitly
+    (config_dir / "jupyter_server_config.json").write_text(
+        json.dumps({"ServerApp": {"jpserver_extensions": {"nbmlops.server": True}}})
+    )
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(config_dir),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+    }
+    log = tmp / f"{app}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        app,
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={project}",
+        "--LabServerApp.extension_manager=readonly",  # the default one queries PyPI
+    ]
+    if app == "jupyterlab":
+        cmd += [
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{app} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            pytest.fail(f"{app} did not answer in 120 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    return proc, Server(url, token, log)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server we started (it shuts its kernels down), then its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture
+def lab(project: Path, tmp_path: Path) -> Iterator[Server]:
+    proc, server = start_server("jupyterlab", project, tmp_path)
+    try:
+        yield server
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def notebook7(project: Path, tmp_path: Path) -> Iterator[Server]:
+    proc, server = start_server("notebook", project, tmp_path)
+    try:
+        yield server
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    chromium = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def register_models(project: Path, run_id: str) -> None:
+    """Register the run's model as free-model (v1, v2) and gated-model (v1), as a user would
+    with %register; the panel must pick them up on its own."""
+    from nbmlops.api.registry import model_registry
+    from nbmlops.config import load_settings
+
+    registry = model_registry(load_settings(project))
+    for name in ("free-model", "free-model", "gated-model"):
+        registry.register(f"runs:/{run_id}/model", name)
+
+
+def wait_kernel_idle(page) -> None:
+    """The notebook's cells are shown and its kernel is idle (the status bar says so: the
+    toolbar's indicator can read idle while the notebook still loads)."""
+    from playwright.sync_api import expect
+
+    cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+    expect(cells).to_have_count(len(CELLS), timeout=180_000)
+    expect(page.locator(".jp-StatusBar-Widget", has_text="| Idle").first).to_be_visible(
+        timeout=180_000
+    )
+
+
+def open_panel(page) -> None:
+    """View > Show MLOps Panel (the command also sits in the palette, on Alt+M)."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="View").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Show MLOps Panel").first.click()
+    page.wait_for_selector("#nbmlops-panel .nbmlops-sp-panel-body", state="visible")
+
+
+def code_of(cell) -> str:
+    return cell.locator(".cm-content").inner_text()
+
+
+def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shots = {k: ARTIFACTS / f"sidepanel-lab-{k}.png" for k in ("light", "dark", "refused")}
+    for shot in shots.values():
+        shot.unlink(missing_ok=True)
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.set_default_timeout(120_000)
+    try:
+        page.goto(f"{lab.url}/lab/tree/board.ipynb?token={lab.token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="visible")
+        wait_kernel_idle(page)
+        open_panel(page)
+        panel = page.locator("#nbmlops-panel")
+        expect(panel.locator(".nbmlops-sp-notebook")).to_have_text("board.ipynb")
+        expect(panel).to_contain_text("No tracked runs yet")
+
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+        # the run shows up in the panel while the notebook is open, with its key metrics
+        run = panel.locator(".nbmlops-sp-run", has_text="first-fit")
+        expect(run).to_be_visible(timeout=180_000)
+        expect(run.locator(".nbmlops-sp-status")).to_have_text("FINISHED", timeout=120_000)
+        expect(run).to_contain_text("acc")
+        run_id = run.get_attribute("data-run-id")
+        assert run_id and len(run_id) == 32, run_id
+
+        # ... and as a badge on its cell, which opens the run's details
+        cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
+        badge = cells.nth(1).locator(".nbmlops-sp-badge")
+        expect(badge).to_have_attribute("data-status", "FINISHED", timeout=60_000)
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_count(0)
+        badge.click()
+        details = panel.locator(f".nbmlops-sp-details[data-run-id='{run_id}']")
+        expect(details).to_be_visible()
+        expect(details.locator(".nbmlops-sp-params")).to_contain_text("C")
+        expect(details.locator(".nbmlops-sp-sparkline path")).to_have_count(1)
+        expect(details.locator(".nbmlops-sp-code")).to_contain_text("LogisticRegression")
+        expect(panel.locator(".nbmlops-sp-lineage .nbmlops-sp-node")).not_to_have_count(0)
+        assert panel.locator(".nbmlops-sp-error").count() == 0, panel.locator(
+            ".nbmlops-sp-error"
+        ).first.inner_text()
+
+        # "Track this cell" from the cell's toolbar adds %%track as the first line; running the
+        # cell makes a second run of the notebook
+        cells.nth(2).click()
+        toggle = cells.nth(2).locator("[data-command='nbmlops:toggle-track']")
+        toggle.click()
+        expect(cells.nth(2).locator(".cm-content")).to_contain_text("%%track")
+        assert code_of(cells.nth(2)).startswith("%%track"), code_of(cells.nth(2))
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_count(1)
+        # (the toolbar button keeps the focus: Shift+Enter would press it again)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run Selected Cell").first.click()
+        expect(panel.locator(".nbmlops-sp-run")).to_have_count(2, timeout=180_000)
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_attribute(
+            "data-status", "FINISHED", timeout=60_000
+        )
+        assert "score" in panel.locator(".nbmlops-sp-run").first.inner_text()
+
+        # models registered meanwhile appear with their versions; promote free-model v2
+        register_models(project, run_id)
+        panel.locator("button[data-key='refresh']").click()
+        free = panel.locator(".nbmlops-sp-model[data-model='free-model']")
+        expect(free.locator(".nbmlops-sp-version[data-version='2']")).to_be_visible(timeout=60_000)
+        free.locator("button[data-key='promote:free-model:2']").click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.locator("input[name='alias']").fill("champion")
+        dialog.locator(".jp-mod-accept").click()
+        expect(free.locator(".nbmlops-sp-alias[data-alias='champion']")).to_have_attribute(
+            "data-version", "2", timeout=60_000
+        )
+        expect(free.locator(".nbmlops-sp-version[data-version='2']")).to_contain_text("@champion")
+        page.screenshot(path=str(shots["light"]), full_page=True)
+
+        # the gate refuses gated-model's promotion: its reasons show in the model's card
+        gated = panel.locator(".nbmlops-sp-model[data-model='gated-model']")
+        gated.locator("button[data-key='promote:gated-model:1']").click()
+        dialog.locator("input[name='alias']").fill("champion")
+        dialog.locator(".jp-mod-accept").click()
+        refusal = gated.locator(".nbmlops-sp-refusal")
+        expect(refusal).to_be_visible(timeout=60_000)
+        expect(refusal).to_contain_text("acc")
+        expect(gated.locator(".nbmlops-sp-alias[data-alias='champion']")).to_have_count(0)
+        # buttons are usable again once the action is answered
+        expect(gated.locator("button[data-key='promote:gated-model:1']")).to_be_enabled()
+        refusal.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots["refused"]), full_page=True)
+
+        # the dark theme: the panel follows JupyterLab's variables
+        page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+        page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
+        expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(1)
+        page.screenshot(path=str(shots["dark"]), full_page=True)
+    finally:
+        if not shots["light"].exists():
+            page.screenshot(path=str(shots["light"]), full_page=True)
+        page.close()
+    for shot in shots.values():
+        assert shot.stat().st_size > 10_000, shot
+
+
+def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
+    """The same panel beside a notebook in Notebook 7 (runs left by the JupyterLab test)."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "sidepanel-notebook7.png"
+    shot.unlink(missing_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    try:
+        page.goto(f"{notebook7.url}/notebooks/board.ipynb?token={notebook7.token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
+        wait_kernel_idle_nb7(page)
+        open_panel(page)
+        panel = page.locator("#nbmlops-panel")
+        expect(panel.locator(".nbmlops-sp-notebook")).to_have_text("board.ipynb")
+        runs = panel.locator(".nbmlops-sp-run")
+        expect(runs.first).to_be_visible(timeout=120_000)
+        before = runs.count()
+        # run the first two cells again: one more tracked run
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        cells.nth(0).click()
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.press("Shift+Enter")
+        expect(runs).to_have_count(before + 1, timeout=180_000)
+        expect(cells.nth(1).locator(".nbmlops-sp-badge")).to_have_attribute(
+            "data-status", "FINISHED", timeout=60_000
+        )
+        expect(panel.locator(".nbmlops-sp-model[data-model='free-model']")).to_be_visible()
+    finally:
+        page.screenshot(path=str(shot), full_page=True)
+        page.close()
+    assert shot.stat().st_size > 10_000
+
+
+def wait_kernel_idle_nb7(page) -> None:
+    """Notebook 7 shows the kernel's state in its toolbar's status indicator."""
+    page.wait_for_selector(
+        ".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached", timeout=180_000
+    )
