@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import sys
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import (
+    MagicHelpFormatter,
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
 from IPython.display import display
 
 from nbmlops.api.tracking import (
@@ -101,8 +107,8 @@ class TrackMagics(Magics):
         try:
             args = parse_argstring(self.track, line)
         except IPythonUsageError as err:
-            usage = " ".join(self.track.parser.format_usage().replace("::", "").split())
-            raise IPythonUsageError(f"{err}\nusage: %{usage}\n(%%track? shows the help)") from None
+            usage = " ".join(self.track.parser.format_usage().split())
+            raise IPythonUsageError(f"{err}\n{usage}\n(%%track? shows the help)") from None
         tracker = get_tracker()
         if not tracker.enabled:
             return self._execute(cell)
@@ -260,6 +266,24 @@ class TrackMagics(Magics):
             summary.ui_url = ui_url(get_tracker().settings)
             entry[0].update(SummaryView(summary))
 
+
+class _CellMagicHelp(MagicHelpFormatter):
+    """Usage as ``usage: %%track ...``: IPython's formatter writes a reST ``::`` and the
+    line magic's single ``%``, which ``%%track?`` would show as they are."""
+
+    def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = None) -> None:
+        super().add_usage(usage, actions, groups, "usage: %%")
+
+
+def _cell_magic_help(func: Any) -> None:
+    """``%%track?`` shows the summary first, then the usage and the options."""
+    parser = func.parser
+    summary = inspect.cleandoc(parser.description or "")
+    parser.formatter_class, parser.description = _CellMagicHelp, None
+    func.__doc__ = f"{summary}\n\n{parser.format_help()}"
+
+
+_cell_magic_help(TrackMagics.track)
 
 _REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
 
