@@ -1,0 +1,106 @@
+"""A tracked cell behaves as the same cell untracked, in a real kernel (nbclient): its prompt
+number, its traceback, top-level ``await``, and what it shows. One notebook runs once for the
+module; each test reads what it needs from it and from the store."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import write_notebook
+
+pytestmark = [pytest.mark.kernel]
+
+EXP = "fidelity"
+
+CELLS = {
+    "setup": "%load_ext nbmlops\nimport nbmlops",  # In [1]
+    "unnamed": f"%%track -e {EXP}\nalpha = 0.5",  # In [2]
+    "plain_fail": "C = 2.0\nboom = C / 0",  # In [3]
+    "tracked_fail": f"%%track failing -e {EXP}\nC = 2.0\nboom = C / 0",  # In [4]
+    "awaits": f"%%track awaits -e {EXP}\nimport asyncio\nawait asyncio.sleep(0)\nz = 3",
+    "after_await": "print('z is', z)",
+    "sync": "%track sync",
+}
+
+
+@dataclass
+class Executed:
+    project: Path
+    cells: dict[str, Any]  # name -> executed cell
+
+    def runs(self) -> dict[str, Any]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{self.project / '.nbmlops' / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(EXP)
+        assert exp is not None, "no run reached the store"
+        return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+
+
+def _kernel_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
+    }
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return env
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> Executed:
+    project = tmp_path_factory.mktemp("fidelity")
+    path = write_notebook(project / "fidelity.ipynb", list(CELLS.values()))
+    nb = nbformat.read(str(path), as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(project)}},
+    )
+    client.execute(env=_kernel_env())
+    return Executed(project, dict(zip(CELLS, nb.cells, strict=True)))
+
+
+def _errors(cell: Any) -> list[dict[str, Any]]:
+    return [o for o in cell.outputs if o.output_type == "error"]
+
+
+def _stream(cell: Any, name: str) -> str:
+    return "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == name)
+
+
+def test_the_prompt_number_names_and_tags_the_run(executed: Executed):
+    assert executed.cells["unnamed"].execution_count == 2
+    runs = executed.runs()
+    assert "cell-2" in runs, sorted(runs)
+    assert runs["cell-2"].data.tags["nbmlops.cell.execution_count"] == "2"
+    assert runs["failing"].data.tags["nbmlops.cell.execution_count"] == "4"
+
+
+def test_a_failing_tracked_cell_reads_as_the_untracked_cell(executed: Executed):
+    [plain] = _errors(executed.cells["plain_fail"])
+    [tracked] = _errors(executed.cells["tracked_fail"])
+    assert executed.cells["plain_fail"].execution_count == 3
+    plain_tb = [line.replace("In[3]", "In[4]") for line in plain.traceback]
+    assert tracked.traceback == plain_tb
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(tracked.traceback))
+    assert "Cell In[4], line 2" in text and "nbmlops" not in text
+    assert executed.runs()["failing"].info.status == "FAILED"
+
+
+def test_top_level_await_runs_in_a_tracked_cell(executed: Executed):
+    assert _errors(executed.cells["awaits"]) == []
+    assert _stream(executed.cells["after_await"], "stdout") == "z is 3\n"
+    run = executed.runs()["awaits"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"z": "3"}
