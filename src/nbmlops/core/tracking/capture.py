@@ -8,7 +8,8 @@ The rules (documented in docs/capture.md) are deliberately simple so users can p
   parameters included; ``--param k=v`` and ``--param NAME`` (forces NAME to be a param).
 * **metrics**: names the block assigns a computed value that is a real number (int, float, numpy
   scalar; not bool); ``--metric NAME`` forces a name to be a metric; ``log_metric`` calls.
-* **models**: fitted scikit-learn estimators and pipelines the block binds.
+* **models**: fitted scikit-learn estimators and pipelines the block binds; their settings
+  (``get_params``, nested estimators flattened) become params ``<name>.<setting>``.
 * **data**: DataFrames, Series and arrays the block reads (inputs) or binds (outputs), by a
   digest of their full content.
 * **figures**: matplotlib figures the block opens.
@@ -84,6 +85,7 @@ class Capture:
     data: list[DataRef] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    settings_of: dict[str, int] = field(default_factory=dict)  # estimator -> settings recorded
 
 
 def _skip(name: str, options: CaptureOptions) -> bool:
@@ -188,6 +190,32 @@ def is_fitted_estimator(value: Any) -> bool:
     return True
 
 
+def _setting_text(value: Any) -> str:
+    """An estimator's setting as a param: nested estimators by class name (their own settings
+    are flattened next to them), anything else as MLflow's autolog writes it."""
+    base = loaded_module("sklearn.base", "BaseEstimator")
+    if base is not None and isinstance(value, base.BaseEstimator):
+        return type(value).__name__
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(step, tuple) and len(step) >= 2 and isinstance(step[0], str) for step in value
+    ):  # Pipeline.steps, ColumnTransformer.transformers
+        return repr([(step[0], _setting_text(step[1]), *step[2:]) for step in value]).replace(
+            '"', ""
+        )
+    return param_text(value)
+
+
+def estimator_params(name: str, model: Any) -> dict[str, str]:
+    """``get_params(deep=True)`` of a fitted estimator as params ``<name>.<setting>``: the
+    settings of estimators nested in it (a pipeline's steps, a search's estimator) appear as
+    ``<name>.<step>__<setting>``, as MLflow's sklearn autolog records them."""
+    try:
+        settings = model.get_params(deep=True)
+    except Exception:  # a broken get_params must never break the user's cell
+        return {}
+    return {f"{name}.{key}": _setting_text(value) for key, value in sorted(settings.items())}
+
+
 def _training_data(
     name: str, model: Any, analysis: CellAnalysis, namespace: dict[str, Any]
 ) -> tuple[str | None, Any]:
@@ -257,7 +285,13 @@ def capture_after(
             cap.params[name] = param_text(analysis.literals[name])
         elif assigned and metric is not None:
             cap.metrics[name] = metric
-        elif options.models and is_fitted_estimator(value):
+        elif is_fitted_estimator(value):
+            settings = estimator_params(name, value)
+            for key, setting in settings.items():
+                cap.params.setdefault(key, setting)
+            cap.settings_of[name] = len(settings)
+            if not options.models:
+                continue
             entry = _stage_model(name, value, analysis, namespace, staging, cap)
             if entry is not None:
                 cap.models.append(entry)
