@@ -27,6 +27,12 @@ CELLS = {
     "tracked_fail": f"%%track failing -e {EXP}\nC = 2.0\nboom = C / 0",  # In [4]
     "awaits": f"%%track awaits -e {EXP}\nimport asyncio\nawait asyncio.sleep(0)\nz = 3",
     "after_await": "print('z is', z)",
+    "figures": (
+        f"%%track figures -e {EXP}\nimport matplotlib.pyplot as plt\n"
+        "from IPython.display import display\n"
+        "plt.plot([1, 2]); plt.title('shown')\nplt.show()\n"
+        "fig, ax = plt.subplots(); ax.set_title('kept')\ndisplay(fig)"
+    ),
     "sync": "%track sync",
 }
 
@@ -104,3 +110,25 @@ def test_top_level_await_runs_in_a_tracked_cell(executed: Executed):
     run = executed.runs()["awaits"]
     assert run.info.status == "FINISHED"
     assert run.data.params == {"z": "3"}
+
+
+def test_figures_shown_with_plt_show_are_captured_once(executed: Executed):
+    """The kernel's inline backend closes a figure on plt.show(); one displayed and left open
+    is displayed again (and closed) by the backend at the end of the cell."""
+    from mlflow import MlflowClient
+
+    run = executed.runs()["figures"]
+    client = MlflowClient(f"sqlite:///{executed.project / '.nbmlops' / 'mlflow.db'}")
+    figures = sorted(a.path for a in client.list_artifacts(run.info.run_id, "figures"))
+    assert figures == ["figures/kept.png", "figures/shown.png"]
+    shown = Path(
+        client.download_artifacts(
+            run.info.run_id, "figures/shown.png", str(executed.project / "dl")
+        )
+    )
+    assert shown.read_bytes()[:4] == b"\x89PNG"
+    images = [o for o in executed.cells["figures"].outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # what the user sees is unchanged
+    assert not any(
+        "x-nbmlops" in key for o in executed.cells["figures"].outputs for key in o.get("data", {})
+    )

@@ -20,10 +20,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.formatters import BaseFormatter
+from traitlets import ObjectName, Unicode
 
 from nbmlops.api.tracking import get_tracker
 
 _MAGIC = "%%track"
+
+
+class _ShownFigures(BaseFormatter):
+    """Sees every object IPython displays and hands figures to the tracker: ``plt.show()`` on
+    the inline backend (which closes the figure right after), ``display(fig)``, and the
+    backend's own display at the end of the cell. It formats nothing, so no output carries its
+    type. Not a registered type printer: the inline backend pops every formatter's printer for
+    ``Figure`` whenever it is configured (on the first ``import matplotlib.pyplot``)."""
+
+    format_type = Unicode("application/x-nbmlops-figure-seen")
+    print_method = ObjectName("_repr_nbmlops_never_")  # no object has it
+
+    def __call__(self, obj: Any) -> None:
+        if any(
+            cls.__name__ == "Figure" and cls.__module__ == "matplotlib.figure"
+            for cls in type(obj).__mro__
+        ):
+            try:
+                get_tracker().figure_shown(obj)
+            except Exception:  # showing a figure must never fail because of us
+                pass
+        return None
 
 
 @dataclass
@@ -49,12 +73,15 @@ class TrackedCells:
         self.transformer = strip_magic_line
 
     def install(self) -> None:
+        watch = _ShownFigures(parent=self.shell.display_formatter)
+        self.shell.display_formatter.formatters[watch.format_type] = watch
         self.shell.input_transformers_cleanup.append(self.transformer)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_execute", self.post_execute)
         self.shell.events.register("post_run_cell", self.post_run_cell)
 
     def uninstall(self) -> None:
+        self.shell.display_formatter.formatters.pop(_ShownFigures.format_type.default_value, None)
         if self.transformer in self.shell.input_transformers_cleanup:
             self.shell.input_transformers_cleanup.remove(self.transformer)
         for event, fn in (

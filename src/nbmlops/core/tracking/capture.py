@@ -12,7 +12,8 @@ The rules (documented in docs/capture.md) are deliberately simple so users can p
   (``get_params``, nested estimators flattened) become params ``<name>.<setting>``.
 * **data**: DataFrames, Series and arrays the block reads (inputs) or binds (outputs), by a
   digest of their full content.
-* **figures**: matplotlib figures the block opens.
+* **figures**: matplotlib figures the block opens, saved when the block shows them
+  (``plt.show()``, ``display``) or else when it ends.
 
 Nothing here imports mlflow, sklearn or matplotlib unless the user's code already did.
 """
@@ -75,6 +76,9 @@ class Snapshot:
     data_inputs: dict[str, DataRef] = field(default_factory=dict)
     figure_ids: set[int] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    # figures saved when the block showed them (the inline backend closes them then); held
+    # until the block ends, so no later figure can take the id of one shown and closed
+    shown: list[tuple[Any, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -358,32 +362,57 @@ def _stage_model(
     return entry
 
 
+def figure_shown(fig: Any, snap: Snapshot, staging: Path | None) -> None:
+    """Save a figure the block shows now (``plt.show()``, ``display(fig)``): the inline
+    backend closes it right after, before the block ends. Once per figure."""
+    if id(fig) in snap.figure_ids or any(seen is fig for seen, _ in snap.shown):
+        return
+    stems = {rel.rsplit("/", 1)[-1][:-4] for _, rel in snap.shown}
+    rel = _save_figure(fig, len(snap.shown) + 1, stems, staging, snap.notes)
+    if rel is not None:
+        snap.shown.append((fig, rel))
+
+
 def _stage_figures(snap: Snapshot, staging: Path | None, cap: Capture) -> None:
-    seen: set[str] = set()
-    for i, fig in enumerate(_open_figures(), start=1):
-        if id(fig) in snap.figure_ids:
-            continue
-        title = fig.get_label() or ""
-        if not title and fig.axes:
-            title = fig.axes[0].get_title()
-        base = _slug(title) if title else f"figure-{i}"
-        stem, n = base, 2
-        while stem in seen:
-            stem, n = f"{base}-{n}", n + 1
-        seen.add(stem)
-        rel = f"figures/{stem}.png"
-        if staging is not None:
+    cap.figures = [rel for _, rel in snap.shown]
+    seen = {rel.rsplit("/", 1)[-1][:-4] for rel in cap.figures}
+    open_figures = [
+        fig
+        for fig in _open_figures()
+        if id(fig) not in snap.figure_ids and not any(fig is shown for shown, _ in snap.shown)
+    ]
+    for i, fig in enumerate(open_figures, start=len(cap.figures) + 1):
+        rel = _save_figure(fig, i, seen, staging, cap.notes)
+        if rel is not None:
+            cap.figures.append(rel)
+
+
+def _save_figure(
+    fig: Any, index: int, seen: set[str], staging: Path | None, notes: list[str]
+) -> str | None:
+    """Save ``fig`` as ``figures/<title>.png`` under ``staging`` (None: dry run); its path, or
+    None with a note when it cannot be saved."""
+    title = fig.get_label() or ""
+    if not title and fig.axes:
+        title = fig.axes[0].get_title()
+    base = _slug(title) if title else f"figure-{index}"
+    stem, n = base, 2
+    while stem in seen:
+        stem, n = f"{base}-{n}", n + 1
+    seen.add(stem)
+    rel = f"figures/{stem}.png"
+    if staging is not None:
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)  # "tight" draws twice: 2x the cost
+            out = staging / "artifacts" / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
             try:
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=100)  # "tight" draws twice: 2x the cost
-                out = staging / "artifacts" / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    out.write_bytes(buf.getvalue())
-                except OSError:
-                    out.unlink(missing_ok=True)  # a half-written figure must not ship
-                    raise
-            except Exception as err:
-                cap.notes.append(f"figure {stem!r} not saved: {type(err).__name__}: {err}")
-                continue
-        cap.figures.append(rel)
+                out.write_bytes(buf.getvalue())
+            except OSError:
+                out.unlink(missing_ok=True)  # a half-written figure must not ship
+                raise
+        except Exception as err:
+            notes.append(f"figure {stem!r} not saved: {type(err).__name__}: {err}")
+            return None
+    return rel
