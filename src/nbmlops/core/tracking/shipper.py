@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings
-from nbmlops.core.tracking import store
+from nbmlops.core.tracking import quiet, store
 from nbmlops.core.tracking.context import environment_report
 from nbmlops.core.tracking.journal import (
     QUARANTINE_DIR,
@@ -390,7 +390,8 @@ class RunShipper:
     def _ship_model(
         self, run_id: str, exp_id: str, staging: Path, entry: dict[str, Any]
     ) -> str | None:
-        import mlflow.sklearn
+        with quiet.kept_filters():  # the user's warning filters stay theirs
+            import mlflow.sklearn
         from mlflow.entities import LoggedModelOutput
         from mlflow.models import Model, infer_signature
 
