@@ -33,6 +33,19 @@ CELLS = {
         "plt.plot([1, 2]); plt.title('shown')\nplt.show()\n"
         "fig, ax = plt.subplots(); ax.set_title('kept')\ndisplay(fig)"
     ),
+    "own_class": (
+        f"%%track custom -e {EXP}\nimport numpy as np\n"
+        "from sklearn.base import BaseEstimator, ClassifierMixin\n"
+        "class Majority(ClassifierMixin, BaseEstimator):\n"
+        "    def fit(self, X, y):\n"
+        "        self.label_ = int(np.bincount(y).argmax())\n"
+        "        self.n_features_in_ = X.shape[1]\n"
+        "        return self\n"
+        "    def predict(self, X):\n"
+        "        return np.full(len(X), self.label_)\n"
+        "Xm = np.arange(12.0).reshape(6, 2)\n"
+        "majority = Majority().fit(Xm, np.array([0, 1, 1, 1, 0, 1]))"
+    ),
     "sync": "%track sync",
 }
 
@@ -132,3 +145,54 @@ def test_figures_shown_with_plt_show_are_captured_once(executed: Executed):
     assert not any(
         "x-nbmlops" in key for o in executed.cells["figures"].outputs for key in o.get("data", {})
     )
+
+
+def test_a_model_of_a_notebook_class_loads_in_a_fresh_process_and_the_scan_refuses_it(
+    executed: Executed,
+):
+    """What the summary says is true: the model loads in a fresh process that never saw the
+    notebook, and the registry's scan refuses the code it carries."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from nbmlops.core.registry.scan import scan_model_dir
+
+    summary = "".join(
+        o.get("data", {}).get("text/plain", "") for o in executed.cells["own_class"].outputs
+    )
+    assert "uses Majority, defined in this notebook" in summary
+    assert "loads in a fresh Python process" in summary
+    assert "move Majority into a module" in summary
+    run = executed.runs()["custom"]
+    assert run.info.status == "FINISHED"
+    uri = f"sqlite:///{executed.project / '.nbmlops' / 'mlflow.db'}"
+    script = (
+        "import mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({uri!r})\n"
+        f"m = mlflow.pyfunc.load_model('runs:/{run.info.run_id}/majority')\n"
+        "print(m.predict(np.zeros((3, 2))).tolist())"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=executed.project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "[1, 1, 1]"
+    client = MlflowClient(uri)
+    [model] = client.search_logged_models(
+        [run.info.experiment_id], filter_string="name = 'majority'"
+    )
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    folder = mlflow.artifacts.download_artifacts(
+        f"models:/{model.model_id}", dst_path=str(executed.project / "dl-model")
+    )
+    report = scan_model_dir(folder, audit=False)
+    assert report.status == "flagged"

@@ -26,6 +26,7 @@ import numbers
 import pickle
 import re
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,41 @@ def capture_after(
     return cap
 
 
+def _pickled(model: Any) -> tuple[bytes, list[str]]:
+    """The model's pickle, and the classes and functions of the notebook (``__main__``) it
+    names. A pickle names those by reference, so it loads only where the notebook's code runs;
+    then the model is pickled by value with cloudpickle (MLflow's dependency) instead."""
+    found: list[str] = []
+
+    class Finder(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> None:
+            if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+                found.append(obj.__qualname__)
+            return None
+
+    buf = io.BytesIO()
+    try:
+        Finder(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        if not found:  # not the notebook's code: the caller reports why it cannot pickle
+            raise
+    if not found:
+        return buf.getvalue(), []
+    import cloudpickle
+
+    return cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), sorted(set(found))
+
+
+def _by_value_note(name: str, own_code: list[str]) -> str:
+    names = ", ".join(own_code)
+    return (
+        f"model {name!r} uses {names}, defined in this notebook: it is logged by value "
+        "(cloudpickle) and loads in a fresh Python process; the registry's scan refuses code "
+        f"inside a model file, so to register or serve it, move {names} into a module (.py file) "
+        "and fit it again"
+    )
+
+
 def _stage_model(
     name: str,
     model: Any,
@@ -343,8 +379,12 @@ def _stage_model(
         # The estimator is frozen now: a later cell may refit the same object before shipping.
         (staging / "models").mkdir(parents=True, exist_ok=True)
         model_file = staging / "models" / f"{name}.pkl"
-        model_file.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        data, own_code = _pickled(model)
+        model_file.write_bytes(data)
         entry["file"] = f"models/{name}.pkl"
+        if own_code:
+            entry["by_value"] = own_code
+            cap.notes.append(_by_value_note(name, own_code))
         if x_value is not None:
             example_file = staging / "models" / f"{name}.example.pkl"
             example_file.write_bytes(pickle.dumps(_head(x_value, EXAMPLE_ROWS)))
