@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,11 @@ def test_log_metric_outside_a_tracked_cell_says_how_to_fix(shell):
     assert type(err).__name__ == "NoActiveRunError" and "%%track" in str(err)
     result, _out = run(shell, "%%track bad -e bad\nnbmlops.log_metric('x', 'high')")
     assert "must be a real number" in str(result.error_in_exec)
+
+
+def test_help_starts_with_the_summary_and_names_the_cell_magic(shell):
+    _result, out = run(shell, "%%track?")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)  # the shell colours the headings
+    assert text.startswith("Docstring:\nTrack a cell as an MLflow run"), text[:200]
+    assert "::" not in text.split("positional arguments")[0]
+    assert "usage: %%track [-e EXPERIMENT]" in text

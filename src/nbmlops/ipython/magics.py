@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import sys
 from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import (
+    MagicHelpFormatter,
+    argument,
+    magic_arguments,
+    parse_argstring,
+)
 from IPython.display import display
 
 from nbmlops.api.tracking import (
@@ -98,14 +104,33 @@ class TrackMagics(Magics):
         __tracebackhide__ = True
         if cell is None:
             return self._line(line.strip())
-        try:
-            args = parse_argstring(self.track, line)
-        except IPythonUsageError as err:
-            usage = " ".join(self.track.parser.format_usage().replace("::", "").split())
-            raise IPythonUsageError(f"{err}\nusage: %{usage}\n(%%track? shows the help)") from None
+        args = self.parse(line)
         tracker = get_tracker()
         if not tracker.enabled:
             return self._execute(cell)
+        code = self.shell.transform_cell(cell)
+        run = self.begin(args, line, cell, code, self._prompt_number())
+        error: BaseException | None = None
+        try:
+            if args.snapshot and not args.dry_run:
+                self._snapshot(run)
+            return self._execute(cell, code)
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            self.end(run, error)
+
+    def parse(self, line: str) -> Any:
+        """The magic line's arguments; a UsageError with the usage line when they are wrong."""
+        try:
+            return parse_argstring(self.track, line)
+        except IPythonUsageError as err:
+            usage = " ".join(self.track.parser.format_usage().split())
+            raise IPythonUsageError(f"{err}\n{usage}\n(%%track? shows the help)") from None
+
+    def begin(self, args: Any, line: str, cell: str, code: str, count: int | None) -> Any:
+        """Start the run of a tracked cell whose body is ``cell`` (``code`` once transformed)."""
         explicit, forced = _split_params(args.param)
         options = CaptureOptions(
             params=explicit,
@@ -116,28 +141,27 @@ class TrackMagics(Magics):
             data=not args.no_data,
             figures=not args.no_figures,
         )
-        code = self.shell.transform_cell(cell)
-        origin = self._origin(line, cell)
-        run = tracker.begin(
+        return get_tracker().begin(
             code,
             self.shell.user_ns,
-            origin=origin,
+            origin=self._origin(line, cell, count),
             name=args.name,
             experiment=args.experiment,
             options=options,
             dry_run=args.dry_run,
         )
-        error: BaseException | None = None
-        try:
-            if args.snapshot and not args.dry_run:
-                self._snapshot(run)
-            return self._execute(cell, code)
-        except BaseException as err:
-            error = err
-            raise
-        finally:
-            summary = tracker.end(run, self.shell.user_ns, error, wait=self._wait(origin))
-            self._show(summary)
+
+    def end(self, run: Any, error: BaseException | None) -> None:
+        """Capture, journal and show the summary of a tracked cell's run."""
+        summary = get_tracker().end(run, self.shell.user_ns, error, wait=self._wait(run.origin))
+        self._show(summary)
+
+    def _prompt_number(self) -> int | None:
+        """The number in the cell's prompt (``In [8]``) while the cell runs. IPython 9 counts
+        the cell before running it, IPython 8 after: the result it fills in has the number."""
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        count = getattr(result, "execution_count", None)
+        return count if count is not None else getattr(self.shell, "execution_count", None)
 
     def _snapshot(self, run: Any) -> None:
         """Commit each data input as a version named after its variable; the run records
@@ -197,7 +221,7 @@ class TrackMagics(Magics):
                 "For a tracked cell write %%track [name] on the first line."
             )
 
-    def _origin(self, line: str, cell: str) -> CellOrigin:
+    def _origin(self, line: str, cell: str, count: int | None) -> CellOrigin:
         shell = self.shell
         parent = getattr(shell, "parent_header", None) or {}
         cell_id = (parent.get("metadata") or {}).get("cellId") if isinstance(parent, dict) else None
@@ -213,7 +237,7 @@ class TrackMagics(Magics):
             source_type="NOTEBOOK",
             cell_id=cell_id,
             cell_index=index,
-            execution_count=getattr(shell, "execution_count", None),
+            execution_count=count,
         )
 
     def _execute(self, cell: str, code: str | None = None) -> Any:
@@ -227,7 +251,7 @@ class TrackMagics(Magics):
         __tracebackhide__ = True
         shell = self.shell
         code = code if code is not None else shell.transform_cell(cell)
-        filename = shell.compile.cache(code, shell.execution_count, raw_code=cell)
+        filename = shell.compile.cache(code, self._prompt_number(), raw_code=cell)
         tree = ast.parse(code, filename=filename)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
@@ -261,6 +285,24 @@ class TrackMagics(Magics):
             entry[0].update(SummaryView(summary))
 
 
+class _CellMagicHelp(MagicHelpFormatter):
+    """Usage as ``usage: %%track ...``: IPython's formatter writes a reST ``::`` and the
+    line magic's single ``%``, which ``%%track?`` would show as they are."""
+
+    def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = None) -> None:
+        super().add_usage(usage, actions, groups, "usage: %%")
+
+
+def _cell_magic_help(func: Any) -> None:
+    """``%%track?`` shows the summary first, then the usage and the options."""
+    parser = func.parser
+    summary = inspect.cleandoc(parser.description or "")
+    parser.formatter_class, parser.description = _CellMagicHelp, None
+    func.__doc__ = f"{summary}\n\n{parser.format_help()}"
+
+
+_cell_magic_help(TrackMagics.track)
+
 _REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
 
 
@@ -271,8 +313,12 @@ def load(ipython: Any) -> None:
     from nbmlops.ipython.pipeline_magics import PipelineMagics
     from nbmlops.ipython.registry_magics import RegistryMagics
     from nbmlops.ipython.sweep_magics import SweepMagics
+    from nbmlops.ipython.tracked_cells import TrackedCells
 
     ipython.register_magics(TrackMagics)
+    magics = ipython.magics_manager.registry["TrackMagics"]
+    magics.cells = TrackedCells(ipython, magics)
+    magics.cells.install()
     ipython.register_magics(DataMagics)
     ipython.register_magics(RegistryMagics)
     ipython.register_magics(PanelMagics)
@@ -285,6 +331,9 @@ def load(ipython: Any) -> None:
 def unload(ipython: Any) -> None:
     from nbmlops.api.tracking import reset_tracker
 
+    magics = ipython.magics_manager.registry.pop("TrackMagics", None)
+    if magics is not None and getattr(magics, "cells", None) is not None:
+        magics.cells.uninstall()
     for kind in ("line", "cell"):
         for name in (
             "track",

@@ -36,7 +36,9 @@ def test_params_metrics_models_and_data(data, tmp_path):
         data,
         staging=tmp_path,
     )
-    assert cap.params == {"max_iter": "200", "C": "0.5", "converged": "True"}
+    own = {k: v for k, v in cap.params.items() if not k.startswith("model.")}
+    assert own == {"max_iter": "200", "C": "0.5", "converged": "True"}
+    assert cap.params["model.C"] == "0.5" and cap.params["model.max_iter"] == "200"
     assert set(cap.metrics) == {"acc", "n_rows"} and cap.metrics["n_rows"] == 60.0
     assert [m["name"] for m in cap.models] == ["model"]
     assert cap.models[0]["trained_on"] == "X"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings
-from nbmlops.core.tracking import store
+from nbmlops.core.tracking import quiet, store
 from nbmlops.core.tracking.journal import (
     Journal,
     RunRecords,
@@ -48,13 +48,15 @@ def _store_error(settings: Settings, err: BaseException, attempt: int) -> str:
     )
 
 
-def _quiet_libraries() -> None:
-    """Output of this thread lands in whatever cell runs now: keep MLflow's chatter out of it."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="IProgress not found")
+def _quiet_libraries(settings: Settings) -> None:
+    """Output of this thread lands in whatever cell runs now: MLflow is imported without
+    touching the user's warning filters, and what it logs goes to nbmlops.log."""
     for name in ("mlflow.store.db.utils", "alembic", "mlflow.models.model", "mlflow.store.db"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        quiet.import_mlflow(settings.home_dir)
+    except Exception as err:  # shipping reports a missing or broken MLflow itself
+        log.debug("nbmlops: MLflow not imported ahead: %s", err)
 
 
 class BackgroundShipper:
@@ -131,7 +133,7 @@ class BackgroundShipper:
 
     def _loop(self) -> None:
         self._unpaused.wait()
-        _quiet_libraries()
+        _quiet_libraries(self.settings)
         # Other processes' segments are replayed only when this process's own queue is empty:
         # a kernel's tracked cell names its parent (a notebook or pipeline run this process
         # journaled), which must reach MLflow first for the child to be linked to it.

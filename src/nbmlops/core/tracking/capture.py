@@ -8,10 +8,12 @@ The rules (documented in docs/capture.md) are deliberately simple so users can p
   parameters included; ``--param k=v`` and ``--param NAME`` (forces NAME to be a param).
 * **metrics**: names the block assigns a computed value that is a real number (int, float, numpy
   scalar; not bool); ``--metric NAME`` forces a name to be a metric; ``log_metric`` calls.
-* **models**: fitted scikit-learn estimators and pipelines the block binds.
+* **models**: fitted scikit-learn estimators and pipelines the block binds; their settings
+  (``get_params``, nested estimators flattened) become params ``<name>.<setting>``.
 * **data**: DataFrames, Series and arrays the block reads (inputs) or binds (outputs), by a
   digest of their full content.
-* **figures**: matplotlib figures the block opens.
+* **figures**: matplotlib figures the block opens, saved when the block shows them
+  (``plt.show()``, ``display``) or else when it ends.
 
 Nothing here imports mlflow, sklearn or matplotlib unless the user's code already did.
 """
@@ -24,6 +26,7 @@ import numbers
 import pickle
 import re
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,9 @@ class Snapshot:
     data_inputs: dict[str, DataRef] = field(default_factory=dict)
     figure_ids: set[int] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    # figures saved when the block showed them (the inline backend closes them then); held
+    # until the block ends, so no later figure can take the id of one shown and closed
+    shown: list[tuple[Any, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +90,7 @@ class Capture:
     data: list[DataRef] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    settings_of: dict[str, int] = field(default_factory=dict)  # estimator -> settings recorded
 
 
 def _skip(name: str, options: CaptureOptions) -> bool:
@@ -188,6 +195,32 @@ def is_fitted_estimator(value: Any) -> bool:
     return True
 
 
+def _setting_text(value: Any) -> str:
+    """An estimator's setting as a param: nested estimators by class name (their own settings
+    are flattened next to them), anything else as MLflow's autolog writes it."""
+    base = loaded_module("sklearn.base", "BaseEstimator")
+    if base is not None and isinstance(value, base.BaseEstimator):
+        return type(value).__name__
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(step, tuple) and len(step) >= 2 and isinstance(step[0], str) for step in value
+    ):  # Pipeline.steps, ColumnTransformer.transformers
+        return repr([(step[0], _setting_text(step[1]), *step[2:]) for step in value]).replace(
+            '"', ""
+        )
+    return param_text(value)
+
+
+def estimator_params(name: str, model: Any) -> dict[str, str]:
+    """``get_params(deep=True)`` of a fitted estimator as params ``<name>.<setting>``: the
+    settings of estimators nested in it (a pipeline's steps, a search's estimator) appear as
+    ``<name>.<step>__<setting>``, as MLflow's sklearn autolog records them."""
+    try:
+        settings = model.get_params(deep=True)
+    except Exception:  # a broken get_params must never break the user's cell
+        return {}
+    return {f"{name}.{key}": _setting_text(value) for key, value in sorted(settings.items())}
+
+
 def _training_data(
     name: str, model: Any, analysis: CellAnalysis, namespace: dict[str, Any]
 ) -> tuple[str | None, Any]:
@@ -257,7 +290,13 @@ def capture_after(
             cap.params[name] = param_text(analysis.literals[name])
         elif assigned and metric is not None:
             cap.metrics[name] = metric
-        elif options.models and is_fitted_estimator(value):
+        elif is_fitted_estimator(value):
+            settings = estimator_params(name, value)
+            for key, setting in settings.items():
+                cap.params.setdefault(key, setting)
+            cap.settings_of[name] = len(settings)
+            if not options.models:
+                continue
             entry = _stage_model(name, value, analysis, namespace, staging, cap)
             if entry is not None:
                 cap.models.append(entry)
@@ -278,6 +317,41 @@ def capture_after(
     if options.figures:
         _stage_figures(snap, staging, cap)
     return cap
+
+
+def _pickled(model: Any) -> tuple[bytes, list[str]]:
+    """The model's pickle, and the classes and functions of the notebook (``__main__``) it
+    names. A pickle names those by reference, so it loads only where the notebook's code runs;
+    then the model is pickled by value with cloudpickle (MLflow's dependency) instead."""
+    found: list[str] = []
+
+    class Finder(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> None:
+            if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+                found.append(obj.__qualname__)
+            return None
+
+    buf = io.BytesIO()
+    try:
+        Finder(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        if not found:  # not the notebook's code: the caller reports why it cannot pickle
+            raise
+    if not found:
+        return buf.getvalue(), []
+    import cloudpickle
+
+    return cloudpickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), sorted(set(found))
+
+
+def _by_value_note(name: str, own_code: list[str]) -> str:
+    names = ", ".join(own_code)
+    return (
+        f"model {name!r} uses {names}, defined in this notebook: it is logged by value "
+        "(cloudpickle) and loads in a fresh Python process; the registry's scan refuses code "
+        f"inside a model file, so to register or serve it, move {names} into a module (.py file) "
+        "and fit it again"
+    )
 
 
 def _stage_model(
@@ -305,8 +379,12 @@ def _stage_model(
         # The estimator is frozen now: a later cell may refit the same object before shipping.
         (staging / "models").mkdir(parents=True, exist_ok=True)
         model_file = staging / "models" / f"{name}.pkl"
-        model_file.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        data, own_code = _pickled(model)
+        model_file.write_bytes(data)
         entry["file"] = f"models/{name}.pkl"
+        if own_code:
+            entry["by_value"] = own_code
+            cap.notes.append(_by_value_note(name, own_code))
         if x_value is not None:
             example_file = staging / "models" / f"{name}.example.pkl"
             example_file.write_bytes(pickle.dumps(_head(x_value, EXAMPLE_ROWS)))
@@ -324,32 +402,57 @@ def _stage_model(
     return entry
 
 
+def figure_shown(fig: Any, snap: Snapshot, staging: Path | None) -> None:
+    """Save a figure the block shows now (``plt.show()``, ``display(fig)``): the inline
+    backend closes it right after, before the block ends. Once per figure."""
+    if id(fig) in snap.figure_ids or any(seen is fig for seen, _ in snap.shown):
+        return
+    stems = {rel.rsplit("/", 1)[-1][:-4] for _, rel in snap.shown}
+    rel = _save_figure(fig, len(snap.shown) + 1, stems, staging, snap.notes)
+    if rel is not None:
+        snap.shown.append((fig, rel))
+
+
 def _stage_figures(snap: Snapshot, staging: Path | None, cap: Capture) -> None:
-    seen: set[str] = set()
-    for i, fig in enumerate(_open_figures(), start=1):
-        if id(fig) in snap.figure_ids:
-            continue
-        title = fig.get_label() or ""
-        if not title and fig.axes:
-            title = fig.axes[0].get_title()
-        base = _slug(title) if title else f"figure-{i}"
-        stem, n = base, 2
-        while stem in seen:
-            stem, n = f"{base}-{n}", n + 1
-        seen.add(stem)
-        rel = f"figures/{stem}.png"
-        if staging is not None:
+    cap.figures = [rel for _, rel in snap.shown]
+    seen = {rel.rsplit("/", 1)[-1][:-4] for rel in cap.figures}
+    open_figures = [
+        fig
+        for fig in _open_figures()
+        if id(fig) not in snap.figure_ids and not any(fig is shown for shown, _ in snap.shown)
+    ]
+    for i, fig in enumerate(open_figures, start=len(cap.figures) + 1):
+        rel = _save_figure(fig, i, seen, staging, cap.notes)
+        if rel is not None:
+            cap.figures.append(rel)
+
+
+def _save_figure(
+    fig: Any, index: int, seen: set[str], staging: Path | None, notes: list[str]
+) -> str | None:
+    """Save ``fig`` as ``figures/<title>.png`` under ``staging`` (None: dry run); its path, or
+    None with a note when it cannot be saved."""
+    title = fig.get_label() or ""
+    if not title and fig.axes:
+        title = fig.axes[0].get_title()
+    base = _slug(title) if title else f"figure-{index}"
+    stem, n = base, 2
+    while stem in seen:
+        stem, n = f"{base}-{n}", n + 1
+    seen.add(stem)
+    rel = f"figures/{stem}.png"
+    if staging is not None:
+        try:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=100)  # "tight" draws twice: 2x the cost
+            out = staging / "artifacts" / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
             try:
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=100)  # "tight" draws twice: 2x the cost
-                out = staging / "artifacts" / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    out.write_bytes(buf.getvalue())
-                except OSError:
-                    out.unlink(missing_ok=True)  # a half-written figure must not ship
-                    raise
-            except Exception as err:
-                cap.notes.append(f"figure {stem!r} not saved: {type(err).__name__}: {err}")
-                continue
-        cap.figures.append(rel)
+                out.write_bytes(buf.getvalue())
+            except OSError:
+                out.unlink(missing_ok=True)  # a half-written figure must not ship
+                raise
+        except Exception as err:
+            notes.append(f"figure {stem!r} not saved: {type(err).__name__}: {err}")
+            return None
+    return rel

@@ -17,11 +17,17 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _settings(count: int | None) -> str:
+    return f", {count} settings as params" if count else ""
+
+
 def summary_lines(s: RunSummary) -> list[tuple[str, str]]:
     cap = s.capture
     rows: list[tuple[str, str]] = []
-    if cap.params:
-        rows.append(("params", ", ".join(f"{k}={_short(v, 30)}" for k, v in cap.params.items())))
+    # an estimator's settings are counted on its model row: dozens of them would bury the rest
+    own = {k: v for k, v in cap.params.items() if k.split(".", 1)[0] not in cap.settings_of}
+    if own:
+        rows.append(("params", ", ".join(f"{k}={_short(v, 30)}" for k, v in own.items())))
     metrics = [f"{k}={_fmt(v)}" for k, v in cap.metrics.items()]
     if s.logged_metric_count:
         metrics.append(f"+{s.logged_metric_count} logged value(s)")
@@ -31,8 +37,17 @@ def summary_lines(s: RunSummary) -> list[tuple[str, str]]:
         rows.append(
             (
                 "models",
-                ", ".join(f"{m['name']} ({m['class'].rsplit('.', 1)[-1]})" for m in cap.models),
+                ", ".join(
+                    f"{m['name']} ({m['class'].rsplit('.', 1)[-1]}"
+                    f"{_settings(cap.settings_of.get(m['name']))})"
+                    for m in cap.models
+                ),
             )
+        )
+    unlogged = [n for n in cap.settings_of if n not in {m["name"] for m in cap.models}]
+    if unlogged:
+        rows.append(
+            ("settings", ", ".join(f"{n}{_settings(cap.settings_of[n])}" for n in unlogged))
         )
     inputs = [d for d in cap.data if d.role == "input"]
     outputs = [d for d in cap.data if d.role == "output"]

@@ -31,6 +31,7 @@ from nbmlops.core.tracking.capture import (
     Snapshot,
     as_metric,
     capture_after,
+    figure_shown,
     param_text,
     snapshot_before,
 )
@@ -447,6 +448,16 @@ class Tracker:
             raise UsageError(f"Artifact path {rel!r} leaves the run's artifact folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def figure_shown(self, fig: Any) -> None:
+        """The running block shows ``fig``: save it now (a no-op outside a tracked block)."""
+        run = self.active
+        if run is None or not run.options.figures:
+            return
+        try:
+            figure_shown(fig, run.snapshot, run.staging)
+        except Exception as err:  # showing a figure must never fail because of us
+            run.snapshot.notes.append(f"a shown figure was not saved: {err}")
 
     def _require_active(self, what: str) -> TrackedRun:
         if self.active is None:

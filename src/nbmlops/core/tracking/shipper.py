@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.config import Settings
-from nbmlops.core.tracking import store
+from nbmlops.core.tracking import quiet, store
 from nbmlops.core.tracking.context import environment_report
 from nbmlops.core.tracking.journal import (
     QUARANTINE_DIR,
@@ -390,7 +390,8 @@ class RunShipper:
     def _ship_model(
         self, run_id: str, exp_id: str, staging: Path, entry: dict[str, Any]
     ) -> str | None:
-        import mlflow.sklearn
+        with quiet.kept_filters():  # the user's warning filters stay theirs
+            import mlflow.sklearn
         from mlflow.entities import LoggedModelOutput
         from mlflow.models import Model, infer_signature
 
@@ -435,7 +436,7 @@ class RunShipper:
                     signature=signature,
                     input_example=example,
                     pip_requirements=self.pip_requirements(),
-                    skops_trusted_types=_own_skops_types(model),
+                    **_serialization(entry, model),
                 )
                 self.client.log_model_artifacts(logged.model_id, str(local))
             self.client.finalize_logged_model(logged.model_id, "READY")
@@ -448,6 +449,15 @@ class RunShipper:
         self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         self.stats.models += 1
         return logged.model_id
+
+
+def _serialization(entry: dict[str, Any], model: Any) -> dict[str, Any]:
+    """skops (no code in the file), unless the model uses classes or functions defined in the
+    notebook: skops and pickle name those by reference, which only the notebook's process can
+    resolve, so they are saved by value with cloudpickle (the capture said so in the summary)."""
+    if entry.get("by_value"):
+        return {"serialization_format": "cloudpickle"}
+    return {"skops_trusted_types": _own_skops_types(model)}
 
 
 def _own_skops_types(model: Any) -> list[str] | None:
