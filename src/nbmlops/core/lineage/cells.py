@@ -1,0 +1,324 @@
+"""The lineage of every executed cell, tracked or not: what it read and bound, with digests of
+the frames and arrays among them, and the data versions it loaded.
+
+One :class:`CellRecord` per executed cell keeps what a later replay of the cells a model
+depends on needs: the source as it was run, the execution count, the names read and bound
+with their digests, the data versions loaded. :class:`CellRecorder` builds it from two calls
+around the cell (``before`` and ``after``); the IPython adapter drives it from the shell's
+``pre_run_cell``/``post_run_cell`` events and the record goes straight into ``lineage.db``
+(one SQLite transaction before the next cell starts, so a killed kernel loses nothing that
+ran).
+
+Cheap by design: the AST analysis is the one tracked cells use; a value already digested keeps
+its digest while it is the same object and no cell has used it since (an identity cache, as
+the data store's stat cache is for files), a data version loaded with ``nbmlops.data.load``
+is known by its digest without hashing it, and a value larger than
+``lineage.max_digest_bytes`` is recorded by shape and schema only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from nbmlops.core.data.digest_framing import loaded_module
+from nbmlops.core.data.hashing import digest_value, is_digestible
+from nbmlops.core.tracking.analysis import CellAnalysis, analyze_cell
+
+__all__ = ["CellLineage", "CellRecord", "CellRecorder", "CellValue", "note_load", "value_size"]
+
+_MAX_SOURCE_CHARS = 200_000  # a pasted data blob is not worth keeping whole in lineage.db
+
+
+@dataclass
+class CellValue:
+    """A frame, series or array a cell read or bound: by digest, or by shape and schema only
+    (``digest`` None) when it was larger than the limit or could not be digested."""
+
+    name: str
+    kind: str
+    shape: list[int]
+    schema: dict[str, str] | None
+    nbytes: int
+    digest: str | None = None
+    note: str = ""  # why there is no digest
+
+
+@dataclass
+class CellRecord:
+    """One executed cell: enough to draw its lineage and to replay it later."""
+
+    session: str  # one per kernel process
+    seq: int  # order of execution within the session
+    execution_count: int | None
+    ts_ms: int
+    duration_ms: int
+    source: str  # as it was run (secrets redacted)
+    reads: list[str] = field(default_factory=list)
+    binds: list[str] = field(default_factory=list)
+    inputs: list[CellValue] = field(default_factory=list)
+    outputs: list[CellValue] = field(default_factory=list)
+    loads: list[dict[str, str]] = field(default_factory=list)  # {"ref", "digest"}
+    notebook: str | None = None
+    cell_id: str | None = None
+    tracked: bool = False  # a %%track cell: its lineage is its run's
+    error: str | None = None
+
+    @property
+    def node(self) -> str:
+        return f"cell:{self.session}/{self.seq}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- data versions loaded while a cell runs ---------------------------------------------------
+
+_loads_lock = threading.Lock()
+_loads: list[dict[str, str]] | None = None  # None: no recorder is listening
+_seeded: list[tuple[Any, str]] = []  # (value, digest) of loaded versions, for the cache
+
+
+def note_load(ref: str, digest: str, value: Any) -> None:
+    """Called by ``nbmlops.data.load``: the running cell loaded data version ``ref``."""
+    with _loads_lock:
+        if _loads is None:
+            return
+        _loads.append({"ref": ref, "digest": digest})
+        _seeded.append((value, digest))
+
+
+def value_size(value: Any) -> int:
+    """Bytes a frame, series or array holds in memory (without reading object contents)."""
+    pd = loaded_module("pandas", "DataFrame")
+    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series)):
+        usage = value.memory_usage(index=True, deep=False)
+        return int(usage.sum() if hasattr(usage, "sum") else usage)
+    return int(getattr(value, "nbytes", 0) or len(value))
+
+
+def _schema(value: Any) -> tuple[str, list[int], dict[str, str] | None]:
+    pd = loaded_module("pandas", "DataFrame")
+    if pd is not None and isinstance(value, pd.DataFrame):
+        return "dataframe", list(value.shape), {str(c): str(t) for c, t in value.dtypes.items()}
+    if pd is not None and isinstance(value, pd.Series):
+        return "series", [len(value)], {str(value.name): str(value.dtype)}
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return "ndarray", list(value.shape), {"": str(value.dtype)}
+    return "bytes", [len(value)], None
+
+
+class _DigestCache:
+    """id(value) -> digest while the value is alive and unused by any cell since it was
+    digested. Keyed by identity, checked by a weak reference (an id can be reused)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Any, str]] = {}
+
+    def get(self, value: Any) -> str | None:
+        entry = self._entries.get(id(value))
+        if entry is None:
+            return None
+        ref, digest = entry
+        if ref() is not value:
+            del self._entries[id(value)]
+            return None
+        return digest
+
+    def put(self, value: Any, digest: str) -> None:
+        try:
+            ref = weakref.ref(value)
+        except TypeError:  # bytes cannot be weakly referenced: not cached
+            return
+        self._entries[id(value)] = (ref, digest)
+
+    def forget(self, value: Any) -> None:
+        self._entries.pop(id(value), None)
+
+    def prune(self) -> None:
+        for key in [k for k, (ref, _) in self._entries.items() if ref() is None]:
+            del self._entries[key]
+
+
+class CellRecorder:
+    """Builds one :class:`CellRecord` per executed cell (``before``, then ``after``)."""
+
+    def __init__(self, max_digest_bytes: int, redact: Any = None):
+        self.max_digest_bytes = max_digest_bytes
+        self.redact = redact  # source -> source with secrets replaced
+        self.session = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._cache = _DigestCache()
+        self._pending: tuple[float, str, CellAnalysis, list[CellValue]] | None = None
+
+    def start(self) -> None:
+        """Listen for data versions loaded while cells run."""
+        global _loads
+        with _loads_lock:
+            _loads = []
+
+    def stop(self) -> None:
+        global _loads
+        with _loads_lock:
+            _loads = None
+            _seeded.clear()
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def before(self, source: str, namespace: dict[str, Any]) -> None:
+        """The cell (IPython syntax already transformed) is about to run: digest what it reads."""
+        try:
+            analysis = analyze_cell(source)
+        except SyntaxError:
+            analysis = CellAnalysis()  # the cell fails with the same error when it runs
+        inputs = [
+            self._value(name, namespace[name])
+            for name in analysis.reads
+            if not name.startswith("_") and name in namespace and is_digestible(namespace[name])
+        ]
+        with _loads_lock:
+            if _loads is not None:
+                _loads.clear()
+        self._pending = (time.time(), source, analysis, inputs)
+
+    def after(
+        self,
+        namespace: dict[str, Any],
+        *,
+        raw_source: str,
+        execution_count: int | None,
+        error: BaseException | None = None,
+        notebook: str | None = None,
+        cell_id: str | None = None,
+    ) -> CellRecord:
+        """The cell ran: digest what it bound and return its record."""
+        started, _source, analysis, inputs = self._pending or (
+            time.time(),
+            raw_source,
+            CellAnalysis(),
+            [],
+        )
+        self._pending = None
+        with _loads_lock:
+            loads = list(_loads or [])
+            seeded = list(_seeded)
+            _seeded.clear()
+        for value, digest in seeded:
+            self._cache.put(value, digest)
+        outputs = [
+            self._value(name, namespace[name])
+            for name in analysis.assigned
+            if not name.startswith("_") and name in namespace and is_digestible(namespace[name])
+        ]
+        # What the cell read may have been changed in place: digest it again when next read.
+        read_values = [namespace[n] for n in analysis.reads if n in namespace]
+        for value in read_values:
+            if not any(value is namespace.get(o.name) for o in outputs):
+                self._cache.forget(value)
+        self._cache.prune()
+        self._seq += 1
+        text = (
+            raw_source if len(raw_source) <= _MAX_SOURCE_CHARS else raw_source[:_MAX_SOURCE_CHARS]
+        )
+        if self.redact is not None:
+            text = self.redact(text)
+        return CellRecord(
+            session=self.session,
+            seq=self._seq,
+            execution_count=execution_count,
+            ts_ms=int(started * 1000),
+            duration_ms=int((time.time() - started) * 1000),
+            source=text,
+            reads=list(analysis.reads),
+            binds=list(analysis.binds),
+            inputs=inputs,
+            outputs=outputs,
+            loads=loads,
+            notebook=notebook,
+            cell_id=cell_id,
+            tracked=raw_source.lstrip().startswith("%%track"),
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+        )
+
+    def _value(self, name: str, value: Any) -> CellValue:
+        kind, shape, schema = _schema(value)
+        try:
+            size = value_size(value)
+        except Exception:
+            size = 0
+        cached = self._cache.get(value)
+        if cached is not None:
+            return CellValue(name, kind, shape, schema, size, cached)
+        if size > self.max_digest_bytes:
+            return CellValue(
+                name,
+                kind,
+                shape,
+                schema,
+                size,
+                note=f"{size / 2**20:.0f} MiB is above lineage.max_digest_bytes "
+                f"({self.max_digest_bytes / 2**20:.0f} MiB): recorded by shape and schema only",
+            )
+        try:
+            d = digest_value(value)
+        except Exception as err:  # a value we cannot digest never breaks the user's cell
+            return CellValue(name, kind, shape, schema, size, note=f"not digested: {err}")
+        self._cache.put(value, d.digest)
+        return CellValue(name, d.kind, list(d.shape), d.schema, d.nbytes, d.digest)
+
+
+class CellLineage:
+    """Records each executed cell into the project's lineage store. Never raises into a cell:
+    a record that cannot be written is counted and logged, and the cell goes on."""
+
+    def __init__(self, settings: Any):
+        from nbmlops.core.lineage.store import LineageStore
+        from nbmlops.core.tracking.redact import redactor_for
+
+        self.settings = settings
+        self.recorder = CellRecorder(settings.lineage.max_digest_bytes, redactor_for(settings).code)
+        self.store = LineageStore(settings.home_dir / "lineage.db")
+        self.errors: list[str] = []
+        self.recorded = 0
+
+    def start(self) -> None:
+        self.recorder.start()
+
+    def stop(self) -> None:
+        self.recorder.stop()
+
+    @property
+    def pending(self) -> bool:
+        """A cell's ``before`` was recorded and its ``after`` not yet."""
+        return self.recorder.pending
+
+    def before(self, source: str, namespace: dict[str, Any]) -> None:
+        try:
+            self.recorder.before(source, namespace)
+        except Exception as err:
+            self._failed("read the cell's inputs", err)
+
+    def after(self, namespace: dict[str, Any], **cell: Any) -> CellRecord | None:
+        try:
+            record = self.recorder.after(namespace, **cell)
+            self.store.record_cell(record)
+        except Exception as err:
+            self._failed("record the cell", err)
+            return None
+        self.recorded += 1
+        return record
+
+    def _failed(self, what: str, err: Exception) -> None:
+        import logging
+
+        self.errors.append(f"{what}: {type(err).__name__}: {err}")
+        del self.errors[:-20]
+        logging.getLogger("nbmlops.lineage").warning(
+            "nbmlops: could not %s for the lineage: %s", what, err
+        )
