@@ -6,14 +6,17 @@ names a user types reach it; the model card names the training data."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import networkx as nx
 import pytest
 
-from nbmlops.api.lineage import lineage_graph, lineage_store
+from nbmlops.api.lineage import lineage_graph, lineage_store, resolve
 from nbmlops.config import load_settings
+from nbmlops.exceptions import ModelNotFound
 from tests.conftest import outputs_text, run_papermill, write_notebook
 
 pytestmark = [pytest.mark.kernel]
@@ -51,6 +54,16 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.chdir(old)
 
 
+def cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nbmlops.cli.main", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_the_plain_split_cell_joins_the_data_version_and_the_model(wine: Path):
     graph = lineage_graph(load_settings(wine))
     g = graph.graph
@@ -81,3 +94,33 @@ def test_the_plain_split_cell_joins_the_data_version_and_the_model(wine: Path):
     shown = outputs_text(wine / "wine.out.ipynb")
     assert "lineage of registered wine-clf v1 (champion)" in shown
     assert "wine@1" in shown and "cell [5]: X_train, X_test, y_train, y_test" in shown
+
+
+def test_the_cli_takes_the_names_users_type(wine: Path):
+    proc = cli(wine, "lineage", "wine-clf@champion")
+    assert proc.returncode == 0, proc.stderr
+    assert "lineage of registered wine-clf v1 (champion)" in proc.stdout
+    assert "wine@1" in proc.stdout and "model clf" in proc.stdout
+
+    proc = cli(wine, "lineage", "wine-clff")
+    assert proc.returncode != 0
+    assert "did you mean 'wine-clf'" in proc.stderr, proc.stderr
+    assert "variable" not in proc.stderr
+
+
+def test_registered_names_and_run_id_prefixes_resolve(wine: Path):
+    settings = load_settings(wine)
+    graph = lineage_graph(settings)
+    run = next(a for _, a in graph.graph.nodes(data=True) if a.get("kind") == "run")
+    model = next(n for n, a in graph.graph.nodes(data=True) if a.get("kind") == "model")
+    for name in (
+        "wine-clf",
+        "models:/wine-clf/1",
+        "wine-clf@champion",
+        "models:/wine-clf@champion",
+    ):
+        node = resolve(graph, name, settings=settings)
+        assert model in graph.view(node).upstream(), name
+    assert resolve(graph, run["run_id"][:8], settings=settings) == f"run:{run['run_key']}"
+    with pytest.raises(ModelNotFound, match=r"no alias 'staging'.*champion"):
+        resolve(graph, "wine-clf@staging", settings=settings)
