@@ -43,6 +43,8 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The notebook, run once in a real kernel; the project folder it ran in."""
     folder = tmp_path_factory.mktemp("wine") / "project"
     folder.mkdir()
+    # the requirements audit needs the network: off, as in the other registry tests
+    (folder / "nbmlops.yaml").write_text("registry:\n  scan:\n    pip_audit: 'off'\n")
     nb = write_notebook(folder / "wine.ipynb", CELLS)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NBMLOPS_")}
     old = Path.cwd()
@@ -124,3 +126,18 @@ def test_registered_names_and_run_id_prefixes_resolve(wine: Path):
     assert resolve(graph, run["run_id"][:8], settings=settings) == f"run:{run['run_key']}"
     with pytest.raises(ModelNotFound, match=r"no alias 'staging'.*champion"):
         resolve(graph, "wine-clf@staging", settings=settings)
+
+
+def test_the_card_names_the_training_data_and_ranks_features_on_it(wine: Path):
+    from nbmlops.api.registry import model_registry
+
+    card = model_registry(load_settings(wine)).card("wine-clf", 1)
+    named = [(t["name"], t["role"]) for t in card.training_data]
+    assert named == [("X_train", "features"), ("y_train", "target")]
+    assert all(t["sources"] == ["wine@1"] for t in card.training_data)
+    assert card.data_versions == ["wine@1"]
+    assert len(card.data_digests) == 2  # not the test sets
+    assert card.importance_basis.startswith("training data X_train and y_train (124 rows")
+    assert sum(float(r["mean"]) > 0 for r in card.importance) >= 3
+    shown = outputs_text(wine / "wine.out.ipynb")
+    assert "data X_train (features, 124x13, from wine@1), y_train (target, 124, from" in shown

@@ -160,7 +160,9 @@ class LineageStore:
                 edges.append((rnode, dnode, "output", d["name"]))
             else:
                 edges.append((dnode, rnode, "input", d["name"]))
-        by_name = {d["name"]: d for d in datasets if d.get("role") == "input"}
+        # what a model was fitted on: read by the block, or bound in it (X = df[cols]; fit(X))
+        by_name = {d["name"]: d for d in datasets if d.get("role") == "output"}
+        by_name |= {d["name"]: d for d in datasets if d.get("role") == "input"}
         for m in models:
             mnode = model_node(run_key, m["name"])
             attrs = {
