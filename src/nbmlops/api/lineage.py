@@ -213,6 +213,8 @@ def _from_value(graph: LineageGraph, value: Any, name: str | None, ns: dict[str,
             return node
         if name is not None and (by_name := _by_name(graph, name)) is not None:
             return by_name
+        if name is not None and (shape_only := _shape_only(graph, name)) is not None:
+            return shape_only
         raise UsageError(
             f"The content of {name or 'this ' + type(value).__name__} (digest {digest[:12]}) "
             "is not in the lineage",
@@ -240,6 +242,17 @@ def _from_value(graph: LineageGraph, value: Any, name: str | None, ns: dict[str,
         fix="Pass a DataFrame, Series or array, a model variable name, NAME@k, an MLflow run id "
         "or runs:/RUN_ID/NAME.",
     )
+
+
+def _shape_only(graph: LineageGraph, name: str) -> str | None:
+    """The latest value bound to ``name`` that a cell recorded by shape and schema only."""
+    g = graph.graph
+    found = [
+        (max((g.nodes[c].get("ts_ms") or 0 for c, _ in g.in_edges(n)), default=0), n)
+        for n, a in g.nodes(data=True)
+        if a.get("kind") == "data" and a.get("label") == name and not a.get("digest")
+    ]
+    return max(found)[1] if found else None
 
 
 def _by_name(graph: LineageGraph, name: str) -> str | None:
