@@ -121,3 +121,17 @@ def test_register_without_recorded_data_says_where_and_how(make_shell: Shell, pr
 
     shown = run(sh, "%lineage model")
     assert "  gaps:\n" in shown and "%data commit X" in shown
+
+
+def test_a_frame_changed_in_place_is_an_output_of_the_cell_that_changed_it(
+    make_shell: Shell, project: Path
+):
+    sh = make_shell({})
+    run(sh, "df = pd.DataFrame({'a': np.arange(5)})")
+    run(sh, "df['b'] = df.a * 2")
+    run(sh, "total = df.sum()")
+    made, changed, summed = lineage_store(load_settings(project)).cells()[-3:]
+    assert changed["inputs"][0]["digest"] == made["outputs"][0]["digest"]
+    assert [o["name"] for o in changed["outputs"]] == ["df"]
+    assert changed["outputs"][0]["digest"] != made["outputs"][0]["digest"]
+    assert summed["inputs"][0]["digest"] == changed["outputs"][0]["digest"]

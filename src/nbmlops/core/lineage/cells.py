@@ -10,14 +10,15 @@ around the cell (``before`` and ``after``); the IPython adapter drives it from t
 ran).
 
 Cheap by design: the AST analysis is the one tracked cells use; a value already digested keeps
-its digest while it is the same object and no cell has used it since (an identity cache, as
-the data store's stat cache is for files), a data version loaded with ``nbmlops.data.load``
+its digest while it is the same object and no cell looks like it changed it in place (an
+identity cache, as the data store's stat cache is for files), a data version loaded with ``nbmlops.data.load``
 is known by its digest without hashing it, and a value larger than
 ``lineage.max_digest_bytes`` is recorded by shape and schema only.
 """
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 import uuid
@@ -29,7 +30,15 @@ from nbmlops.core.data.digest_framing import loaded_module
 from nbmlops.core.data.hashing import digest_value, is_digestible
 from nbmlops.core.tracking.analysis import CellAnalysis, analyze_cell
 
-__all__ = ["CellLineage", "CellRecord", "CellRecorder", "CellValue", "note_load", "value_size"]
+__all__ = [
+    "CellLineage",
+    "CellRecord",
+    "CellRecorder",
+    "CellValue",
+    "mutated_names",
+    "note_load",
+    "value_size",
+]
 
 _MAX_SOURCE_CHARS = 200_000  # a pasted data blob is not worth keeping whole in lineage.db
 
@@ -110,6 +119,84 @@ def _schema(value: Any) -> tuple[str, list[int], dict[str, str] | None]:
     if hasattr(value, "dtype") and hasattr(value, "shape"):
         return "ndarray", list(value.shape), {"": str(value.dtype)}
     return "bytes", [len(value)], None
+
+
+# Methods that change a frame or array in place (besides any call with inplace=True or out=).
+_MUTATING_METHODS = frozenset(
+    {
+        "sort",
+        "fill",
+        "resize",
+        "put",
+        "itemset",
+        "setfield",
+        "partition",
+        "byteswap",
+        "update",
+        "insert",
+        "pop",
+        "popitem",
+        "clear",
+        "__setitem__",
+        "__delitem__",
+        "setflags",
+    }
+)
+# Functions that change an argument in place.
+_MUTATING_FUNCTIONS = frozenset({"shuffle", "copyto", "place", "putmask", "fill_diagonal"})
+
+
+def _base(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def mutated_names(source: str, namespace: dict[str, Any]) -> set[str]:
+    """Names a cell may change in place: item or attribute assignment (``df["x"] = ...``,
+    ``del df["x"]``, ``arr[0] += 1``), in-place methods (``arr.sort()``, ``inplace=True``,
+    ``out=arr``), ``np.random.shuffle(arr)``, and any argument of a function defined in the
+    notebook itself (its body is not looked into). A heuristic: a library call that mutates its
+    argument otherwise goes unseen until a tracked cell digests the value again."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        targets: list[ast.AST] = []
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for t in targets:
+            for sub in ast.walk(t):
+                if isinstance(sub, (ast.Subscript, ast.Attribute)) and (b := _base(sub)):
+                    out.add(b)
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+        inplace = keywords.get("inplace")
+        if (
+            isinstance(func, ast.Attribute)
+            and (
+                func.attr in _MUTATING_METHODS
+                or (isinstance(inplace, ast.Constant) and inplace.value is True)
+            )
+            and (b := _base(func.value)) is not None
+        ):
+            out.add(b)
+        if isinstance(keywords.get("out"), ast.Name):
+            out.add(keywords["out"].id)  # type: ignore[union-attr]
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        user_fn = (
+            isinstance(func, ast.Name)
+            and getattr(namespace.get(func.id), "__module__", None) == "__main__"
+        )
+        if name in _MUTATING_FUNCTIONS or user_fn:
+            out |= {a.id for a in node.args if isinstance(a, ast.Name)}
+    return out
 
 
 class _DigestCache:
@@ -198,7 +285,7 @@ class CellRecorder:
         cell_id: str | None = None,
     ) -> CellRecord:
         """The cell ran: digest what it bound and return its record."""
-        started, _source, analysis, inputs = self._pending or (
+        started, source, analysis, inputs = self._pending or (
             time.time(),
             raw_source,
             CellAnalysis(),
@@ -216,11 +303,14 @@ class CellRecorder:
             for name in analysis.assigned
             if not name.startswith("_") and name in namespace and is_digestible(namespace[name])
         ]
-        # What the cell read may have been changed in place: digest it again when next read.
-        read_values = [namespace[n] for n in analysis.reads if n in namespace]
-        for value in read_values:
-            if not any(value is namespace.get(o.name) for o in outputs):
-                self._cache.forget(value)
+        # A value the cell may have changed in place is digested again: when it changed, it is
+        # an output too (the store skips it when its digest did not change).
+        for name in sorted(mutated_names(source, namespace) & set(analysis.reads)):
+            value = namespace.get(name)
+            if value is None or name in analysis.assigned or not is_digestible(value):
+                continue
+            self._cache.forget(value)
+            outputs.append(self._value(name, value))
         self._cache.prune()
         self._seq += 1
         text = (
