@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from nbmlops.core.data.digest_framing import loaded_module
@@ -35,9 +35,9 @@ __all__ = [
     "CellRecord",
     "CellRecorder",
     "CellValue",
+    "describe",
     "mutated_names",
     "note_load",
-    "value_size",
 ]
 
 _MAX_SOURCE_CHARS = 200_000  # a pasted data blob is not worth keeping whole in lineage.db
@@ -101,24 +101,31 @@ def note_load(ref: str, digest: str, value: Any) -> None:
         _seeded.append((value, digest))
 
 
-def value_size(value: Any) -> int:
-    """Bytes a frame, series or array holds in memory (without reading object contents)."""
-    pd = loaded_module("pandas", "DataFrame")
-    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series)):
-        usage = value.memory_usage(index=True, deep=False)
-        return int(usage.sum() if hasattr(usage, "sum") else usage)
-    return int(getattr(value, "nbytes", 0) or len(value))
+_OBJECT_BYTES = 64  # an estimate per Python object (a short string) in an object column
 
 
-def _schema(value: Any) -> tuple[str, list[int], dict[str, str] | None]:
+def describe(value: Any) -> tuple[str, list[int], dict[str, str] | None, int]:
+    """(kind, shape, schema, estimated bytes) of a frame, series or array, without reading
+    its values: pandas' ``memory_usage`` builds Series and costs milliseconds per call, which
+    each cell would pay. Object columns count ``_OBJECT_BYTES`` per value."""
     pd = loaded_module("pandas", "DataFrame")
     if pd is not None and isinstance(value, pd.DataFrame):
-        return "dataframe", list(value.shape), {str(c): str(t) for c, t in value.dtypes.items()}
+        rows = len(value)
+        dtypes = list(value.dtypes.items())
+        schema = {str(c): str(t) for c, t in dtypes}
+        width = sum(
+            _OBJECT_BYTES if t.kind == "O" else getattr(t, "itemsize", _OBJECT_BYTES)
+            for _, t in dtypes
+        )
+        return "dataframe", [rows, len(dtypes)], schema, rows * (width + 8)
     if pd is not None and isinstance(value, pd.Series):
-        return "series", [len(value)], {str(value.name): str(value.dtype)}
+        t = value.dtype
+        per = _OBJECT_BYTES if t.kind == "O" else getattr(t, "itemsize", _OBJECT_BYTES)
+        return "series", [len(value)], {str(value.name): str(t)}, len(value) * (per + 8)
     if hasattr(value, "dtype") and hasattr(value, "shape"):
-        return "ndarray", list(value.shape), {"": str(value.dtype)}
-    return "bytes", [len(value)], None
+        per = _OBJECT_BYTES if value.dtype.kind == "O" else value.dtype.itemsize
+        return "ndarray", list(value.shape), {"": str(value.dtype)}, int(value.size) * per
+    return "bytes", [len(value)], None, len(value)
 
 
 # Methods that change a frame or array in place (besides any call with inplace=True or out=).
@@ -187,8 +194,9 @@ def mutated_names(source: str, namespace: dict[str, Any]) -> set[str]:
             and (b := _base(func.value)) is not None
         ):
             out.add(b)
-        if isinstance(keywords.get("out"), ast.Name):
-            out.add(keywords["out"].id)  # type: ignore[union-attr]
+        target = keywords.get("out")
+        if isinstance(target, ast.Name):
+            out.add(target.id)
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
         user_fn = (
             isinstance(func, ast.Name)
@@ -200,28 +208,28 @@ def mutated_names(source: str, namespace: dict[str, Any]) -> set[str]:
 
 
 class _DigestCache:
-    """id(value) -> digest while the value is alive and unused by any cell since it was
-    digested. Keyed by identity, checked by a weak reference (an id can be reused)."""
+    """id(value) -> its CellValue while the value is alive and no cell looks like it changed
+    it in place. Keyed by identity, checked by a weak reference (an id can be reused)."""
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[Any, str]] = {}
+        self._entries: dict[int, tuple[Any, CellValue]] = {}
 
-    def get(self, value: Any) -> str | None:
+    def get(self, value: Any) -> CellValue | None:
         entry = self._entries.get(id(value))
         if entry is None:
             return None
-        ref, digest = entry
+        ref, known = entry
         if ref() is not value:
             del self._entries[id(value)]
             return None
-        return digest
+        return known
 
-    def put(self, value: Any, digest: str) -> None:
+    def put(self, value: Any, known: CellValue) -> None:
         try:
             ref = weakref.ref(value)
         except TypeError:  # bytes cannot be weakly referenced: not cached
             return
-        self._entries[id(value)] = (ref, digest)
+        self._entries[id(value)] = (ref, known)
 
     def forget(self, value: Any) -> None:
         self._entries.pop(id(value), None)
@@ -297,7 +305,9 @@ class CellRecorder:
             seeded = list(_seeded)
             _seeded.clear()
         for value, digest in seeded:
-            self._cache.put(value, digest)
+            if self._cache.get(value) is None:
+                kind, shape, schema, size = describe(value)
+                self._cache.put(value, CellValue("", kind, shape, schema, size, digest))
         outputs = [
             self._value(name, namespace[name])
             for name in analysis.assigned
@@ -337,15 +347,15 @@ class CellRecorder:
         )
 
     def _value(self, name: str, value: Any) -> CellValue:
-        kind, shape, schema = _schema(value)
+        known = self._cache.get(value)
+        if known is not None:
+            return replace(known, name=name)
         try:
-            size = value_size(value)
-        except Exception:
-            size = 0
-        cached = self._cache.get(value)
-        if cached is not None:
-            return CellValue(name, kind, shape, schema, size, cached)
+            kind, shape, schema, size = describe(value)
+        except Exception as err:
+            return CellValue(name, type(value).__name__, [], None, 0, note=f"not described: {err}")
         if size > self.max_digest_bytes:
+            # not cached: a value over the limit is described again (cheaply) at each use
             return CellValue(
                 name,
                 kind,
@@ -359,8 +369,9 @@ class CellRecorder:
             d = digest_value(value)
         except Exception as err:  # a value we cannot digest never breaks the user's cell
             return CellValue(name, kind, shape, schema, size, note=f"not digested: {err}")
-        self._cache.put(value, d.digest)
-        return CellValue(name, d.kind, list(d.shape), d.schema, d.nbytes, d.digest)
+        known = CellValue(name, d.kind, list(d.shape), d.schema, d.nbytes, d.digest)
+        self._cache.put(value, known)
+        return known
 
 
 class CellLineage:
@@ -382,6 +393,7 @@ class CellLineage:
 
     def stop(self) -> None:
         self.recorder.stop()
+        self.store.close()
 
     @property
     def pending(self) -> bool:

@@ -78,6 +78,30 @@ class LineageStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._ready = False
+        self._cell_con: sqlite3.Connection | None = None
+
+    def _cell_connection(self) -> sqlite3.Connection:
+        """One connection kept open for the cell records of this process: opening and closing
+        one per cell costs a WAL checkpoint and its fsyncs each time (tens of ms)."""
+        if self._cell_con is None:
+            with self._connect():  # the folder, WAL mode and schema
+                pass
+            con = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            con.execute("PRAGMA busy_timeout = 30000")
+            # WAL with synchronous=NORMAL: a committed cell survives a killed process (it is in
+            # the WAL file), without an fsync per cell
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._cell_con = con
+        return self._cell_con
+
+    def close(self) -> None:
+        """Close the connection kept for cell records, if any."""
+        with self._lock:
+            if self._cell_con is not None:
+                self._cell_con.close()
+                self._cell_con = None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -244,22 +268,25 @@ class LineageStore:
             record.notebook,
             json.dumps(record.to_dict(), default=str),
         )
-        with self._lock, self._connect() as con:
-            # WAL with synchronous=NORMAL: durable once committed against a killed process,
-            # without an fsync per cell.
-            con.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            con = self._cell_connection()
             con.execute("BEGIN IMMEDIATE")
-            con.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)", row)
-            for node in nodes:
-                # a data node keeps the first name it was seen under (the one users know);
-                # its shape and schema are filled in when a first record only had its digest
-                con.execute(
-                    "INSERT INTO nodes VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                    "attrs=excluded.attrs WHERE json_extract(nodes.attrs, '$.shape') IS NULL",
-                    node,
-                )
-            con.executemany("INSERT OR IGNORE INTO edges VALUES (?,?,?,?)", edges)
-            con.execute("COMMIT")
+            try:
+                con.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?)", row)
+                for entry in nodes:
+                    # a data node keeps the first name it was seen under (the one users
+                    # know); its shape and schema are filled in when a first record only had
+                    # its digest
+                    con.execute(
+                        "INSERT INTO nodes VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                        "attrs=excluded.attrs WHERE json_extract(nodes.attrs, '$.shape') IS NULL",
+                        entry,
+                    )
+                con.executemany("INSERT OR IGNORE INTO edges VALUES (?,?,?,?)", edges)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def cells(self, session: str | None = None) -> list[dict[str, Any]]:
         """Executed cells as recorded (oldest first), of one kernel session or of all."""

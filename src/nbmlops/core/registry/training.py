@@ -93,7 +93,8 @@ def fit_target(source: str, x_name: str) -> str | None:
 def _upstream_versions(graph: LineageGraph, node: str) -> list[str]:
     """The nearest committed data versions upstream of ``node`` (breadth first)."""
     g = graph.graph
-    seen, frontier, found = {node}, [node], []
+    seen, frontier = {node}, [node]
+    found: list[str] = []
     while frontier and not found:
         nxt = []
         for n in frontier:
