@@ -124,6 +124,9 @@ def test_registered_names_and_run_id_prefixes_resolve(wine: Path):
         node = resolve(graph, name, settings=settings)
         assert model in graph.view(node).upstream(), name
     assert resolve(graph, run["run_id"][:8], settings=settings) == f"run:{run['run_key']}"
+    assert resolve(graph, "train", settings=settings) == f"run:{run['run_key']}"  # a run's name
+    x_train = resolve(graph, "X_train", settings=settings)  # a name a cell bound
+    assert graph.graph.nodes[x_train]["label"] == "X_train" and x_train.startswith("data:")
     with pytest.raises(ModelNotFound, match=r"no alias 'staging'.*champion"):
         resolve(graph, "wine-clf@staging", settings=settings)
 

@@ -106,7 +106,8 @@ def _from_name(graph: LineageGraph, what: str, settings: Settings | None, in_not
         name, sep, alias = rest.partition("@")
         return _registered(graph, settings, name, alias=alias if sep else None)
     name, sep, tail = what.partition("@")
-    if sep and tail and not tail.isdigit():  # NAME@alias: data versions are NAME@<number>
+    if sep and tail and not tail.isdigit() and tail != "latest":
+        # NAME@alias: data versions are NAME@<number> or NAME@latest
         return _registered(graph, settings, name, alias=tail)
     try:
         return graph.resolve(what)
@@ -117,6 +118,9 @@ def _from_name(graph: LineageGraph, what: str, settings: Settings | None, in_not
             return _registered(graph, settings, what)
         except ModelNotFound:
             pass
+        labelled = graph.by_label(what)  # a run, model or data name as recorded
+        if labelled is not None:
+            return labelled
     known = graph.names() + _registered_names(settings)
     close = difflib.get_close_matches(what, known, n=5, cutoff=0.6)
     if close:
@@ -126,7 +130,7 @@ def _from_name(graph: LineageGraph, what: str, settings: Settings | None, in_not
             + "?",
             fix=_asks(in_notebook),
         )
-    if sep and tail.isdigit():
+    if sep and (tail.isdigit() or tail == "latest"):
         raise failed  # the data store's own message names the versions it has
     raise UsageError(f"Nothing in the lineage matches {what!r}", fix=_asks(in_notebook))
 

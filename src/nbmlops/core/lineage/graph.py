@@ -104,7 +104,8 @@ class LineageGraph:
                     and attrs.get("label") == (name or attrs.get("label"))
                 ):
                     return node
-        if "@" in what and self.data_store is not None and what.partition("@")[2].isdigit():
+        tail = what.partition("@")[2]
+        if "@" in what and self.data_store is not None and (tail.isdigit() or tail == "latest"):
             version = self.data_store.get(what)
             node = data_node(version.digest)
             if node not in g:
@@ -149,6 +150,25 @@ class LineageGraph:
             "characters), a model (runs:/RUN_ID/NAME or a logged model id); only runs already "
             "shipped to MLflow appear.",
         )
+
+    def by_label(self, name: str) -> str | None:
+        """The latest model, else run, else data node recorded under the name ``name``."""
+        g = self.graph
+
+        def when(node: str) -> int:
+            attrs = g.nodes[node]
+            own = attrs.get("end_ms") or attrs.get("start_ms") or attrs.get("ts_ms")
+            if own:
+                return int(own)
+            return max((when(src) for src, _ in g.in_edges(node) if src != node), default=0)
+
+        for kind in ("model", "run", "data"):
+            found = [
+                n for n, a in g.nodes(data=True) if a.get("kind") == kind and a.get("label") == name
+            ]
+            if found:
+                return max(found, key=lambda n: (when(n), n))
+        return None
 
     def names(self) -> list[str]:
         """What users may type that the graph knows: run and model names, run ids, data
