@@ -24,11 +24,14 @@ import time
 import uuid
 import weakref
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbmlops.core.data.digest_framing import loaded_module
 from nbmlops.core.data.hashing import digest_value, is_digestible
 from nbmlops.core.tracking.analysis import CellAnalysis, analyze_cell
+
+if TYPE_CHECKING:
+    from nbmlops.core.tracking.redact import Redactor
 
 __all__ = [
     "CellLineage",
@@ -242,9 +245,9 @@ class _DigestCache:
 class CellRecorder:
     """Builds one :class:`CellRecord` per executed cell (``before``, then ``after``)."""
 
-    def __init__(self, max_digest_bytes: int, redact: Any = None):
+    def __init__(self, max_digest_bytes: int, redactor: Redactor | None = None):
         self.max_digest_bytes = max_digest_bytes
-        self.redact = redact  # source -> source with secrets replaced
+        self.redactor = redactor  # secrets never reach lineage.db
         self.session = uuid.uuid4().hex[:12]
         self._seq = 0
         self._cache = _DigestCache()
@@ -326,8 +329,18 @@ class CellRecorder:
         text = (
             raw_source if len(raw_source) <= _MAX_SOURCE_CHARS else raw_source[:_MAX_SOURCE_CHARS]
         )
-        if self.redact is not None:
-            text = self.redact(text)
+        error_text = f"{type(error).__name__}: {error}" if error is not None else None
+        if self.redactor is not None:
+            # the values of secret-looking names the cell used, wherever they appear (an error
+            # message that quotes a password), besides the built-in patterns
+            known = {
+                n: v
+                for n in [*analysis.reads, *analysis.binds]
+                if isinstance(v := namespace.get(n), str)
+            }
+            redactor = self.redactor.knowing(known)
+            text = redactor.code(text)
+            error_text = redactor.text(error_text) if error_text else None
         return CellRecord(
             session=self.session,
             seq=self._seq,
@@ -343,7 +356,7 @@ class CellRecorder:
             notebook=notebook,
             cell_id=cell_id,
             tracked=raw_source.lstrip().startswith("%%track"),
-            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            error=error_text,
         )
 
     def _value(self, name: str, value: Any) -> CellValue:
@@ -383,7 +396,7 @@ class CellLineage:
         from nbmlops.core.tracking.redact import redactor_for
 
         self.settings = settings
-        self.recorder = CellRecorder(settings.lineage.max_digest_bytes, redactor_for(settings).code)
+        self.recorder = CellRecorder(settings.lineage.max_digest_bytes, redactor_for(settings))
         self.store = LineageStore(settings.home_dir / "lineage.db")
         self.errors: list[str] = []
         self.recorded = 0
