@@ -432,8 +432,11 @@ class CellLineage:
     def _failed(self, what: str, err: Exception) -> None:
         import logging
 
-        self.errors.append(f"{what}: {type(err).__name__}: {err}")
+        text = f"{what}: {type(err).__name__}: {err}"
+        repeated = bool(self.errors) and self.errors[-1] == text
+        self.errors.append(text)
         del self.errors[:-20]
-        logging.getLogger("nbmlops.lineage").warning(
-            "nbmlops: could not %s for the lineage: %s", what, err
-        )
+        if not repeated:  # a full disk fails every cell the same way: said once
+            logging.getLogger("nbmlops.lineage").warning(
+                "nbmlops: could not %s for the lineage: %s", what, err
+            )
