@@ -126,7 +126,13 @@ def training_data(graph: LineageGraph, node: str | None, source: str | None) -> 
 
     g = graph.graph
     run = next((s for s, _, d in g.in_edges(node, data=True) if d.get("kind") == "produced"), None)
+    # y read by the run, or bound in it (y = df["label"]; model.fit(X, y)): inputs win
     inputs = {
+        d.get("label"): dst
+        for _, dst, d in (g.out_edges(run, data=True) if run else [])
+        if d.get("kind") == "output"
+    }
+    inputs |= {
         d.get("label"): s
         for s, _, d in (g.in_edges(run, data=True) if run else [])
         if d.get("kind") == "input"
