@@ -23,14 +23,18 @@ __all__ = [
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    from nbmlops.ipython import cell_lineage
     from nbmlops.ipython.magics import load
 
     load(ipython)
+    cell_lineage.register(ipython)  # every executed cell leaves a lineage record
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    from nbmlops.ipython import cell_lineage
     from nbmlops.ipython.magics import unload
 
+    cell_lineage.unregister(ipython)
     unload(ipython)
 
 

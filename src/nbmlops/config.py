@@ -242,6 +242,21 @@ class RegistrySettings(_Strict):
             raise ValueError(f"{path}: {msg}{shown}") from None
 
 
+class LineageSettings(_Strict):
+    """The lineage of untracked cells (``%load_ext nbmlops`` records every executed cell)."""
+
+    untracked: bool = Field(
+        default=True,
+        description="record every executed cell (names read and bound, data digests); "
+        "false switches it off",
+    )
+    max_digest_bytes: int = Field(
+        default=256 * 2**20,
+        ge=0,
+        description="frames and arrays larger than this are recorded by shape and schema only",
+    )
+
+
 class Settings(BaseModel):
     """Every setting nbmlops reads. Field descriptions are the user-facing documentation."""
 
@@ -308,6 +323,11 @@ class Settings(BaseModel):
     trusted_loader_modules: list[str] = Field(
         default_factory=list,
         description="Custom MLflow loader modules you trust to be imported when loading models",
+    )
+    lineage: LineageSettings = Field(
+        default_factory=LineageSettings,
+        description="Lineage of untracked cells: lineage.untracked (on/off), "
+        "lineage.max_digest_bytes",
     )
     registry: RegistrySettings = Field(
         default_factory=RegistrySettings,

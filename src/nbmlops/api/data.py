@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbmlops.config import Settings
+from nbmlops.core.lineage.cells import note_load
 from nbmlops.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ def load(ref: str, *, settings: Settings | None = None) -> Any:
     version, user = _read(ref, s)
     value = store(s).load(version.ref)
     audit_log(s).append("data.checkout", version.ref, user=user, details={"digest": version.digest})
+    note_load(version.ref, version.digest, value)  # the running cell's lineage names it
     return value
 
 

@@ -368,14 +368,19 @@ def data_checkout(
 
 @app.command()
 def lineage(
-    what: str = typer.Argument(..., help="NAME@k, an MLflow run id, runs:/ID/NAME or a model id."),
+    what: str = typer.Argument(
+        ...,
+        help="NAME@k, a registered model (NAME, NAME@alias, models:/NAME/VERSION), an MLflow "
+        "run id or its first 8 characters, runs:/ID/NAME or a logged model id.",
+    ),
     png: Path = typer.Option(None, "--png", help="Also draw the graph into this PNG file."),
 ) -> None:
     """Upstream and downstream of a data version, run or model."""
-    from nbmlops.api.lineage import lineage_graph
+    from nbmlops.api.lineage import lineage_graph, resolve
 
-    graph = lineage_graph(_settings())
-    view = graph.view(graph.resolve(what))
+    settings = _settings()
+    graph = lineage_graph(settings)
+    view = graph.view(resolve(graph, what, settings=settings))
     console.print(graph.to_text(view))
     if png is not None:
         graph.draw(view).savefig(png, dpi=120)

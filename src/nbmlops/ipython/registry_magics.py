@@ -75,13 +75,16 @@ class RegistryMagics(Magics):
             intended_use=args.intended_use,
             limitations=args.limitations,
             description=args.description,
+            namespace=self.shell.user_ns,  # the training data, for the card's importance
         )
-        data = ", ".join(rv.data_versions) or "not recorded"
+        data = rv.data_summary
         card = "complete" if rv.card.complete else f"incomplete ({', '.join(rv.card.missing)})"
         print(
             f"nbmlops registry: {rv.name} v{rv.version} registered (run {rv.run_id[:12]}, "
             f"data {data}, scan {rv.scan.status}, card {card})"
         )
+        for gap in rv.data_gaps:
+            print(f"  data: {gap}")
         for line_ in rv.scan.summary():
             print(f"  scan: {line_}")
         if not rv.card.complete:

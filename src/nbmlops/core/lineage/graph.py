@@ -16,7 +16,26 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_COLOURS = {"data": "#4c8eda", "run": "#f0a33b", "model": "#57a773", "registered": "#9b59b6"}
+_RUN_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")  # the panels show 8 characters of a run id
+_COLOURS = {
+    "data": "#4c8eda",
+    "run": "#f0a33b",
+    "model": "#57a773",
+    "registered": "#9b59b6",
+    "cell": "#c9c9c9",
+}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Where a lineage stops short, and how to close it."""
+
+    node: str
+    where: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.where}. To close it: {self.fix}"
 
 
 @dataclass
@@ -85,7 +104,8 @@ class LineageGraph:
                     and attrs.get("label") == (name or attrs.get("label"))
                 ):
                     return node
-        if "@" in what and self.data_store is not None:
+        tail = what.partition("@")[2]
+        if "@" in what and self.data_store is not None and (tail.isdigit() or tail == "latest"):
             version = self.data_store.get(what)
             node = data_node(version.digest)
             if node not in g:
@@ -104,14 +124,64 @@ class LineageGraph:
             for prefix in ("run:", "data:"):
                 if prefix + what in g:
                     return prefix + what
+        elif _RUN_PREFIX.match(what):
+            runs = sorted(
+                {
+                    (attrs["run_id"], node)
+                    for node, attrs in g.nodes(data=True)
+                    if attrs.get("kind") == "run" and (attrs.get("run_id") or "").startswith(what)
+                }
+            )
+            if len(runs) == 1:
+                return runs[0][1]
+            if len(runs) > 1:
+                raise UsageError(
+                    f"Run id prefix {what!r} is ambiguous: it starts "
+                    + ", ".join(r for r, _ in runs[:5])
+                    + (" ..." if len(runs) > 5 else ""),
+                    fix="Give more characters of the run id.",
+                )
         for node, attrs in g.nodes(data=True):
             if attrs.get("kind") == "model" and attrs.get("model_id") == what:
                 return node
         raise UsageError(
             f"Nothing in the lineage matches {what!r}",
-            fix="Ask for a data version (NAME@k), an MLflow run id, a model (runs:/RUN_ID/NAME or "
-            "a logged model id) or a notebook variable; only runs already shipped to MLflow appear.",
+            fix="Ask for a data version (NAME@k), an MLflow run id (or its first 8 "
+            "characters), a model (runs:/RUN_ID/NAME or a logged model id); only runs already "
+            "shipped to MLflow appear.",
         )
+
+    def by_label(self, name: str) -> str | None:
+        """The latest model, else run, else data node recorded under the name ``name``."""
+        g = self.graph
+
+        def when(node: str) -> int:
+            attrs = g.nodes[node]
+            own = attrs.get("end_ms") or attrs.get("start_ms") or attrs.get("ts_ms")
+            if own:
+                return int(own)
+            return max((when(src) for src, _ in g.in_edges(node) if src != node), default=0)
+
+        for kind in ("model", "run", "data"):
+            found = [
+                n for n, a in g.nodes(data=True) if a.get("kind") == kind and a.get("label") == name
+            ]
+            if found:
+                return max(found, key=lambda n: (when(n), n))
+        return None
+
+    def names(self) -> list[str]:
+        """What users may type that the graph knows: run and model names, run ids, data
+        names and versions (for "did you mean")."""
+        out: set[str] = set()
+        for _, attrs in self.graph.nodes(data=True):
+            kind = attrs.get("kind")
+            if kind in ("run", "model", "data") and attrs.get("label"):
+                out.add(str(attrs["label"]))
+            if kind == "run" and attrs.get("run_id"):
+                out.add(str(attrs["run_id"]))
+            out.update(attrs.get("versions") or [])
+        return sorted(out)
 
     def latest_model(self, name: str) -> str | None:
         """The most recent model node a tracked block bound to variable ``name``."""
@@ -139,14 +209,71 @@ class LineageGraph:
             versions = attrs.get("versions") or []
             shape = "x".join(str(s) for s in attrs.get("shape") or [])
             name = versions[-1] if versions else attrs.get("label", "?")
-            return f"{name} [{shape}] #{attrs.get('digest', '')[:10]}"
+            if not attrs.get("digest"):
+                return f"{name} [{shape}] (shape and schema only)"
+            return f"{name} [{shape}] #{attrs['digest'][:10]}"
         if kind == "run":
             rid = attrs.get("run_id") or ""
             return f"run {attrs.get('label')} ({attrs.get('status')}, {rid[:12]})"
         if kind == "model":
             cls = (attrs.get("class") or "").rsplit(".", 1)[-1]
             return f"model {attrs.get('label')} {cls}".strip()
+        if kind == "cell":
+            return f"{attrs.get('label')}: {attrs.get('first_line') or ''}".strip()
+        if kind == "registered":
+            return f"registered {attrs.get('label')}"
         return str(attrs.get("label", node))
+
+    def gaps(self, view: LineageView) -> list[Gap]:
+        """Where the upstream of the view's focus stops short: data nobody recorded making,
+        data recorded by shape only, a model without recorded training data."""
+        g = view.graph
+        out: list[Gap] = []
+        for node in [*view.upstream(), view.focus]:
+            attrs = g.nodes[node]
+            kind = attrs.get("kind")
+            name = attrs.get("label", "?")
+            readers = [self.label(d, g) for _, d in g.out_edges(node)]
+            read_by = f", read by {readers[0]}" if readers else ""
+            if kind == "data" and not attrs.get("digest"):
+                makers = [self.label(src, g) for src, _ in g.in_edges(node)]
+                out.append(
+                    Gap(
+                        node,
+                        f"{name} {attrs.get('shape')} was recorded by shape and schema only"
+                        + (f" in {makers[0]}" if makers else "")
+                        + f" ({attrs.get('note') or 'not digested'}), so what used it next "
+                        "cannot be linked to it",
+                        f"raise lineage.max_digest_bytes in nbmlops.yaml and run that cell "
+                        f"again, or commit it with %data commit {name}",
+                    )
+                )
+            elif kind == "data" and g.in_degree(node) == 0 and not attrs.get("versions"):
+                out.append(
+                    Gap(
+                        node,
+                        f"{name} #{str(attrs.get('digest'))[:10]} has no recorded origin{read_by}:"
+                        " it was made before %load_ext nbmlops, with lineage.untracked off, by "
+                        "code outside a cell, or changed in place after it was recorded",
+                        f"run the cell that makes {name} again with nbmlops loaded (then the "
+                        f"cells after it), or commit it as a data version: %data commit {name}",
+                    )
+                )
+            elif kind == "model":
+                trained = any(
+                    d.get("kind") == "trained_on" for _, _, d in g.in_edges(node, data=True)
+                )
+                if not trained:
+                    out.append(
+                        Gap(
+                            node,
+                            f"model {name}: no training data recorded (the %%track cell that "
+                            "fitted it did not see the frame or array it was fitted on)",
+                            f"fit it in a %%track cell on a variable: {name}.fit(X_train, "
+                            "y_train), with X_train a DataFrame or array",
+                        )
+                    )
+        return out
 
     def to_text(self, view: LineageView) -> str:
         g = view.graph
@@ -158,6 +285,10 @@ class LineageGraph:
         lines += [f"    {self.label(n, g)}" for n in sorted(up, key=lambda n: (layers[n], n))]
         lines.append("  downstream:" if down else "  downstream: (nothing recorded)")
         lines += [f"    {self.label(n, g)}" for n in sorted(down, key=lambda n: (layers[n], n))]
+        gaps = self.gaps(view)
+        if gaps:
+            lines.append("  gaps:")
+            lines += [f"    {gap}" for gap in gaps]
         return "\n".join(lines)
 
     def draw(self, view: LineageView, max_nodes: int = 200) -> Figure:

@@ -65,6 +65,8 @@ class ModelCard:
     data_versions: list[str] = field(default_factory=list)
     data_digests: list[str] = field(default_factory=list)
     upstream_data_versions: list[str] = field(default_factory=list)
+    training_data: list[dict[str, Any]] = field(default_factory=list)  # TrainingSet.to_dict()
+    data_gaps: list[str] = field(default_factory=list)
     lineage_note: str = ""
     importance: list[dict[str, float | str]] = field(default_factory=list)
     importance_basis: str = ""
@@ -214,6 +216,30 @@ def _unfilled(card: ModelCard, field_name: str) -> str:
     return f'Not filled in: `%card {card.name} {card.version} --{flag} "..."`'
 
 
+def training_rows(card: ModelCard) -> list[tuple[str, str]]:
+    """The card's training data as (what, text) rows: each variable the model was fitted on,
+    with its data version or where it came from, then the versions further upstream."""
+    rows: list[tuple[str, str]] = []
+    for t in card.training_data:
+        shape = "x".join(str(n) for n in t.get("shape") or [])
+        held = ", ".join(f"`{v}`" for v in t.get("versions") or [])
+        came = ", ".join(f"`{v}`" for v in t.get("sources") or [])
+        where = f"data version {held}" if held else (f"from {came}" if came else "no data version")
+        rows.append(
+            (
+                f"{t.get('role', 'data')} `{t.get('name')}`",
+                f"{shape}, {where}, digest {str(t.get('digest'))[:12]}",
+            )
+        )
+    if not card.training_data:  # cards written before the training data was named
+        rows += [("data version", f"`{v}`") for v in card.data_versions]
+        rows += [("content digest", f"`{d}`") for d in card.data_digests]
+    named = {v for t in card.training_data for v in [*t.get("versions", []), *t.get("sources", [])]}
+    named |= set(card.data_versions)
+    rows += [("further upstream", f"`{v}`") for v in card.upstream_data_versions if v not in named]
+    return rows
+
+
 def render_markdown(card: ModelCard, images: dict[str, str] | None = None) -> str:
     """The card as Markdown; ``images`` maps ``lineage`` / ``importance`` to file names."""
     images = images or {}
@@ -248,13 +274,12 @@ def render_markdown(card: ModelCard, images: dict[str, str] | None = None) -> st
     else:
         md.append("No parameters were logged on the run.")
     md += ["", "## Training data", ""]
-    if card.data_versions or card.data_digests:
-        md += [f"- data version `{v}`" for v in card.data_versions]
-        md += [f"- content digest `{d}`" for d in card.data_digests]
-        extra = [v for v in card.upstream_data_versions if v not in card.data_versions]
-        md += [f"- further upstream: `{v}`" for v in extra]
+    rows = training_rows(card)
+    if rows:
+        md += [f"- {what}: {text}" for what, text in rows]
     else:
         md.append("No training data recorded in the lineage.")
+    md += [f"- gap: {gap}" for gap in card.data_gaps]
     if card.lineage_note:
         md += ["", card.lineage_note]
     md += ["", "## Lineage", ""]
@@ -355,16 +380,13 @@ def render_html(card: ModelCard, images: dict[str, bytes] | None = None) -> str:
         else '<p class="note">No parameters were logged on the run.</p>'
     )
     parts.append('<h2 id="data">Training data</h2>')
-    rows = [["data version", v] for v in card.data_versions]
-    rows += [["content digest", d] for d in card.data_digests]
-    rows += [
-        ["further upstream", v] for v in card.upstream_data_versions if v not in card.data_versions
-    ]
+    rows = [[part.replace("`", "") for part in r] for r in training_rows(card)]
     parts.append(
         _table(["", ""], rows)
         if rows
         else '<p class="note">No training data recorded in the lineage.</p>'
     )
+    parts += [f'<p class="note">Gap: {e(gap)}</p>' for gap in card.data_gaps]
     if card.lineage_note:
         parts.append(f'<p class="note">{e(card.lineage_note)}</p>')
     parts.append('<h2 id="lineage">Lineage</h2>')

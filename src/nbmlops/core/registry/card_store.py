@@ -70,8 +70,11 @@ def card_images(
     node: str | None,
     holdout: str | None,
     holdout_xy: tuple[Any, Any] | None,
+    training: tuple[Any, Any, str] | None = None,
 ) -> dict[str, bytes]:
-    """Lineage drawing and permutation importance (fills the card's fields)."""
+    """Lineage drawing and permutation importance (fills the card's fields): on the holdout
+    when given, else on the training data (``training``: X, y, basis) when it was found, else
+    on the logged input example (indicative only)."""
     images: dict[str, bytes] = {}
     if node is not None:
         images["lineage"] = figure_png(fit_labels(graph.draw(graph.view(node))))
@@ -100,6 +103,19 @@ def card_images(
         X, y = holdout_xy
         card.importance, card.importance_metric = permutation_importances(model.predict, X, y)
         card.importance_basis = f"holdout {holdout} ({len(X)} rows, true target)"
+    elif training is not None:
+        X, y, basis = training
+        try:
+            card.importance, card.importance_metric = permutation_importances(model.predict, X, y)
+            card.importance_basis = basis
+            card.importance_note = (
+                "Computed on the data the model was fitted on: it shows what the model relies "
+                "on, not how it does on new data. Register with --holdout NAME@k --target COL "
+                "for that."
+            )
+        except Exception as err:
+            card.importance_note = f"Not computed on the training data: {err}"
+            return images
     else:
         try:
             example = Model.load(str(local)).load_input_example(str(local))

@@ -25,7 +25,7 @@ version) before the error is raised, so a failed action changes nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nbmlops.core.registry import approve as approving
 from nbmlops.core.registry import card_store
@@ -89,6 +89,7 @@ class ModelRegistry:
         intended_use: str | None = None,
         limitations: str | None = None,
         description: str | None = None,
+        namespace: dict[str, Any] | None = None,
     ) -> RegisteredVersion:
         """Register a logged model as a new version of ``name`` (see :func:`nbmlops.core.registry.register.register`)."""
         return registering.register(
@@ -100,6 +101,7 @@ class ModelRegistry:
             intended_use=intended_use,
             limitations=limitations,
             description=description,
+            namespace=namespace,
         )
 
     def card(

@@ -27,6 +27,8 @@ class RegisteredVersion:
     card_uri: str
     data_versions: list[str]
     tags: dict[str, str]
+    data_summary: str = "not recorded"  # the training data by variable and data version
+    data_gaps: list[str] = field(default_factory=list)  # where its record stops, and the fix
 
     @property
     def uri(self) -> str:

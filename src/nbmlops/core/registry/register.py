@@ -15,10 +15,10 @@ from nbmlops.core.registry.names import check_model_name
 from nbmlops.core.registry.records import RegisteredVersion
 from nbmlops.core.registry.safety import files_digest, inspect_model_dir
 from nbmlops.core.registry.scan import scan_model_dir
+from nbmlops.core.registry.training import training_data, training_rows
 from nbmlops.exceptions import ModelNotFound, NbmlopsError, UsageError
 
 if TYPE_CHECKING:
-    from nbmlops.core.lineage.graph import LineageGraph
     from nbmlops.core.registry.context import RegistryContext
 
 __all__ = ["register"]
@@ -98,35 +98,6 @@ def resolve_source(ctx: RegistryContext, source: str) -> tuple[Any, str | None]:
     return logged, node
 
 
-def training_data(graph: LineageGraph, node: str | None) -> tuple[list[str], list[str], list[str]]:
-    """(data versions, digests) of the data a model node was trained on: ``trained_on``
-    edges and the inputs of the run that produced it; plus every committed data version
-    further upstream."""
-    if node is None:
-        return [], [], []
-    import networkx as nx
-
-    g = graph.graph
-    direct: list[str] = []
-    for src, _dst, data in g.in_edges(node, data=True):
-        if data.get("kind") == "trained_on":
-            direct.append(src)
-        elif data.get("kind") == "produced":
-            for s, _d, dd in g.in_edges(src, data=True):
-                if dd.get("kind") == "input" and g.nodes[s].get("kind") == "data":
-                    direct.append(s)
-    direct = list(dict.fromkeys(direct))
-    versions = [v for n in direct for v in g.nodes[n].get("versions") or []]
-    digests = [str(g.nodes[n].get("digest")) for n in direct if g.nodes[n].get("digest")]
-    upstream = [
-        v
-        for n in sorted(nx.ancestors(g, node))
-        if g.nodes[n].get("kind") == "data"
-        for v in g.nodes[n].get("versions") or []
-    ]
-    return list(dict.fromkeys(versions)), digests, list(dict.fromkeys(upstream))
-
-
 def register(
     ctx: RegistryContext,
     source: str,
@@ -137,6 +108,7 @@ def register(
     intended_use: str | None = None,
     limitations: str | None = None,
     description: str | None = None,
+    namespace: dict[str, Any] | None = None,
 ) -> RegisteredVersion:
     """Register a logged model as a new version of ``name``.
 
@@ -146,7 +118,8 @@ def register(
     registered or imported) and scanned; the version is tagged with its run, data
     versions, metrics, git commit, files digest and scan verdict; a model card is logged.
     ``holdout``/``target``: a data version with its target column for the card's
-    permutation importance (else the logged input example, indicative only).
+    permutation importance (else the training data when ``namespace``, the notebook's
+    variables, or the data store holds it; else the logged input example, indicative only).
     """
     name = check_model_name(name)
     ctx.require(name, "developer", "register a version")
@@ -175,7 +148,10 @@ def register(
             )
         run = ctx.client.get_run(run_id)
         graph = ctx.graph()
-        data_versions, digests, upstream = training_data(graph, node)
+        note = (run.data.tags or {}).get("mlflow.note.content", "")
+        trained = training_data(graph, node, note.removeprefix("```python\n").removesuffix("\n```"))
+        data_versions, digests, upstream = trained.versions, trained.digests, trained.upstream
+        rows = None if holdout_xy else training_rows(trained, namespace, graph.data_store)
         with tempfile.TemporaryDirectory(prefix="nbmlops-register-") as tmp:
             local = ctx.download(logged.artifact_location, tmp)
             # Structure first: a model leaving its folder or naming an undeclared loader
@@ -188,10 +164,12 @@ def register(
             card = new_card(name, logged, run, user, description)
             card.data_versions, card.data_digests = data_versions, digests
             card.upstream_data_versions = upstream
+            card.training_data = [t.to_dict() for t in trained.sets]
+            card.data_gaps = list(trained.gaps)
             card.intended_use = (intended_use or "").strip()
             card.limitations = (limitations or "").strip()
             card.scan_status, card.scan_summary = report.status, report.summary()
-            images = card_images(card, local, report, graph, node, holdout, holdout_xy)
+            images = card_images(card, local, report, graph, node, holdout, holdout_xy, rows)
         tags = {
             "nbmlops.run_id": run_id or "",
             "nbmlops.model_id": logged.model_id,
@@ -243,6 +221,8 @@ def register(
         card_uri=card_uri,
         data_versions=data_versions,
         tags=tags,
+        data_summary=trained.summary(),
+        data_gaps=list(trained.gaps),
     )
 
 
