@@ -161,6 +161,7 @@ def run_papermill_parallel(
             results.append((retry.returncode, retry.stderr))
             continue
         results.append((proc.returncode, err))
+    wait_handed_off(cwd)
     return results
 
 
@@ -183,7 +184,21 @@ def run_papermill(
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"papermill failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    wait_handed_off(cwd)
     return proc
+
+
+def wait_handed_off(project: Path, timeout: float = 300) -> None:
+    """Wait until the detached shipper of a batch kernel (plain papermill or nbclient, ``ship:
+    auto``) has shipped every segment handed to it: the runs are then in MLflow."""
+    import time
+
+    journal = project / ".nbmlops" / "journal"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(m.with_suffix(".jsonl").exists() for m in journal.glob("*.handoff")):
+            return
+        time.sleep(0.2)
 
 
 def outputs_text(notebook: Path) -> str:

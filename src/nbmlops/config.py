@@ -278,8 +278,9 @@ class Settings(BaseModel):
     ship: Literal["auto", "wait", "background", "defer"] = Field(
         "auto",
         description="When a tracked cell returns: 'background' at once (runs ship behind it), "
-        "'wait' once its run is in MLflow, 'auto' waits only in batch kernels (papermill), "
-        "which are killed about 2.5 s after their last cell; 'defer' only journals, and the "
+        "'wait' once its run is in MLflow, 'auto' is 'background' except in batch kernels "
+        "(papermill, nbclient): there cells only journal and a detached shipper ships the "
+        "runs once the kernel has exited; 'defer' only journals, and the "
         "process that started the kernel (nbmlops run, a pipeline) ships after it ends",
     )
     ship_wait_seconds: float = Field(

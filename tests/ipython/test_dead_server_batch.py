@@ -53,6 +53,7 @@ def test_a_dead_server_stalls_one_wait_and_a_detached_shipper_delivers(
     port = find_free_port()  # nothing listens here until the server starts below
     uri = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("NBMLOPS_SHIP", "wait")  # batch kernels wait only when told to
     monkeypatch.setenv("NBMLOPS_SHIP_WAIT_SECONDS", str(WAIT_S))
     monkeypatch.setenv("NBMLOPS_RETRY_MAX_SECONDS", "2")
     monkeypatch.setenv("NBMLOPS_HANDOFF_SECONDS", "600")

@@ -141,10 +141,12 @@ class TrackMagics(Magics):
             data=not args.no_data,
             figures=not args.no_figures,
         )
+        origin = self._origin(line, cell, count)
         return get_tracker().begin(
             code,
             self.shell.user_ns,
-            origin=self._origin(line, cell, count),
+            origin=origin,
+            batch=_batch_cell(origin.cell_id),
             name=args.name,
             experiment=args.experiment,
             options=options,
@@ -174,11 +176,12 @@ class TrackMagics(Magics):
 
     def _wait(self, origin: CellOrigin) -> bool:
         """Batch kernels (papermill/nbclient send no cellId) are killed about 2.5 s after their
-        last cell, so there a tracked cell waits for its run to reach MLflow."""
+        last cell: with ``ship: auto`` their runs go to a detached shipper (see
+        ``Tracker.start``); where none could be started, a tracked cell waits for MLflow."""
         mode = get_tracker().settings.ship
         if mode != "auto":
             return mode == "wait"
-        return origin.cell_id is None and "ipykernel" in sys.modules
+        return _batch_cell(origin.cell_id)
 
     def _line(self, word: str) -> Any:
         tracker = get_tracker()
@@ -303,6 +306,23 @@ def _cell_magic_help(func: Any) -> None:
 
 _cell_magic_help(TrackMagics.track)
 
+
+def _batch_cell(cell_id: str | None) -> bool:
+    """A cell run by papermill/nbclient: a kernel, and no front end sent the cell's id."""
+    return cell_id is None and "ipykernel" in sys.modules
+
+
+def _batch_kernel(ipython: Any) -> bool | None:
+    """Whether the cell running now comes from a batch runner; None outside any cell (the
+    extension loaded at kernel start): the first tracked cell decides then."""
+    if "ipykernel" not in sys.modules:
+        return False
+    parent = getattr(ipython, "parent_header", None)
+    if not isinstance(parent, dict) or not parent.get("header"):
+        return None
+    return _batch_cell((parent.get("metadata") or {}).get("cellId"))
+
+
 _REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
 
 
@@ -325,7 +345,9 @@ def load(ipython: Any) -> None:
     ipython.register_magics(PipelineMagics)
     ipython.register_magics(SweepMagics)
     ipython.register_magics(MonitorMagics)
-    get_tracker().start()  # replays what dead kernels left, in the background
+    batch = _batch_kernel(ipython)
+    if batch is not None:
+        get_tracker().start(batch=batch)  # replays what dead kernels left, in the background
 
 
 def unload(ipython: Any) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 LOCK_NAME = "handoff.lock"
 MARKER_SUFFIX = HANDOFF_SUFFIX
 LOG_NAME = "handoff.log"
+_OWNER_POLL_S = 0.2
 
 log = logging.getLogger("nbmlops.handoff")
 
@@ -84,6 +85,22 @@ def hand_off(settings: Settings, segment: Path) -> int | None:
         if log_file is not None:
             log_file.close()
     return proc.pid
+
+
+def ship_after_exit(settings: Settings, segment: Path) -> str | None:
+    """A batch kernel's hand-off at its start: a detached shipper waits for this process to
+    exit, then ships its segment. What each cell's summary says, or None when no shipper could
+    be started (the kernel then ships and waits itself)."""
+    try:
+        pid = hand_off(settings, segment)
+    except OSError as err:
+        log.warning("nbmlops: no detached shipper for this batch kernel: %s", err)
+        return None
+    who = "the detached shipper" if pid is None else f"a detached shipper (pid {pid})"
+    return (
+        f"on its way: safe in the journal, {who} ships it to MLflow once this batch kernel "
+        "has exited (`nbmlops sync` ships it now; `ship: wait` makes cells wait for MLflow)"
+    )
 
 
 def tell_at_exit(text: str) -> None:
@@ -177,6 +194,26 @@ def _pending_markers(journal: Journal) -> list[Path]:
     return out
 
 
+def _owner_alive(marker: Path) -> bool:
+    """Whether the process writing the marked segment still lives (it holds the segment's lock)."""
+    try:
+        fd = os.open(marker.with_suffix(SEGMENT_SUFFIX), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # or another replayer has it for a moment: look again shortly
+    finally:
+        os.close(fd)
+    return False
+
+
+def _dead_segments(journal: Journal) -> bool:
+    """Whether a segment of a process that has ended waits to be shipped (cheap: locks only)."""
+    return any(not _owner_alive(seg.with_suffix(MARKER_SUFFIX)) for seg in journal.segments())
+
+
 def run(settings: Settings) -> int:
     """Ship handed-off segments until none is left (0) or ``handoff_seconds`` pass (1)."""
     from nbmlops.core.tracking import store
@@ -202,6 +239,14 @@ def run(settings: Settings) -> int:
                 if lock is None:
                     return 0
                 continue
+            live = [m for m in markers if _owner_alive(m)]
+            if live:
+                # Batch kernels hand off at their start: the time counts from their exit.
+                deadline = time.monotonic() + settings.handoff_seconds
+                if len(live) == len(markers) and not _dead_segments(journal):
+                    # Checking locks is cheap: the runs ship moments after the kernel exits.
+                    time.sleep(_OWNER_POLL_S)
+                    continue
             if time.monotonic() >= deadline:
                 log.warning(
                     "nbmlops: gave up after %.0fs; %d segment(s) stay in %s for `nbmlops sync`",
@@ -220,7 +265,8 @@ def run(settings: Settings) -> int:
                     log.info("nbmlops: not shipped yet: %s", err)
             except Exception as err:  # the store is down: try again later
                 log.info("nbmlops: replay failed: %s", err)
-            if _pending_markers(journal):
+            left = _pending_markers(journal)
+            if left and (_dead_segments(journal) or not all(_owner_alive(m) for m in left)):
                 # Owners still exiting, or the store still down: wait, then try again.
                 time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay = min(delay * 2, settings.retry_max_seconds)

@@ -37,7 +37,12 @@ from nbmlops.core.tracking.capture import (
 )
 from nbmlops.core.tracking.context import CellOrigin, git_state, imported_top_level_modules
 from nbmlops.core.tracking.diskfull import JournalTrouble, JournalWriter
-from nbmlops.core.tracking.handoff import stop_at_exit, tell_at_exit, wait_for_store
+from nbmlops.core.tracking.handoff import (
+    ship_after_exit,
+    stop_at_exit,
+    tell_at_exit,
+    wait_for_store,
+)
 from nbmlops.core.tracking.journal import Journal, Segment, now_ms
 from nbmlops.core.tracking.redact import redactor_for
 from nbmlops.core.tracking.shipper import PARENT_KEY_TAG
@@ -116,10 +121,17 @@ class Tracker:
         self.user = settings.resolved_user
         self.writer = JournalWriter(self.journal.root, lambda: self.segment, self._submit)
         self.wait_given_up: str | None = None  # why an earlier cell's wait for MLflow timed out
+        # A batch kernel (``ship: auto``) only journals; a detached shipper ships its runs
+        # once it has exited, and this says so in each cell's summary.
+        self.batch_note: str | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
-    def start(self) -> None:
-        """Open the journal segment and start shipping (and replaying what dead processes left)."""
+    def start(self, batch: bool = False) -> None:
+        """Open the journal segment and start shipping (and replaying what dead processes left).
+
+        ``batch`` (a papermill/nbclient kernel): with ``ship: auto`` the process only journals,
+        so no cell pays for importing MLflow or writing to its store, and a detached shipper,
+        started now, ships the segment as soon as this process has exited."""
         with self._lock:
             if self._segment is not None:
                 return
@@ -128,6 +140,8 @@ class Tracker:
                 self.settings, self.journal, self._segment.path, self._segment.staging_dir
             )
             self._shipper.listeners.append(self._on_shipped)
+            if batch and self.settings.ship == "auto" and self.settings.handoff_seconds:
+                self.batch_note = ship_after_exit(self.settings, self._segment.path)
             if not self.deferred:
                 self._shipper.start()
             atexit.register(self.close)
@@ -135,8 +149,9 @@ class Tracker:
     @property
     def deferred(self) -> bool:
         """``ship: defer``: this process only journals; whoever runs it (``nbmlops run``, a
-        pipeline, ``nbmlops sync``) ships its segment once it has ended."""
-        return self.settings.ship == "defer"
+        pipeline, ``nbmlops sync``) ships its segment once it has ended. A batch kernel
+        started with ``batch`` hands its segment to a detached shipper the same way."""
+        return self.settings.ship == "defer" or self.batch_note is not None
 
     @property
     def trouble(self) -> JournalTrouble | None:
@@ -225,12 +240,16 @@ class Tracker:
         options: CaptureOptions | None = None,
         dry_run: bool = False,
         analyze: bool = True,
+        batch: bool = False,
     ) -> TrackedRun:
+        """Start a tracked block; ``batch`` as in :meth:`start` (when this starts the tracker)."""
         if self.active is not None:
             raise UsageError(
                 f"A tracked block is already running ({self.active.name!r})",
                 fix="Tracked blocks cannot be nested: end the outer one first.",
             )
+        if not dry_run:
+            self.start(batch=batch)
         options = options or CaptureOptions()
         options.ignore |= set(self.settings.ignore)
         options.models = options.models and self.settings.capture_models
@@ -563,7 +582,9 @@ class Tracker:
                 self.segment.sync()
             except OSError:
                 pass
-            if wait and not self.deferred and summary.journaled:
+            if self.batch_note is not None and summary.journaled:
+                summary.ship_note = self.batch_note
+            elif wait and not self.deferred and summary.journaled:
                 summary.ship_note, given_up = wait_for_store(
                     self.settings, self.shipper, self.wait_given_up
                 )
