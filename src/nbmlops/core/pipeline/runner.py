@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -49,6 +50,8 @@ from nbmlops.core.pipeline.report import PipelineReport, StepReport
 from nbmlops.core.pipeline.scheduler import Executor, StepScheduler, StepStatus, check_jobs
 from nbmlops.core.pipeline.spec import Pipeline, Step, load_pipeline
 from nbmlops.exceptions import PipelineError
+
+_TAIL_EVERY_S = 0.5  # how often a running kernel's ended runs are looked for
 
 
 class PipelineRun:
@@ -297,12 +300,16 @@ class PipelineRun:
             jobs=self.jobs,
             ship=lambda: self.recorder.tracker.ship_ended_processes(),
         )
+        done = threading.Event()
+        if shipper is None:
+            threading.Thread(target=self._ship_as_steps_go, args=(done,), daemon=True).start()
         try:
             self._guess_cached()
             if any(n not in self.likely_cached for n in self.p.order):
                 scheduler.ensure_executor()  # a cluster that cannot be reached fails here
             scheduler.run(self)
         finally:
+            done.set()
             self.digests.save()
             if shipper is not None:
                 shipper.resume()
@@ -314,6 +321,13 @@ class PipelineRun:
             self.recorder.tracker.ship_ended_processes()
         self.progress(PipelineFinished(self.report))
         return self.report
+
+    def _ship_as_steps_go(self, done: threading.Event) -> None:
+        """One kernel at a time leaves a core free: ship the runs its tracked cells ended
+        while it still runs, so the command's own shipping at the end is short."""
+        while not done.wait(_TAIL_EVERY_S):
+            if self.recorder.has_tracker:
+                self.recorder.tracker.shipper.request_tail(set(self.recorder.keys.values()))
 
     def _guess_cached(self) -> None:
         """Steps whose upstream is all cached can be decided now: no kernel is warmed for the

@@ -17,8 +17,11 @@ from nbmlops.core.tracking.journal import (
     Journal,
     RunRecords,
     ShipState,
+    read_segment,
+    read_ship_state,
 )
 from nbmlops.core.tracking.shipper import (
+    PARENT_KEY_TAG,
     ReplayReport,
     RunShipper,
     ShipStats,
@@ -30,6 +33,7 @@ log = logging.getLogger("nbmlops.shipper")
 
 _STOP = object()
 _REPLAY = object()
+_TAIL = object()
 _MAX_STUCK_ATTEMPTS = 5
 
 
@@ -77,6 +81,7 @@ class BackgroundShipper:
         self._stopping = threading.Event()
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self._tail_queued = threading.Event()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
         self._pending = 0
@@ -115,6 +120,15 @@ class BackgroundShipper:
         with self._idle:
             self._pending += 1
         self._queue.put(_REPLAY)
+
+    def request_tail(self, parents: set[str]) -> None:
+        """Ship the runs already ended in live segments whose runs name one of ``parents``
+        (the keys of runs this process journaled, e.g. ``nbmlops run``'s notebook run), while
+        their kernel still runs (``ship: defer``): the command's wait at the end is shorter.
+        Best effort: the replay after the kernel ended ships what is left."""
+        if not self._tail_queued.is_set():  # one at a time: a busy thread gets no backlog
+            self._tail_queued.set()
+            self._queue.put((_TAIL, frozenset(parents)))
 
     def stop(self, timeout: float) -> bool:
         self.resume()
@@ -157,6 +171,11 @@ class BackgroundShipper:
                 replay_wanted = True
                 held += 1
                 continue
+            if isinstance(item, tuple) and item[0] is _TAIL:
+                self._tail_queued.clear()
+                if self._queue.empty():  # own records first: the parents must be in MLflow
+                    self._tail(item[1])
+                continue
             self._process_with_retry(item)
             with self._idle:
                 self._pending -= 1
@@ -170,6 +189,27 @@ class BackgroundShipper:
         except Exception as err:  # never let replay kill the live shipper
             self.stats.last_error = f"replay: {type(err).__name__}: {err}"
             log.warning("nbmlops: replay of unshipped runs failed: %s", err)
+
+    def _tail(self, parents: frozenset[str]) -> None:
+        """See :meth:`request_tail`. Only this process writes the ship state (the ``.shipped``
+        sidecar) of a deferred kernel's segment while it lives; the replay after its exit
+        reads that state and skips what was shipped here."""
+        for path in self.journal.segments():
+            if path == self.segment_path or self._stopping.is_set():
+                continue
+            try:
+                contents = read_segment(path)
+                state = read_ship_state(path)
+                for key, run in contents.runs.items():
+                    tags = (run.start or {}).get("tags") or {}
+                    if run.end is None or key in state.finished:
+                        continue
+                    if tags.get(PARENT_KEY_TAG) not in parents:
+                        continue
+                    staging = path.parent / "staging" / path.stem
+                    self.shipper.ship_end(path, staging, run, state, careful=True)
+            except Exception as err:  # the replay after the kernel ended ships it
+                log.info("nbmlops: shipping a running kernel's runs failed: %s", err)
 
     def _process_with_retry(self, record: dict[str, Any]) -> None:
         delay = 0.2
