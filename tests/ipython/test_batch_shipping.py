@@ -45,7 +45,13 @@ def test_batch_cells_only_journal_and_every_run_reaches_mlflow(project: Path) ->
     exp = unique("batch")
     nb = write_notebook(
         project / "nb.ipynb",
-        ["%load_ext nbmlops\nimport sys", FIT.format(exp=exp), AGAIN.format(exp=exp), PROBE],
+        [
+            "%load_ext nbmlops\nimport sys",
+            FIT.format(exp=exp),
+            AGAIN.format(exp=exp),
+            PROBE,
+            "%track sync",
+        ],
     )
 
     # Plain papermill: nothing waits on MLflow in the kernel.
@@ -54,6 +60,7 @@ def test_batch_cells_only_journal_and_every_run_reaches_mlflow(project: Path) ->
     assert "MLFLOW IMPORTED IN CELLS: False" in text
     assert text.count("on its way") >= 2, text
     assert "detached shipper" in text
+    assert "this batch kernel's runs are on its way" in text  # not "everything is in MLflow"
     deadline = time.monotonic() + 300  # the shipper imports MLflow after the kernel exits
     while _finished(project, exp) != {"fit", "again"} and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -200,6 +200,8 @@ class TrackMagics(Magics):
                     f"  problem  {trouble.where()}: {trouble.total_lost} record(s) lost, "
                     f"{tracker.held_records} run start/end record(s) waiting for room"
                 )
+            if tracker.batch_note is not None:
+                print(f"  batch    runs are {tracker.batch_note}")
             if tracker.wait_given_up:
                 print(
                     f"  waiting  tracked cells no longer wait for MLflow: {tracker.wait_given_up}"
@@ -210,6 +212,8 @@ class TrackMagics(Magics):
         elif word == "on":
             tracker.enabled = True
             print("nbmlops: %%track capture is on")
+        elif word == "sync" and tracker.batch_note is not None:
+            print(f"nbmlops: this batch kernel's runs are {tracker.batch_note}")
         elif word == "sync":
             ok = tracker.flush(60)
             print(
