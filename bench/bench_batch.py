@@ -98,6 +98,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", nargs="?", default="/work/benchcorpus/scikit-learn-videos")
     ap.add_argument("--only", nargs="*", help="notebook names to run (default: all)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each; the median counts")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     notebooks = sorted(corpus.glob("*.ipynb")) if corpus.is_dir() else []
@@ -133,26 +134,40 @@ def main() -> int:
             skipped.append((name, "no code cell to track"))
             continue
         plain = project / src.name
-        t_plain, ok, err = papermill(plain, project / "out" / f"{name}.plain.ipynb", project)
-        if not ok:
-            skipped.append((name, err.strip().splitlines()[-1] if err.strip() else "failed"))
+        times: dict[str, list[float]] = {k: [] for k in ("pp", "pt", "ship", "rp", "rt")}
+        failed = None
+        done = 0
+        ok1 = ok2 = True
+        for i in range(args.repeat):
+            t, ok, err = papermill(plain, project / "out" / f"{name}.plain.ipynb", project)
+            if not ok:
+                failed = err.strip().splitlines()[-1] if err.strip() else "failed"
+                break
+            times["pp"].append(t)
+            t, ok, err = papermill(tracked, project / "out" / f"{name}.track.ipynb", project)
+            if not ok:
+                failed = "tracked run failed: " + err.strip().splitlines()[-1]
+                break
+            times["pt"].append(t)
+            times["ship"].append(wait_handed_off(project))
+            # `nbmlops run`: its own experiment per repeat, so what it shipped counts apart.
+            exp_run = f"{exp}-run{i}"
+            tracked_run = project / f"{name}.tracked-run.ipynb"
+            tracked_copy(src, tracked_run, exp_run)
+            t, ok1, _ = nbmlops_run(plain, project / "out" / f"{name}.run-plain.ipynb", project)
+            times["rp"].append(t)
+            t, ok2, err = nbmlops_run(
+                tracked_run, project / "out" / f"{name}.run-track.ipynb", project
+            )
+            times["rt"].append(t)
+            done, total = finished_runs(project, exp_run)
+            all_in = all_in and ok2 and done == cells and total == cells
+        if failed:
+            skipped.append((name, failed))
             continue
-        t_track, ok, err = papermill(tracked, project / "out" / f"{name}.track.ipynb", project)
-        if not ok:
-            skipped.append((name, "tracked run failed: " + err.strip().splitlines()[-1]))
-            continue
-        t_ship = wait_handed_off(project)
-        # `nbmlops run`: its own experiment, so what it shipped is counted apart.
-        exp_run = f"{exp}-run"
-        tracked_run = project / f"{name}.tracked-run.ipynb"
-        tracked_copy(src, tracked_run, exp_run)
-        r_plain, ok1, _ = nbmlops_run(plain, project / "out" / f"{name}.run-plain.ipynb", project)
-        r_track, ok2, err = nbmlops_run(
-            tracked_run, project / "out" / f"{name}.run-track.ipynb", project
+        t_plain, t_track, t_ship, r_plain, r_track = (
+            statistics.median(times[k]) for k in ("pp", "pt", "ship", "rp", "rt")
         )
-        done, total = finished_runs(project, exp_run)
-        in_mlflow = ok2 and done == cells and total == cells
-        all_in = all_in and in_mlflow
         pm_ratios.append(t_track / t_plain)
         if ok1 and ok2:
             run_ratios.append(r_track / r_plain)
