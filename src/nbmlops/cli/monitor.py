@@ -6,14 +6,15 @@ import json
 import math
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from nbmlops.cli.output import Output
 
 app = typer.Typer(
     help="Monitoring of served models: drift, data quality, performance and service health.",
     no_args_is_help=True,
 )
-console = Console(highlight=False)
+console = Output(highlight=False)
 
 
 def _num(v: object) -> str:
