@@ -165,7 +165,9 @@ def test_selecting_runs_compares_them_and_plots_curves(tracked: Path):
     for name in ("fit-03", "fit-04", "fit-09"):
         assert name in compare
     assert "<b>lr</b>" in compare and "<b>acc</b>" in compare and "FAILED" in compare
-    assert compare.count("background:#fff3c4") >= 3  # status, lr, acc ... differ
+    assert (
+        compare.count("box-shadow:inset 4px 0 var(--jp-warn-color1") >= 3
+    )  # status, lr, acc differ
     assert panel.table.value.count("✓</td>") == 3 or panel.selected == tuple(
         ids[n] for n in ("fit-03", "fit-04", "fit-09")
     )
