@@ -14,6 +14,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sweep": ("hyperparameter sweeps", ("optuna",)),
     "dask": ("pipelines on a Dask cluster", ("distributed",)),
     "serve": ("the serving gateway", ("starlette", "uvicorn", "prometheus_client")),
+    "charts": ("interactive charts in the panels", ("plotly", "anywidget")),
 }
 
 

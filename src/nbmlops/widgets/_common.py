@@ -110,6 +110,36 @@ def batch_kernel() -> bool:
     return not (parent.get("metadata") or {}).get("cellId")
 
 
+def style_widget() -> widgets.HTML:
+    """The panels' stylesheet (theme fixes for tab labels and charts), as a hidden widget."""
+    from nbmlops.widgets.charts import CHART_CSS
+    from nbmlops.widgets.html import PANEL_CSS
+
+    return widgets.HTML(PANEL_CSS + CHART_CSS, layout=widgets.Layout(display="none"))
+
+
+def current_notebook() -> str | None:
+    """The notebook this kernel runs, when the front end said (JupyterLab, VS Code)."""
+    from nbmlops.api.tracking import notebook_from_environment
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return notebook_from_environment(getattr(shell, "user_ns", None))
+
+
+def same_notebook(source: object, notebook: str | None) -> bool:
+    """Whether a run's ``mlflow.source.name`` is ``notebook`` (paths may be relative or
+    absolute: compared resolved, then by file name when one side is relative)."""
+    if not notebook or not isinstance(source, str) or not source:
+        return False
+    from pathlib import Path
+
+    a, b = Path(source), Path(notebook)
+    if a.is_absolute() and b.is_absolute():
+        return a.resolve() == b.resolve()
+    return a.name == b.name
+
+
 class PanelMixin:
     """Error box, waiting for background work, and the text/html fallback in the display data.
 

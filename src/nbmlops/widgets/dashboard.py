@@ -17,7 +17,7 @@ from traitlets import observe
 
 from nbmlops.exceptions import UsageError
 from nbmlops.widgets._common import WIDGET_VIEW, batch_kernel, log, message
-from nbmlops.widgets.html import error_html, note_html
+from nbmlops.widgets.html import TABS_CLASS, error_html, note_html
 
 TabFactory = Callable[[], widgets.Widget]
 
@@ -80,6 +80,7 @@ class Dashboard(widgets.Tab):
             titles=tuple(factories),
             selected_index=index if factories else None,
         )
+        self.add_class(TABS_CLASS)
         if factories:
             self.panel(list(factories)[index])
 

@@ -42,6 +42,16 @@ STATUS_COLOUR = {
 }
 
 
+# The panels' one <style> block (in an HTML widget of each panel; widget outputs are not
+# sanitised): ipywidgets' tab labels use a grey that falls below WCAG AA contrast on the tab
+# bar, and Plotly's SVG text cannot take CSS variables inline.
+TABS_CLASS = "nbmlops-tabs"
+PANEL_CSS = (
+    f"<style>.{TABS_CLASS} .lm-TabBar-tab,.{TABS_CLASS} .lm-TabBar-tabLabel"
+    "{color:var(--jp-ui-font-color1,#212121)!important}</style>"
+)
+
+
 def dot(colour: str, title: str = "") -> str:
     """A coloured dot before a word: state in colour without coloured text."""
     tip = f' title="{escape(title)}"' if title else ""

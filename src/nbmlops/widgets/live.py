@@ -11,8 +11,11 @@ views were all closed stops polling."""
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Hashable
+from typing import Any
 
+from nbmlops.api.tracking import RunSummary, Tracker, get_tracker
 from nbmlops.widgets._common import log
 
 
@@ -81,3 +84,33 @@ class Poller:
                     log.debug("reload after a change failed", exc_info=True)
             else:
                 self.interval = min(self.slow, self.interval * 1.5)
+
+
+# Panels (with a ``_run_shipped(summary)`` method) refresh when a tracked run reaches MLflow.
+# They listen through one function per tracker and weak references, so a closed or
+# forgotten panel costs nothing and never keeps the tracker's listener list growing.
+_panels: weakref.WeakSet[Any] = weakref.WeakSet()
+_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+_listen_lock = threading.Lock()
+
+
+def _on_run_shipped(summary: RunSummary) -> None:
+    for panel in list(_panels):
+        try:
+            panel._run_shipped(summary)
+        except Exception:  # a panel problem must never disturb the shipper
+            log.debug("panel refresh failed", exc_info=True)
+
+
+def listen_for_runs(panel: Any) -> None:
+    tracker = get_tracker()
+    with _listen_lock:
+        _panels.add(panel)
+        if tracker not in _trackers:
+            tracker.add_listener(_on_run_shipped)
+            _trackers.add(tracker)
+
+
+def stop_listening(panel: Any) -> None:
+    with _listen_lock:
+        _panels.discard(panel)

@@ -33,7 +33,7 @@ from nbmlops.api.serving import CANARY_ALIAS, kserve_canary
 from nbmlops.api.tracking import get_tracker
 from nbmlops.config import Settings
 from nbmlops.exceptions import AlreadyRegistered, UsageError
-from nbmlops.widgets._common import PanelMixin, Worker, log, message
+from nbmlops.widgets._common import PanelMixin, Worker, log, message, style_widget
 from nbmlops.widgets.html import FONT, MUTED, note_html
 from nbmlops.widgets.live import Poller
 from nbmlops.widgets.registry_actions import MAX_MODELS, RegistryActions, multiline_error
@@ -93,6 +93,7 @@ class RegistryPanel(RegistryActions, PanelMixin, widgets.VBox):
         self._build_widgets()
         super().__init__(
             children=[
+                style_widget(),
                 self.header,
                 self.error_box,
                 self.versions_table,
@@ -212,7 +213,8 @@ class RegistryPanel(RegistryActions, PanelMixin, widgets.VBox):
             step=1,
             description=f"@{CANARY_ALIAS} %",
             continuous_update=False,
-            layout=w.Layout(width="300px"),
+            style={"description_width": "initial"},
+            layout=w.Layout(width="340px"),
         )
         self.overwrite_box = w.Checkbox(value=False, description="overwrite", indent=False)
         self.deploy_button = w.Button(description="Deploy", icon="rocket", layout=auto)

@@ -14,7 +14,7 @@ _STATUS_COLOUR = {
     "KILLED": "var(--jp-warn-color1,#f57c00)",
 }
 _OTHER = "var(--jp-layout-color4,#757575)"
-_MUTED = "var(--jp-ui-font-color2,#616161)"
+_KEY_COLOUR = "var(--jp-ui-font-color1,#212121)"  # color2 falls below AA on a table's shaded row
 
 
 def _fmt(value: float) -> str:
@@ -106,7 +106,7 @@ def summary_html(s: RunSummary) -> str:
     if s.run_url:
         link = f' · <a href="{html.escape(s.run_url)}" target="_blank">open in MLflow</a>'
     rows = "".join(
-        f"<tr><td style='padding:0 8px 0 0;color:{_MUTED};vertical-align:top;text-align:left'>"
+        f"<tr><td style='padding:0 8px 0 0;color:{_KEY_COLOUR};vertical-align:top;text-align:left'>"
         f"{html.escape(k)}</td><td style='padding:0;text-align:left'>{html.escape(v)}</td></tr>"
         for k, v in summary_lines(s)
     )
