@@ -67,6 +67,12 @@ CONTRAST_JS = """
   const background = (el) => {
     const layers = [];
     for (let e = el; e; e = e.parentElement) {
+      if (e instanceof SVGElement) {  // SVG text sits on a sibling shape (a hover label's box)
+        const shape = e.classList.contains('hovertext') && e.querySelector(':scope > path');
+        const fill = shape && parse(getComputedStyle(shape).fill);
+        if (fill && fill[3] > 0) { layers.push(fill); if (fill[3] >= 1) break; }
+        continue;
+      }
       const c = parse(getComputedStyle(e).backgroundColor);
       if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
     }
@@ -325,10 +331,17 @@ def test_dashboard_selects_and_compares_runs(board: Board):
     assert page.locator(".nbmlops-static").count() == 1
     expect(page.locator(".nbmlops-static")).to_be_hidden()
 
-    picker = page.locator(".widget-select-multiple select").first
-    labels = [o.strip() for o in picker.locator("option").all_inner_texts()]
-    picked = [label for label in labels if "run" in label and "fit-model" not in label]
-    picker.select_option(label=picked)
+    # the check column selects runs for compare; a click on a row opens the run
+    for name in ("first-run", "second-run"):
+        row = table.locator("tr.nbmlops-run", has_text=name)
+        row.locator("td.nbmlops-check").click()
+        expect(row.locator("td.nbmlops-check")).to_have_attribute(
+            "aria-checked", "true", timeout=60_000
+        )
+    table.locator("tr.nbmlops-run", has_text="first-run").locator("td").nth(2).click()
+    expect(
+        page.locator(".jupyter-widget-tab .nbmlops-details", has_text="run first-run")
+    ).to_be_visible(timeout=60_000)
     compare = page.locator(".jupyter-widget-tab table.nbmlops-compare")
     expect(compare).to_be_visible(timeout=60_000)
     expect(compare).to_contain_text("first-run")
@@ -346,9 +359,8 @@ def test_an_interactive_chart_shows_values_on_hover(board: Board):
     expect(chart.locator(".main-svg").first).to_be_visible(timeout=120_000)
     expect(page.get_by_text("loss for 1 of 2 runs")).to_be_visible(timeout=60_000)
     point = chart.locator(".scatterlayer .trace .points path.point").nth(2)
-    box = point.bounding_box()
-    assert box is not None
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    point.scroll_into_view_if_needed()
+    point.hover(force=True)  # the mouse over the point (Plotly's drag layer lies on top)
     hover = chart.locator(".hoverlayer .hovertext")
     expect(hover.first).to_contain_text("loss")
     board.contrast("light-curves")
@@ -361,18 +373,17 @@ def test_clicking_a_lineage_node_selects_it(board: Board):
     board.tab("Lineage")
     chart = page.locator(".jupyter-widget-tab .nbmlops-chart").last
     expect(chart.locator(".main-svg").first).to_be_visible(timeout=120_000)
-    details = page.locator(".jupyter-widget-tab .nbmlops-details")
+    details = page.locator(".jupyter-widget-tab .nbmlops-lineage-details .nbmlops-details")
     expect(details).to_be_visible(timeout=60_000)
     # the lineage of this notebook's newest run (fit-model), which is selected: click another
     nodes = chart.locator(".textpoint text")
     expect(nodes.first).to_be_visible(timeout=60_000)
-    texts = nodes.all_inner_texts()
+    texts = nodes.all_text_contents()  # SVG text has no innerText
     index, label = next((i, t) for i, t in enumerate(texts) if "fit-model" not in t)
     expect(details).to_contain_text("fit-model")
     target = chart.locator(".scatterlayer .trace").last.locator(".point").nth(index)
-    box = target.bounding_box()
-    assert box is not None
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    target.scroll_into_view_if_needed()
+    target.click(force=True)
     expect(details.locator("div").first).to_contain_text(label, timeout=60_000)
     board.contrast("light-lineage")
 
@@ -441,7 +452,15 @@ def test_dark_theme_is_readable(board: Board):
     )
     registry_tab(board)
     board.contrast("dark-registry")
+    board.tab("Lineage")
+    page.locator(".jupyter-widget-tab .nbmlops-chart .main-svg").last.wait_for(state="visible")
+    board.contrast("dark-lineage")
     board.tab("Experiments")
+    inner = page.locator(".jupyter-widget-tab .jupyter-widget-tab .lm-TabBar-tab")
+    inner.filter(has_text="Curves").first.click()
+    page.locator(".jupyter-widget-tab .nbmlops-chart .main-svg").first.wait_for(state="visible")
+    board.contrast("dark-curves")
+    inner.filter(has_text="Compare").first.click()
     page.locator(".jupyter-widget-tab table.nbmlops-compare").wait_for(state="visible")
     board.contrast("dark-experiments")
     board.command("apputils:change-theme", {"theme": "JupyterLab Light"})

@@ -582,3 +582,28 @@ def test_an_unknown_filter_field_is_named_with_the_known_ones(tracked: Path):
     panel.filter_box.value = "acc>0.6"
     assert panel.error == "" and 0 < len(panel.view) < len(panel.runs)
     panel.close()
+
+
+def test_clicks_in_the_runs_table_select_sort_and_open_runs(tracked: Path):
+    panel = opened(ExperimentsPanel("panels"))
+    ids = dict(zip(panel.runs["name"], panel.runs["run_id"], strict=True))
+    table = panel.table
+    table.click("toggle", ids["fit-03"])  # the check column
+    table.click("toggle", ids["fit-04"])
+    opened(panel)
+    assert panel.selected == (ids["fit-03"], ids["fit-04"])
+    assert "fit-04" in panel.compare.value and 'aria-checked="true"' in table.value
+    table.click("toggle", ids["fit-03"])
+    assert panel.selected == (ids["fit-04"],)
+
+    table.click("sort", "metrics.acc")  # a header
+    assert panel.sort_by == "metrics.acc" and not panel.ascending
+    table.click("sort", "metrics.acc")
+    assert panel.ascending
+    assert 'data-col="metrics.acc"' in table.value and "acc ▲" in table.value
+
+    table.click("open", ids["fit-05"])  # a row
+    opened(panel)
+    assert panel.opened == ids["fit-05"]
+    assert "run fit-05" in panel.run_box.value and ids["fit-05"] in panel.run_box.value
+    panel.close()

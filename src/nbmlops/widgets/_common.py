@@ -93,9 +93,9 @@ class Worker:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:  # outside the lock: cancelling a job calls _done, which takes it
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def batch_kernel() -> bool:

@@ -25,6 +25,10 @@ CHART_CSS = (
     f".{CHART_CLASS} .gridlayer path,.{CHART_CLASS} .zerolinelayer path"
     "{stroke:var(--jp-border-color2,#e0e0e0)!important}"
     f".{CHART_CLASS} .modebar-btn path{{fill:var(--jp-ui-font-color2,#616161)!important}}"
+    # hover labels: the theme's panel colour with its text colour (the trace's colour stays on
+    # the border), instead of white or black text on the trace's colour, which can fall below AA
+    f".{CHART_CLASS} .hoverlayer .hovertext path{{fill:var(--jp-layout-color1,#fff)!important}}"
+    f".{CHART_CLASS} .hoverlayer .hovertext text{{fill:var(--jp-ui-font-color1,#212121)!important}}"
     "</style>"
 )
 X_AXES = {"step": "step", "time": "wall time", "relative": "seconds since the run's first value"}

@@ -24,7 +24,7 @@ from nbmlops.config import Settings
 from nbmlops.widgets._common import PanelMixin, Worker, current_notebook, log, style_widget
 from nbmlops.widgets.charts import curves_spec, default_metric, figure_widget, update_figure
 from nbmlops.widgets.filters import unknown_fields
-from nbmlops.widgets.html import TABS_CLASS, compare_html, note_html, runs_table_html
+from nbmlops.widgets.html import TABS_CLASS, compare_html, details_html, note_html, runs_table_html
 from nbmlops.widgets.live import listen_for_runs, stop_listening
 
 ALL = "ALL"
@@ -47,6 +47,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     curve_x = Unicode("step", help="The curves' x axis: step, time or relative (seconds)")
     smoothing = Float(0.0, min=0.0, max=0.99, help="Exponential smoothing of the curves")
     error = Unicode("", help="The last error, shown in the red box; '' when all is well")
+    opened = Unicode("", help="The run whose details show under the table ('' for none)")
     loading = Bool(False, help="True while runs are being read from the store")
 
     def __init__(
@@ -87,6 +88,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
                 self.controls,
                 self.table,
                 self.pager,
+                self.run_box,
                 self.lower,
             ],
             layout=widgets.Layout(width="100%"),
@@ -134,7 +136,15 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             [self.filter_box, self.status_menu, self.sort_menu, self.order_button],
             layout=w.Layout(flex_flow="row wrap"),
         )
-        self.table = w.HTML("", layout=w.Layout(width="100%"))
+        try:
+            from nbmlops.widgets.runs_table import RunsTable
+
+            self.table: widgets.DOMWidget = RunsTable(
+                self._table_event, layout=w.Layout(width="100%")
+            )
+        except ImportError:  # without anywidget (the charts extra) the table only shows
+            self.table = w.HTML("", layout=w.Layout(width="100%"))
+        self.run_box = w.HTML("")
         self.prev_button = w.Button(description="◀", layout=w.Layout(width="40px"))
         self.next_button = w.Button(description="▶", layout=w.Layout(width="40px"))
         self.page_label = w.Label("")
@@ -402,6 +412,49 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             self.compare.value = compare_html(core.compare_runs(self.runs, list(self.selected)))
         self._draw_curves()
         self._draw_parallel()
+
+    def _table_event(self, kind: str, value: str) -> None:
+        """A click in the runs table: sort by a header, select a run for compare, open one."""
+        if kind == "sort":
+            column = core.resolve_column(self.runs, value) or value
+            if column == core.resolve_column(self.runs, self.sort_by):
+                self._set("ascending", not self.ascending)
+            else:
+                self._set("sort_by", column)
+        elif kind == "toggle":
+            chosen = list(self.selected)
+            self._set(
+                "selected",
+                tuple(r for r in chosen if r != value) if value in chosen else (*chosen, value),
+            )
+        elif kind == "open":
+            self._set("opened", value)
+
+    @observe("opened")
+    def _on_opened(self, change: dict[str, Any]) -> None:
+        run_id = change["new"]
+        if not run_id:
+            self.run_box.value = ""
+            return
+        labels = core.run_labels(self.runs, [run_id])
+        self.run_box.value = note_html(f"Opening {labels.get(run_id, run_id)}…")
+
+        def job() -> None:
+            run = core.run_details(self.settings, run_id)
+            if self.opened != run_id:
+                return
+            fields = [
+                ("run id", run["run_id"]),
+                ("status", run["status"]),
+                ("experiment", run["experiment"]),
+                ("user", run["user"]),
+                ("params", run["params"]),
+                ("metrics", run["metrics"]),
+                ("git commit", run["git_commit"]),
+            ]
+            self.run_box.value = details_html(f"run {run['name']}", fields)
+
+        self.worker.submit(job)
 
     def _metric_picked(self, change: dict[str, Any]) -> None:
         if not self._is_quiet:

@@ -111,7 +111,10 @@ def runs_table_html(
 
     columns = [c for c in page.columns if c not in ("run_id", "end")]
     arrow = " ▲" if ascending else " ▼"
-    head = ['<th style="' + TH + '">✓</th>', f'<th style="{TH}">run</th>']
+    head = [
+        f'<th style="{TH}" aria-label="selected for compare">✓</th>',
+        f'<th style="{TH};cursor:pointer" data-col="name" title="sort by name">run</th>',
+    ]
     for col in columns:
         # params and metrics told apart by the header's top edge, not by coloured text
         edge = (
@@ -121,9 +124,9 @@ def runs_table_html(
             if col.startswith("metrics.")
             else ""
         )
-        title = f' title="{escape(col)}"'
+        title = f' title="{escape(col)}: click to sort" data-col="{escape(col)}"'
         head.append(
-            f'<th style="{TH}{edge}"{title}>{escape(short(col))}'
+            f'<th style="{TH}{edge};cursor:pointer"{title}>{escape(short(col))}'
             f"{arrow if col == sort_by else ''}</th>"
         )
     chosen = set(selected)
@@ -137,7 +140,13 @@ def runs_table_html(
             if rid in chosen
             else ""
         )
-        cells = [f'<td style="{TD}">{mark}</td>', f'<td style="{TD};font-family:monospace">']
+        box = "☑" if rid in chosen else "☐"
+        cells = [
+            f'<td class="nbmlops-check" role="checkbox" aria-checked="{str(rid in chosen).lower()}"'
+            f' aria-label="compare {escape(rid[:8])}" style="{TD};cursor:pointer">{box}'
+            f"{'<span hidden>' + mark + '</span>' if mark else ''}</td>",
+            f'<td style="{TD};font-family:monospace">',
+        ]
         cells[-1] += f'<span title="{escape(rid)}">{escape(rid[:8])}</span></td>'
         for col in columns:
             value = row[col]
@@ -149,7 +158,10 @@ def runs_table_html(
             elif isinstance(value, float):
                 style += ";text-align:right"
             cells.append(f'<td style="{style}">{text}</td>')
-        body.append(f'<tr class="nbmlops-run" data-run-id="{escape(rid)}" style="{bg}">')
+        body.append(
+            f'<tr class="nbmlops-run" tabindex="0" data-run-id="{escape(rid)}" '
+            f'style="{bg}cursor:pointer">'
+        )
         body[-1] += "".join(cells) + "</tr>"
     cap = f'<div style="padding:2px 0 4px;{FONT}">{escape(caption)}</div>' if caption else ""
     return (

@@ -168,6 +168,7 @@ class LineagePanel(PanelMixin, widgets.VBox):
         self.node_list = w.Select(options=[], rows=14, layout=w.Layout(width="330px"))
         self.list_note = w.HTML("")
         self.details = w.HTML(note_html("Pick a node to see its details."))
+        self.details.add_class("nbmlops-lineage-details")
         self.middle = w.HBox(
             [
                 w.VBox([self.filter_box, self.node_list, self.list_note]),
@@ -387,7 +388,7 @@ class LineagePanel(PanelMixin, widgets.VBox):
             self.drawing_note.value = note_html(
                 f"{n} nodes upstream and downstream of {graph.label(self.focus)}{cut}, data "
                 "flowing left to right; the selected node is ringed. Click a node to select "
-                "it, hover for its id, drag to pan, scroll to zoom."
+                "it, hover for its id, drag to pan, zoom with the toolbar."
             )
             self.drawing.layout.display = "flex"
 
