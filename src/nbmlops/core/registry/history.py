@@ -17,6 +17,23 @@ if TYPE_CHECKING:
 __all__ = ["aliases", "history", "roles", "versions"]
 
 
+def _metrics(raw: str | None) -> dict[str, float]:
+    """The ``nbmlops.metrics`` tag (JSON written at registration); {} when absent or unreadable."""
+    import json
+
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in found.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 def versions(ctx: RegistryContext, name: str) -> list[VersionInfo]:
     """Every version of ``name``, oldest first, with its aliases and nbmlops facts."""
     name = check_model_name(name)
@@ -44,6 +61,7 @@ def versions(ctx: RegistryContext, name: str) -> list[VersionInfo]:
                         for d in tags.get("nbmlops.data_versions", "").split(",")
                         if d.strip()
                     ],
+                    metrics=_metrics(tags.get("nbmlops.metrics")),
                 )
             )
         return out
