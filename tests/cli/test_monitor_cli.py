@@ -320,6 +320,14 @@ def test_served_model_drifts_in_two_features_estimate_falls_labels_confirm_repor
         tables = {f.path for f in client.list_artifacts(run.info.run_id, "tables")}
         assert {"tables/drift.csv", "tables/performance.csv", "tables/health.csv"} <= tables
 
+        # the Monitoring panel over the same traffic: the worst slices are in the shifted features
+        from nbmlops.panels import monitor as monitoring_panel
+
+        panel = monitoring_panel(name, window="1m")
+        assert panel.wait(120) and panel.error == "", panel.error
+        assert panel.report.drift.drifted == SHIFTED and panel.slices.feature[0] in SHIFTED
+        assert "accuracy_estimated" in panel.perf_table.value
+
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "monitor-report.html").write_text(page)
         per_second = monitor.performance(settings=settings, window="1s", model=name)
@@ -327,3 +335,30 @@ def test_served_model_drifts_in_two_features_estimate_falls_labels_confirm_repor
         res.figures["resources"].savefig(ARTIFACTS / "monitor-resources.png", dpi=90)
     finally:
         stop(proc)
+
+
+def test_the_monitoring_panel_shows_drift_performance_health_and_refreshes(served, monkeypatch):
+    from nbmlops.panels import monitor as monitoring_panel
+
+    project_zoo, name = served
+    monkeypatch.chdir(project_zoo.project)
+    panel = monitoring_panel(name, last="3h", window="1h")
+    assert panel.wait(120) and panel.error == "", panel.error
+    assert panel.report is not None and panel.report.drift.drifted == ["a"]
+    assert "<b>1 of 3 features drifted" in panel.drift_table.value
+    assert bytes(panel.drift_plot.value).startswith(b"\x89PNG")
+    assert bytes(panel.perf_plot.value).startswith(b"\x89PNG")  # realized only: no probabilities
+    assert "no estimated performance" in panel.perf_table.value
+    assert bytes(panel.health_plot.value).startswith(b"\x89PNG")
+    assert ">600<" in panel.health_table.value  # requests in the hour
+    assert "Estimated slices need a classifier that logged class probabilities" in (
+        panel.slices_table.value
+    )
+    styles = "".join(w.value for w in (panel.drift_table, panel.health_table, panel.status_box))
+    assert "var(--jp-ui-font-color1)" in styles and "#" not in styles.replace("&#", "")
+    assert project_zoo.client().get_experiment_by_name(f"monitoring/{name}") is None  # no run
+    panel.refresh_button.click()
+    assert panel.wait(120) and panel.loads == 2
+    panel.model_box.value = "no-such-model"
+    panel.refresh()
+    assert panel.wait(120) and "no-such-model" in panel.error
