@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,24 @@ class MonitorReport:
     run_id: str | None = None
     experiment: str | None = None
     html_path: Path | None = None
+
+    @cached_property
+    def figures(self) -> dict[str, Any]:
+        """matplotlib figures: ``drift`` (histograms of the drifted features, None when none
+        drifted), ``performance`` (accuracy, or the first metric, realized and estimated over
+        time) and ``latency`` (latency percentiles and error rate over time)."""
+        from nbmlops.core.monitor.performance import plot_performance
+
+        table = self.performance.table
+        metric = next(
+            (m for m in _PERF if m in table.columns or f"{m}_estimated" in table.columns),
+            "accuracy",
+        )
+        return {
+            "drift": self.drift.figure(),
+            "performance": plot_performance(table, metric, self.performance.window),
+            "latency": self.health.figures["latency"],
+        }
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """The self-contained HTML report (plots inline); written to ``path`` when given."""
@@ -300,13 +319,12 @@ def _page(r: MonitorReport) -> str:
     perf_cols = ["window_start", "n", "labelled"]
     for m in _PERF:
         perf_cols += [m, f"{m}_estimated"]
-    perf_figs = r.performance.figures
-    metric = "accuracy" if "accuracy" in perf_figs else next(iter(perf_figs), None)
+    figures = r.figures
     sections = [
         Section(
             "Drift",
             body=drift_table_html(r.drift),
-            figures=[("histograms of the drifted features", r.drift.figure())],
+            figures=[("histograms of the drifted features", figures["drift"])],
         ),
         Section(
             "Data quality",
@@ -316,13 +334,13 @@ def _page(r: MonitorReport) -> str:
         Section(
             "Performance (realized and estimated)",
             body=frame_html(r.performance.table, perf_cols),
-            figures=[(f"{metric} over time", perf_figs[metric])] if metric else [],
+            figures=[("performance over time", figures["performance"])],
             notes=r.notes,
         ),
         Section(
             "Service health",
             body=frame_html(r.health.table),
-            figures=[("latency over time", r.health.figures["latency"])],
+            figures=[("latency over time", figures["latency"])],
         ),
     ]
     return overview_html(f"Monitoring report: {r.model} v{r.version}", r.window, shown, sections)

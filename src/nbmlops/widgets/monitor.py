@@ -163,20 +163,19 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         perf_cols += ["f1", "f1_estimated", "roc_auc", "roc_auc_estimated", "rmse", "mae"]
         health_cols = ["window_start", "requests", "error_rate", "errors_4xx"]
         health_cols += ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"]
-        figures = r.performance.figures
-        metric = "accuracy" if "accuracy" in figures else next(iter(figures), None)
+        figures = r.figures
         drift_cols = ["feature", "kind", "test", "score", "threshold", "drifted", "psi"]
         self.drift_table.value = (
             f'<div style="{_TEXT}"><b>{escape(r.drift.summary())}</b></div>'
             + table_html(r.drift.features, drift_cols, bad="drifted")
         )
-        self.drift_plot.value = _png(r.drift.figure())
+        self.drift_plot.value = _png(figures["drift"])
         self.perf_table.value = table_html(r.performance.table, perf_cols) + "".join(
             f'<div style="{_TEXT}">{escape(n)}</div>' for n in r.notes
         )
-        self.perf_plot.value = _png(figures[metric]) if metric else b""
+        self.perf_plot.value = _png(figures["performance"])
         self.health_table.value = table_html(r.health.table, health_cols)
-        self.health_plot.value = _png(r.health.figures["latency"])
+        self.health_plot.value = _png(figures["latency"])
         self.slices_table.value = worst_html
         self.report, self.slices = r, worst
         self.show_error(None)
