@@ -362,3 +362,23 @@ def test_the_monitoring_panel_shows_drift_performance_health_and_refreshes(serve
     panel.model_box.value = "no-such-model"
     panel.refresh()
     assert panel.wait(120) and "no-such-model" in panel.error
+
+
+def test_a_report_whose_logging_fails_keeps_no_run_and_writes_no_file(served, tmp_path):
+    from mlflow.entities import ViewType
+
+    from nbmlops.exceptions import StoreError
+
+    project_zoo, name = served
+    client = project_zoo.client()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")  # artifacts cannot go beneath a file: logging fails
+    exp_id = client.create_experiment(
+        f"monitoring/{name}", artifact_location=(blocker / "artifacts").as_uri()
+    )
+    html = tmp_path / "report.html"
+    with pytest.raises(StoreError, match=f"could not log the monitoring run of {name} v1"):
+        monitor.report(name, last="3h", html=html, settings=project_zoo.settings())
+    assert client.search_runs([exp_id]) == [] and not html.exists()
+    [deleted] = client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)
+    assert deleted.data.tags["nbmlops.monitor.model"] == name

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbmlops.config import Settings
-from nbmlops.exceptions import UsageError
+from nbmlops.exceptions import NbmlopsError, StoreError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -235,12 +235,12 @@ def report(
         notes=perf_notes,
     )
     page = _page(result)  # drawn before anything is written: a failure leaves nothing behind
+    if log:
+        result.run_id, result.experiment = _log_run(result, info, page, s)
     if html is not None:
         from nbmlops.core.monitor.overview import write_atomically
 
         result.html_path = write_atomically(page, html)
-    if log:
-        result.run_id, result.experiment = _log_run(result, info, page, s)
     return result
 
 
@@ -391,7 +391,17 @@ def _log_run(r: MonitorReport, info: VersionInfo, page: str, s: Settings) -> tup
             r.health.resources.to_csv(tables / "resources.csv", index=False)
             client.log_artifacts(run_id, str(folder))
         client.set_terminated(run_id, "FINISHED")
-    except BaseException:
+    except BaseException as err:
+        # MLflow deletes a run by marking it deleted: searches and the UI no longer show it
         client.delete_run(run_id)
-        raise
+        if not isinstance(err, Exception) or isinstance(err, NbmlopsError):
+            raise
+        raise StoreError(
+            f"could not log the monitoring run of {r.model} v{r.version} to MLflow: "
+            f"{type(err).__name__}: {err}",
+            where=found.artifact_location if found is not None else experiment,
+            fix="check that the tracking store and its artifact location are writable, then "
+            "run the report again (the half-logged run was deleted), or pass log=False "
+            "(--no-log)",
+        ) from err
     return run_id, experiment
