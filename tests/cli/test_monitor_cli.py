@@ -124,6 +124,9 @@ def test_an_empty_window_of_the_log_is_a_clear_error(served):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "is empty: no successful predictions of " + name in proc.stderr
     assert "widen the window" in proc.stderr
+    proc = cli(project_zoo.project, "monitor", "report", "--model", "no-such-model")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no-such-model" in proc.stderr
     with pytest.raises(UsageError, match="has no alias 'gold'"):
         monitor.drift(model=f"{name}@gold", last="3h", settings=project_zoo.settings())
 
