@@ -365,6 +365,13 @@ def test_the_monitoring_panel_shows_drift_performance_health_and_refreshes(serve
     panel.model_box.value = "no-such-model"
     panel.refresh()
     assert panel.wait(120) and "no-such-model" in panel.error
+    panel.close()
+
+    live = monitoring_panel(name, last="3h", window="1h", every=0.2)
+    try:  # it reloads by itself while open
+        wait_for(lambda: live.loads >= 2, "the panel to refresh by itself", timeout=120)
+    finally:
+        live.close()
 
 
 def test_a_report_whose_logging_fails_keeps_no_run_and_writes_no_file(served, tmp_path):

@@ -70,7 +70,8 @@ def _png(fig: Any) -> bytes:
 
 class MonitorPanel(PanelMixin, widgets.VBox):
     """One model version's monitoring over the ``last`` span of the prediction log, per
-    ``window``; Refresh reads the log again."""
+    ``window``; Refresh reads the log again, and so does the panel itself every ``every``
+    seconds while it is open (None: only on Refresh)."""
 
     def __init__(
         self,
@@ -79,6 +80,7 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         *,
         last: str = "24h",
         window: str = "1h",
+        every: float | None = None,
         settings: Settings | None = None,
         autoload: bool = True,
     ):
@@ -120,10 +122,32 @@ class MonitorPanel(PanelMixin, widgets.VBox):
             children=[bar, self.error_box, self.status_box, self.tabs],
             layout=w.Layout(width="100%"),
         )
+        self._stop = threading.Event()
         if autoload:
             self.refresh()
         else:
             self._loaded.set()
+        if every is not None:
+            if every <= 0:
+                from nbmlops.exceptions import UsageError
+
+                raise UsageError(f"every must be a positive number of seconds, got {every!r}")
+            threading.Thread(
+                target=self._keep_fresh, args=(float(every),), daemon=True,
+                name="nbmlops-monitor-refresh",
+            ).start()  # fmt: skip
+
+    def _keep_fresh(self, every: float) -> None:
+        """Refresh every ``every`` seconds until closed, skipping a beat while a load runs."""
+        while not self._stop.wait(every):
+            if not self.worker.busy:
+                self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._closed = True
+        self.worker.close()
+        super().close()
 
     def _failed(self, err: BaseException) -> None:
         self.show_error(err)
