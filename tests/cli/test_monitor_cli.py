@@ -392,7 +392,7 @@ def test_a_report_whose_logging_fails_keeps_no_run_and_writes_no_file(served, tm
     )
     html = tmp_path / "report.html"
     with pytest.raises(StoreError, match=f"could not log the monitoring run of {name} v1"):
-        monitor.report(name, last="3h", html=html, settings=project_zoo.settings())
+        monitor.report(name, last="3h", window="all", html=html, settings=project_zoo.settings())
     assert client.search_runs([exp_id]) == [] and not html.exists()
     [deleted] = client.search_runs([exp_id], run_view_type=ViewType.DELETED_ONLY)
     assert deleted.data.tags["nbmlops.monitor.model"] == name

@@ -178,20 +178,16 @@ def report(
     ``window``.
 
     The reference is the version's training data (from its lineage) unless given. Everything
-    is computed first; only then is ``html`` written and (``log``) one MLflow run created, so
+    is computed first; only then is (``log``) one MLflow run created and ``html`` written, so
     bad input (an unknown model or version, an empty window) records nothing.
     """
     from nbmlops.api.monitor import served_columns
+    from nbmlops.api.monitor_performance import parse_seconds
     from nbmlops.api.tracking import project_settings
     from nbmlops.core.data.schema import infer_schema
     from nbmlops.core.monitor.drift import drift as run_drift
     from nbmlops.core.monitor.quality import quality as run_quality
-    from nbmlops.core.monitor.traffic import (
-        features_only,
-        parse_duration,
-        resolve_window,
-        traffic_frame,
-    )
+    from nbmlops.core.monitor.traffic import features_only, resolve_window, traffic_frame
 
     s = settings or project_settings()
     name, _, alias = str(model or "").partition("@")
@@ -218,7 +214,7 @@ def report(
     columns, notes = served_columns(ref, current)
     drift = run_drift(ref, current, columns=columns, labels=(ref_label, w.label()))
     drift.notes[:0] = notes
-    seconds = None if window is None else parse_duration(window)
+    seconds = parse_seconds(window)  # None, "all": one window
     quality = run_quality(frame, infer_schema(ref[columns]), window=seconds)
     performance, overall, perf_notes = _performance(s, window, w, name, info.version)
     health, whole = _health(s, window, w, name, info.version)
