@@ -215,14 +215,40 @@ def browser() -> Iterator:
 
 
 def register_models(project: Path, run_id: str) -> None:
-    """Register the run's model as free-model (v1, v2) and gated-model (v1), as a user would
-    with %register; the panel must pick them up on its own."""
+    """Register the run's model as free-model v1 and gated-model v1, and the same files logged
+    again as free-model v2 (one logged model registers once), as a user would with %register;
+    the panel must pick them up on its own."""
+    import tempfile
+
+    import mlflow.artifacts
+
     from nbmlops.api.registry import model_registry
+    from nbmlops.api.tracking import open_store
     from nbmlops.config import load_settings
 
-    registry = model_registry(load_settings(project))
-    for name in ("free-model", "free-model", "gated-model"):
-        registry.register(f"runs:/{run_id}/model", name)
+    settings = load_settings(project)
+    registry = model_registry(settings)
+    registry.register(f"runs:/{run_id}/model", "free-model")
+    registry.register(f"runs:/{run_id}/model", "gated-model")
+    client = open_store(settings)
+    run = client.get_run(run_id)
+    again = client.create_logged_model(
+        run.info.experiment_id, name="model-again", source_run_id=run_id
+    )
+    [logged] = [
+        m
+        for m in client.search_logged_models([run.info.experiment_id])
+        if m.source_run_id == run_id and m.model_id != again.model_id
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=logged.artifact_location,
+            dst_path=tmp,
+            tracking_uri=settings.resolved_tracking_uri,
+        )
+        client.log_model_artifacts(again.model_id, folder)
+    client.finalize_logged_model(again.model_id, "READY")
+    registry.register(again.model_id, "free-model")
 
 
 def wait_kernel_idle(page) -> None:

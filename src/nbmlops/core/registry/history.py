@@ -14,10 +14,10 @@ from nbmlops.core.registry.roles import roles_of
 if TYPE_CHECKING:
     from nbmlops.core.registry.context import RegistryContext
 
-__all__ = ["aliases", "history", "roles", "versions"]
+__all__ = ["aliases", "history", "metrics_tag", "roles", "versions"]
 
 
-def _metrics(raw: str | None) -> dict[str, float]:
+def metrics_tag(raw: str | None) -> dict[str, float]:
     """The ``nbmlops.metrics`` tag (JSON written at registration); {} when absent or unreadable."""
     import json
 
@@ -61,7 +61,7 @@ def versions(ctx: RegistryContext, name: str) -> list[VersionInfo]:
                         for d in tags.get("nbmlops.data_versions", "").split(",")
                         if d.strip()
                     ],
-                    metrics=_metrics(tags.get("nbmlops.metrics")),
+                    metrics=metrics_tag(tags.get("nbmlops.metrics")),
                 )
             )
         return out
