@@ -25,12 +25,28 @@ pytest_plugins = ["tests.server_fixtures"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+def forget_mlflow_tracking_uri() -> None:
+    """Undo ``mlflow.set_tracking_uri`` of a test: it sets MLflow's process-wide URI and
+    exports MLFLOW_TRACKING_URI, which kernels and CLIs started later (by module-scoped
+    fixtures too, before any function fixture runs) would inherit."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils.set_tracking_uri(None)
+
+
+forget_mlflow_tracking_uri()
+
+
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No outside setting leaks into a test."""
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No outside setting leaks into a test, nor out of it."""
+    forget_mlflow_tracking_uri()
     for var in list(os.environ):
-        if var.startswith("NBMLOPS_") or var in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME"):
+        if var.startswith("NBMLOPS_") or var == "JPY_SESSION_NAME":
             monkeypatch.delenv(var, raising=False)
+    yield
+    forget_mlflow_tracking_uri()
 
 
 @pytest.fixture(autouse=True)

@@ -133,6 +133,16 @@ class GateRefused(NbmlopsError):
         super().__init__(what, where=where, fix=fix)
 
 
+class AlreadyRegistered(NbmlopsError):
+    """The logged model is already a version of that registered model (``version``); nothing
+    was registered again."""
+
+    def __init__(self, what: str, *, name: str, version: int, fix: str | None = None):
+        self.name = name
+        self.version = version
+        super().__init__(what, fix=fix)
+
+
 class RegistryBusy(StoreError):
     """Another promotion, rollback or approval of the same model holds its lock."""
 

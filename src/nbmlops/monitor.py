@@ -1,12 +1,14 @@
 """``nbmlops.monitor``: drift, data quality, profiles, performance and service health of served
-models from Python. The functions live in :mod:`nbmlops.api.monitor` and
+models from Python, and one report of all of them. The functions live in :mod:`nbmlops.api.monitor` and
 :mod:`nbmlops.api.monitor_performance`; this name reads well in a notebook
 (``nbmlops.monitor.drift(reference, current)``)."""
 
 from nbmlops.api.monitor import drift, profile, quality, reference_data, traffic, update_profiles
 from nbmlops.api.monitor_performance import health, label, performance, slices
+from nbmlops.api.monitor_report import MonitorReport, report
 
 __all__ = [
+    "MonitorReport",
     "drift",
     "health",
     "label",
@@ -14,6 +16,7 @@ __all__ = [
     "profile",
     "quality",
     "reference_data",
+    "report",
     "slices",
     "traffic",
     "update_profiles",

@@ -59,3 +59,10 @@ def register_tab(title: str, factory: TabFactory, **kwargs: Any) -> None:
     from nbmlops.widgets.dashboard import register_tab as register
 
     register(title, factory, **kwargs)
+
+
+def monitor(model: str, version: int | None = None, **options: Any) -> Any:
+    """The Monitoring panel of ``model``: drift, performance, service health, worst slices."""
+    from nbmlops.widgets.monitor import MonitorPanel
+
+    return MonitorPanel(model, version, **options)

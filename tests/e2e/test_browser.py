@@ -1,6 +1,9 @@
-"""The dashboard in a real JupyterLab, driven by a real browser (Debian's chromium through
-Playwright): a notebook loads nbmlops, tracks two cells and runs ``%mlops``; the dashboard's
-tabs and the tracked runs must be visible. A screenshot lands in test-artifacts/."""
+"""The panels in a real JupyterLab, driven by a real browser (Debian's chromium through
+Playwright). One JupyterLab server, one notebook and one kernel serve every test of the module:
+the notebook tracks three cells (one fits a model) and runs ``%mlops``; the tests select and
+compare runs, register with a double click, promote from a terminal, switch to the dark theme,
+and close and reopen the notebook. In the light and the dark theme every text in the outputs is
+measured against WCAG AA contrast. Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +45,72 @@ CELLS = [
     "%%track second-run\nalpha = 0.25\n"
     "for _step in range(5):\n    nbmlops.log_metric('loss', 1 / (_step + 1) + alpha, step=_step)\n"
     "score = float(raw.a.mean()) * alpha",
+    "%%track fit-model\nimport numpy as np\nfrom sklearn.linear_model import LogisticRegression\n"
+    "X = np.random.default_rng(0).normal(size=(80, 3))\ny = (X[:, 0] > 0).astype(int)\n"
+    "model = LogisticRegression().fit(X, y)\nacc = model.score(X, y)",
     "%track sync",
     "%mlops",
 ]
+
+# WCAG 2.1 contrast of every visible text in the notebook's outputs against the background it
+# is drawn on (semi-transparent colours blended down to the first opaque ancestor). Disabled
+# controls are exempt (WCAG 1.4.3), as are the browser's own <option> lists.
+CONTRAST_JS = """
+(selector) => {
+  const parse = (c) => {
+    const m = c && c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, below) => top.slice(0, 3).map((v, i) => v * top[3] + below[i] * (1 - top[3]));
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      if (e instanceof SVGElement) {  // SVG text sits on a sibling shape (a hover label's box)
+        const shape = e.classList.contains('hovertext') && e.querySelector(':scope > path');
+        const fill = shape && parse(getComputedStyle(shape).fill);
+        if (fill && fill[3] > 0) { layers.push(fill); if (fill[3] >= 1) break; }
+        continue;
+      }
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let base = [255, 255, 255];
+    for (let i = layers.length - 1; i >= 0; i--) base = over(layers[i], base);
+    return base;
+  };
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const failures = [];
+  let checked = 0;
+  for (const root of document.querySelectorAll(selector)) {
+    for (const el of root.querySelectorAll('*')) {
+      const text = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+      if (!text || el.closest('option, select, style, script')) continue;
+      if (el.closest('button:disabled, input:disabled, .mod-disabled')) continue;
+      const rect = el.getBoundingClientRect();
+      const cs = getComputedStyle(el);
+      if (!rect.width || !rect.height || cs.visibility === 'hidden' || el.closest('[style*="display: none"]')) continue;
+      if (!el.checkVisibility({ opacityProperty: true, visibilityProperty: true })) continue;
+      const bg = background(el);
+      const fgRaw = parse(el instanceof SVGElement ? cs.fill : cs.color);
+      if (!fgRaw) continue;
+      const fg = over(fgRaw, bg);
+      const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+      const ratio = (a + 0.05) / (b + 0.05);
+      const size = parseFloat(cs.fontSize);
+      const bold = parseInt(cs.fontWeight) >= 700;
+      const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+      checked++;
+      if (ratio < needed) failures.push(`${text.slice(0, 40)} | ${ratio.toFixed(2)} < ${needed} | fg ${fg.map(Math.round)} bg ${bg.map(Math.round)}`);
+    }
+  }
+  return { checked, failures };
+}
+"""
 
 
 def require_browser() -> str:
@@ -89,21 +156,26 @@ def _lab_settings(settings_dir: Path) -> None:
         path.write_text(json.dumps(values))
 
 
-@pytest.fixture
-def jupyter_lab(project: Path, tmp_path: Path) -> Iterator[Lab]:
+def start_lab(project: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
+    """JupyterLab on 127.0.0.1 with a token, serving ``project``; the app is exposed to the
+    page (``window.jupyterapp``) so tests can run JupyterLab commands (theme, save, close)."""
     token = secrets.token_hex(16)
     port = free_port()
-    settings_dir = tmp_path / "lab-settings"
+    settings_dir = work / "lab-settings"
     _lab_settings(settings_dir)
     env = {
-        **os.environ,
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
+        },
+        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(settings_dir),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
     }
-    log = tmp_path / "jupyter-lab.log"
+    log = work / "jupyter-lab.log"
     cmd = [
         sys.executable,
         "-m",
@@ -117,6 +189,7 @@ def jupyter_lab(project: Path, tmp_path: Path) -> Iterator[Lab]:
         "--LabApp.news_url=",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",  # the default one queries PyPI
+        "--LabApp.expose_app_in_browser=True",
     ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
@@ -124,22 +197,37 @@ def jupyter_lab(project: Path, tmp_path: Path) -> Iterator[Lab]:
         proc = subprocess.Popen(
             cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
+    return proc, Lab(url, token, log)
+
+
+@pytest.fixture(scope="module")
+def lab_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("lab") / "project"
+    folder.mkdir()
+    write_notebook(folder / "board.ipynb", CELLS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def jupyter_lab(lab_project: Path) -> Iterator[Lab]:
+    proc, lab = start_lab(lab_project, lab_project.parent)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield Lab(url, token, log)
+        yield lab
     finally:
         _stop(proc)
 
@@ -160,80 +248,244 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-def test_dashboard_renders_in_jupyterlab(project: Path, jupyter_lab: Lab):
-    chromium = require_browser()
+@dataclass
+class Board:
+    """The browser page showing board.ipynb after its cells ran."""
+
+    page: Any
+    lab: Lab
+    project: Path
+
+    def command(self, name: str, args: dict | None = None) -> Any:
+        return self.page.evaluate(
+            "([name, args]) => window.jupyterapp.commands.execute(name, args)",
+            [name, args or {}],
+        )
+
+    def tab(self, title: str) -> Any:
+        tab = self.page.locator(".jupyter-widget-tab > .lm-TabBar .lm-TabBar-tab", has_text=title)
+        tab.first.click()
+        return tab
+
+    def contrast(self, what: str) -> None:
+        """No text in the outputs below WCAG AA; a screenshot either way."""
+        self.page.screenshot(path=str(ARTIFACTS / f"browser-{what}.png"), full_page=True)
+        result = self.page.evaluate(CONTRAST_JS, ".jp-OutputArea-output")
+        assert result["checked"] > 20, result
+        assert result["failures"] == [], "\n".join(result["failures"])
+
+
+def open_notebook(page: Any, lab: Lab) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.goto(f"{lab.url}/lab/tree/board.ipynb?token={lab.token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="visible")
+    dialog = page.locator(".jp-Dialog button", has_text="Select")
+    try:  # only when the setting that starts the kernel did not apply
+        dialog.first.click(timeout=5_000)
+    except PlaywrightTimeout:
+        pass
+    page.wait_for_selector(
+        ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
+        state="attached",
+        timeout=120_000,
+    )
+
+
+@pytest.fixture(scope="module")
+def board(jupyter_lab: Lab, lab_project: Path) -> Iterator[Board]:
+    chromium = require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    write_notebook(project / "board.ipynb", CELLS)
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "browser-dashboard.png"
-    lineage_shot = ARTIFACTS / "browser-dashboard-lineage.png"
-    for old in (shot, lineage_shot):
-        old.unlink(missing_ok=True)
+    for old in ARTIFACTS.glob("browser-*.png"):
+        old.unlink()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1300})
             page.set_default_timeout(120_000)
-            page.goto(f"{jupyter_lab.url}/lab/tree/board.ipynb?token={jupyter_lab.token}")
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", state="visible")
-            dialog = page.locator(".jp-Dialog button", has_text="Select")
-            try:  # only when the setting above did not apply
-                dialog.first.click(timeout=5_000)
-            except PlaywrightTimeout:
-                pass
-            # the kernel is up when the toolbar's kernel status reads idle
-            page.wait_for_selector(
-                ".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
-                state="attached",
-                timeout=120_000,
-            )
-            try:
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-                tabs = page.locator(".jupyter-widget-tab .lm-TabBar-tab")
-                expect(tabs.filter(has_text="Experiments")).to_be_visible(timeout=180_000)
-                expect(tabs.filter(has_text="Lineage")).to_be_visible()
-                table = page.locator("table.nbmlops-runs")
-                expect(table.locator("tr.nbmlops-run", has_text="second-run")).to_be_visible(
-                    timeout=120_000
-                )
-                expect(table.locator("tr.nbmlops-run", has_text="first-run")).to_be_visible()
-                errors = page.locator(".nbmlops-error")
-                assert errors.count() == 0, errors.first.inner_text()
-                assert page.locator(".jp-OutputArea-output[data-mime-type*='error']").count() == 0
-
-                # picking both runs in the list sends the selection to the kernel
-                picker = page.locator(".widget-select-multiple select").first
-                labels = [o.strip() for o in picker.locator("option").all_inner_texts()]
-                assert len(labels) == 2, labels
-                picker.select_option(label=labels)
-                compare = page.locator("table.nbmlops-compare")
-                expect(compare).to_be_visible(timeout=60_000)
-                expect(compare).to_contain_text("first-run")
-                expect(compare).to_contain_text("second-run")
-                tabs.filter(has_text="Curves").click()
-                expect(page.get_by_text("loss for 1 of 2 runs")).to_be_visible(timeout=60_000)
-                page.screenshot(path=str(shot), full_page=True)
-
-                # the lineage tab is built when first shown
-                tabs.filter(has_text="Lineage").click()
-                nodes = page.locator(
-                    ".jupyter-widget-tab .widget-select:not(.widget-select-multiple) option"
-                )
-                expect(nodes.filter(has_text="run second-run")).to_have_count(1, timeout=60_000)
-                expect(page.locator(".nbmlops-details")).to_contain_text("second-run")
-                expect(nodes.filter(has_text="run first-run")).to_have_count(1)
-                expect(page.get_by_text("the selected node is outlined")).to_be_visible(
-                    timeout=60_000
-                )
-                drawing = page.locator(".jupyter-widget-tab img.widget-image:visible").last
-                drawing.scroll_into_view_if_needed()
-            finally:
-                page.screenshot(
-                    path=str(shot if not shot.exists() else lineage_shot), full_page=True
-                )
+            open_notebook(page, jupyter_lab)
+            board = Board(page, jupyter_lab, lab_project)
+            board.command("notebook:run-all-cells")
+            tabs = page.locator(".jupyter-widget-tab .lm-TabBar-tab")
+            expect(tabs.filter(has_text="Experiments")).to_be_visible(timeout=240_000)
+            expect(
+                page.locator(".jupyter-widget-tab tr.nbmlops-run", has_text="second-run")
+            ).to_be_visible(timeout=120_000)
+            yield board
         finally:
             browser.close()
-    assert shot.stat().st_size > 10_000 and lineage_shot.stat().st_size > 10_000
+
+
+def test_dashboard_selects_and_compares_runs(board: Board):
+    from playwright.sync_api import expect
+
+    page = board.page
+    table = page.locator(".jupyter-widget-tab table.nbmlops-runs")
+    expect(table.locator("tr.nbmlops-run", has_text="first-run")).to_be_visible()
+    errors = page.locator(".nbmlops-error")
+    assert errors.count() == 0, errors.first.inner_text()
+    assert page.locator(".jp-OutputArea-output[data-mime-type*='error']").count() == 0
+    # the static summary is hidden while the live dashboard follows it
+    assert page.locator(".nbmlops-static").count() == 1
+    expect(page.locator(".nbmlops-static")).to_be_hidden()
+
+    # the check column selects runs for compare; a click on a row opens the run
+    for name in ("first-run", "second-run"):
+        row = table.locator("tr.nbmlops-run", has_text=name)
+        row.locator("td.nbmlops-check").click()
+        expect(row.locator("td.nbmlops-check")).to_have_attribute(
+            "aria-checked", "true", timeout=60_000
+        )
+    table.locator("tr.nbmlops-run", has_text="first-run").locator("td").nth(2).click()
+    expect(
+        page.locator(".jupyter-widget-tab .nbmlops-details", has_text="run first-run")
+    ).to_be_visible(timeout=60_000)
+    compare = page.locator(".jupyter-widget-tab table.nbmlops-compare")
+    expect(compare).to_be_visible(timeout=60_000)
+    expect(compare).to_contain_text("first-run")
+    expect(compare).to_contain_text("second-run")
+    board.contrast("light-experiments")
+
+
+def test_an_interactive_chart_shows_values_on_hover(board: Board):
+    """The curves of the compared runs (selected in the test before): Plotly, offline."""
+    from playwright.sync_api import expect
+
+    page = board.page
+    page.locator(".jupyter-widget-tab .lm-TabBar-tab", has_text="Curves").first.click()
+    chart = page.locator(".jupyter-widget-tab .nbmlops-chart").first
+    expect(chart.locator(".main-svg").first).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("loss for 1 of 2 runs")).to_be_visible(timeout=60_000)
+    point = chart.locator(".scatterlayer .trace .points path.point").nth(2)
+    point.scroll_into_view_if_needed()
+    point.hover(force=True)  # the mouse over the point (Plotly's drag layer lies on top)
+    hover = chart.locator(".hoverlayer .hovertext")
+    expect(hover.first).to_contain_text("loss")
+    board.contrast("light-curves")
+
+
+def test_clicking_a_lineage_node_selects_it(board: Board):
+    from playwright.sync_api import expect
+
+    page = board.page
+    board.tab("Lineage")
+    chart = page.locator(".jupyter-widget-tab .nbmlops-chart").last
+    expect(chart.locator(".main-svg").first).to_be_visible(timeout=120_000)
+    details = page.locator(".jupyter-widget-tab .nbmlops-lineage-details .nbmlops-details")
+    expect(details).to_be_visible(timeout=60_000)
+    # the lineage of this notebook's newest run (fit-model), which is selected: click another
+    nodes = chart.locator(".textpoint text")
+    expect(nodes.first).to_be_visible(timeout=60_000)
+    texts = nodes.all_text_contents()  # SVG text has no innerText
+    index, label = next((i, t) for i, t in enumerate(texts) if "fit-model" not in t)
+    expect(details).to_contain_text("fit-model")
+    target = chart.locator(".scatterlayer .trace").last.locator(".point").nth(index)
+    target.scroll_into_view_if_needed()
+    target.click(force=True)
+    expect(details.locator("div").first).to_contain_text(label, timeout=60_000)
+    board.contrast("light-lineage")
+
+
+def registry_tab(board: Board) -> Any:
+    from playwright.sync_api import expect
+
+    board.tab("Registry")
+    panel = board.page.locator(
+        ".jupyter-widget-tab .widget-vbox", has=board.page.locator("button", has_text="Register")
+    ).last
+    expect(panel.locator("button", has_text="Register")).to_be_visible(timeout=60_000)
+    return panel
+
+
+def test_a_double_clicked_register_makes_one_version(board: Board):
+    from playwright.sync_api import expect
+
+    page = board.page
+    panel = registry_tab(board)
+    panel.get_by_placeholder("runs:/RUN_ID/NAME, model id m-… or variable").fill("model")
+    panel.get_by_placeholder("model name (default: the selected one)").fill("wine")
+    page.keyboard.press("Tab")
+    panel.locator("button", has_text="Register").dblclick()
+    result = panel.locator(".nbmlops-result", has_text="Registered models:/wine/1")
+    expect(result).to_be_visible(timeout=180_000)
+    expect(panel.locator("button", has_text="Register")).to_be_enabled()
+    versions = panel.locator("table.nbmlops-versions tbody tr")
+    expect(versions).to_have_count(1)
+    expect(versions.first).to_contain_text("v1")
+    board.contrast("light-registry")
+
+    panel.locator("button", has_text="Register").click()  # the same model again
+    expect(panel.locator(".nbmlops-result", has_text="already version 1 of wine")).to_be_visible(
+        timeout=120_000
+    )
+    expect(versions).to_have_count(1)
+
+
+def test_a_promotion_from_a_terminal_appears_in_the_open_registry_tab(board: Board):
+    from playwright.sync_api import expect
+
+    panel = registry_tab(board)
+    expect(panel.locator("table.nbmlops-versions")).to_be_visible(timeout=60_000)
+    cli = Path(sys.executable).with_name("nbmlops")
+    done = subprocess.run(
+        [str(cli), "model", "promote", "wine", "1", "--alias", "champion"],
+        cwd=board.project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("NBMLOPS_")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    aliases = panel.locator("table.nbmlops-aliases")
+    expect(aliases).to_contain_text("@champion", timeout=60_000)
+    expect(panel.locator("table.nbmlops-versions tbody tr").first).to_contain_text("@champion")
+
+
+def test_dark_theme_is_readable(board: Board):
+    page = board.page
+    board.command("apputils:change-theme", {"theme": "JupyterLab Dark"})
+    page.wait_for_selector("body[data-jp-theme-light='false']", state="attached")
+    page.wait_for_function(  # the theme's stylesheet applies after the attribute
+        "getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim() == '#111'"
+    )
+    registry_tab(board)
+    board.contrast("dark-registry")
+    board.tab("Lineage")
+    page.locator(".jupyter-widget-tab .nbmlops-chart .main-svg").last.wait_for(state="visible")
+    board.contrast("dark-lineage")
+    board.tab("Experiments")
+    inner = page.locator(".jupyter-widget-tab .jupyter-widget-tab .lm-TabBar-tab")
+    inner.filter(has_text="Curves").first.click()
+    page.locator(".jupyter-widget-tab .nbmlops-chart .main-svg").first.wait_for(state="visible")
+    board.contrast("dark-curves")
+    inner.filter(has_text="Compare").first.click()
+    page.locator(".jupyter-widget-tab table.nbmlops-compare").wait_for(state="visible")
+    board.contrast("dark-experiments")
+    board.command("apputils:change-theme", {"theme": "JupyterLab Light"})
+    page.wait_for_selector("body[data-jp-theme-light='true']", state="attached")
+
+
+def test_the_dashboard_survives_closing_and_reopening_the_notebook(board: Board):
+    from playwright.sync_api import expect
+
+    page, lab = board.page, board.lab
+    board.command("docmanager:save")
+    page.wait_for_selector(".jp-NotebookPanel:not(.jp-mod-dirty)", state="attached")
+    # a new kernel knows none of the old widgets: what a reopened notebook always meets
+    sessions = json.loads(
+        urllib.request.urlopen(f"{lab.url}/api/sessions?token={lab.token}", timeout=10).read()
+    )
+    board.command("application:close-all")
+    for session in sessions:
+        request = urllib.request.Request(
+            f"{lab.url}/api/sessions/{session['id']}?token={lab.token}", method="DELETE"
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+    open_notebook(page, lab)
+    static = page.locator(".nbmlops-static")
+    expect(static).to_be_visible(timeout=60_000)
+    expect(static).to_contain_text("second-run")
+    expect(page.get_by_text("Error displaying widget")).to_be_hidden()
+    page.screenshot(path=str(ARTIFACTS / "browser-reopened.png"), full_page=True)

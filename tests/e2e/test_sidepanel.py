@@ -80,9 +80,10 @@ class Server:
     log: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One project for both front ends: its store, registry settings and notebook."""
+    """A project of its own for each front end (the tests may run in any order, in different
+    workers): its store, registry settings and notebook, and no runs yet."""
     root = tmp_path_factory.mktemp("sidepanel") / "project"
     root.mkdir()
     (root / "nbmlops.yaml").write_text(yaml.safe_dump(CONFIG))
@@ -215,14 +216,40 @@ def browser() -> Iterator:
 
 
 def register_models(project: Path, run_id: str) -> None:
-    """Register the run's model as free-model (v1, v2) and gated-model (v1), as a user would
-    with %register; the panel must pick them up on its own."""
+    """Register the run's model as free-model v1 and gated-model v1, and the same files logged
+    again as free-model v2 (one logged model registers once), as a user would with %register;
+    the panel must pick them up on its own."""
+    import tempfile
+
+    import mlflow.artifacts
+
     from nbmlops.api.registry import model_registry
+    from nbmlops.api.tracking import open_store
     from nbmlops.config import load_settings
 
-    registry = model_registry(load_settings(project))
-    for name in ("free-model", "free-model", "gated-model"):
-        registry.register(f"runs:/{run_id}/model", name)
+    settings = load_settings(project)
+    registry = model_registry(settings)
+    registry.register(f"runs:/{run_id}/model", "free-model")
+    registry.register(f"runs:/{run_id}/model", "gated-model")
+    client = open_store(settings)
+    run = client.get_run(run_id)
+    again = client.create_logged_model(
+        run.info.experiment_id, name="model-again", source_run_id=run_id
+    )
+    [logged] = [
+        m
+        for m in client.search_logged_models([run.info.experiment_id])
+        if m.source_run_id == run_id and m.model_id != again.model_id
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=logged.artifact_location,
+            dst_path=tmp,
+            tracking_uri=settings.resolved_tracking_uri,
+        )
+        client.log_model_artifacts(again.model_id, folder)
+    client.finalize_logged_model(again.model_id, "READY")
+    registry.register(again.model_id, "free-model")
 
 
 def wait_kernel_idle(page) -> None:
@@ -344,6 +371,9 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
         page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
         expect(page.locator("body[data-jp-theme-light='false']")).to_have_count(1)
+        # a theme change shows JupyterLab's splash until the new theme's CSS is in
+        expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=60_000)
+        expect(panel.locator(".nbmlops-sp-run").first).to_be_visible()
         page.screenshot(path=str(shots["dark"]), full_page=True)
     finally:
         if not shots["light"].exists():
@@ -354,7 +384,8 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
 
 
 def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
-    """The same panel beside a notebook in Notebook 7 (runs left by the JupyterLab test)."""
+    """The same panel beside a notebook in Notebook 7: a tracked cell's run and badge, "Track
+    this cell" from the cell toolbar, and a promotion from the panel."""
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -369,19 +400,47 @@ def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
         open_panel(page)
         panel = page.locator("#nbmlops-panel")
         expect(panel.locator(".nbmlops-sp-notebook")).to_have_text("board.ipynb")
+        expect(panel).to_contain_text("No tracked runs yet")
         runs = panel.locator(".nbmlops-sp-run")
-        expect(runs.first).to_be_visible(timeout=120_000)
-        before = runs.count()
-        # run the first two cells again: one more tracked run
+
+        # run the first two cells: the tracked one shows up in the panel and on its cell
         cells = page.locator(".jp-Notebook .jp-Cell")
         cells.nth(0).click()
         page.keyboard.press("Shift+Enter")
         page.keyboard.press("Shift+Enter")
-        expect(runs).to_have_count(before + 1, timeout=180_000)
+        run = panel.locator(".nbmlops-sp-run", has_text="first-fit")
+        expect(run).to_be_visible(timeout=180_000)
+        expect(run.locator(".nbmlops-sp-status")).to_have_text("FINISHED", timeout=120_000)
         expect(cells.nth(1).locator(".nbmlops-sp-badge")).to_have_attribute(
             "data-status", "FINISHED", timeout=60_000
         )
-        expect(panel.locator(".nbmlops-sp-model[data-model='free-model']")).to_be_visible()
+        run_id = run.get_attribute("data-run-id")
+        assert run_id and len(run_id) == 32, run_id
+
+        # "Track this cell" sits in Notebook 7's cell toolbar too
+        cells.nth(2).click()
+        cells.nth(2).locator("[data-command='nbmlops:toggle-track']").click()
+        expect(cells.nth(2).locator(".cm-content")).to_contain_text("%%track")
+        assert code_of(cells.nth(2)).startswith("%%track"), code_of(cells.nth(2))
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run Selected Cell").first.click()
+        expect(runs).to_have_count(2, timeout=180_000)
+        expect(cells.nth(2).locator(".nbmlops-sp-badge")).to_have_attribute(
+            "data-status", "FINISHED", timeout=60_000
+        )
+
+        # a promotion from the panel moves the alias
+        register_models(project, run_id)
+        panel.locator("button[data-key='refresh']").click()
+        free = panel.locator(".nbmlops-sp-model[data-model='free-model']")
+        expect(free.locator(".nbmlops-sp-version[data-version='2']")).to_be_visible(timeout=60_000)
+        free.locator("button[data-key='promote:free-model:1']").click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.locator("input[name='alias']").fill("champion")
+        dialog.locator(".jp-mod-accept").click()
+        expect(free.locator(".nbmlops-sp-alias[data-alias='champion']")).to_have_attribute(
+            "data-version", "1", timeout=60_000
+        )
     finally:
         page.screenshot(path=str(shot), full_page=True)
         page.close()

@@ -94,13 +94,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
         track_cell(train, TRAIN, {"X": X, "y": y}, "cell-train", 1)
         track_cell(train, "C = 2\nacc = sum([0.25])\n", {}, "cell-two", 2)
         track_cell(root / "sub" / "other.ipynb", "depth = 3\nacc = sum([0.75])\n", {}, "c-o", 1)
+        # a second logged model: registering the same one twice is refused (it is version 1)
+        track_cell(root / "retrain.ipynb", TRAIN, {"X": X, "y": y}, "cell-retrain", 1)
         assert get_tracker().flush(180), get_tracker().shipper.stats.last_error
         client = _client(root)
         ids = [e.experiment_id for e in client.search_experiments()]
         runs = {r.info.run_name: r.info.run_id for r in client.search_runs(ids)}
         registry = model_registry(load_settings(root, user="dave"))
         registry.register("runs:/{}/model".format(runs["train-1"]), "free-model")
-        registry.register("runs:/{}/model".format(runs["train-1"]), "free-model")
+        registry.register("runs:/{}/model".format(runs["retrain-1"]), "free-model")
         registry.register("runs:/{}/model".format(runs["train-1"]), "gated-model")
     finally:
         reset_tracker()
@@ -182,6 +184,7 @@ async def test_a_notebooks_runs_come_from_the_store_newest_first(jp_fetch, store
     assert {e["name"]: e["runs"] for e in exps["experiments"]} == {
         "train": 2,
         "other": 1,
+        "retrain": 1,
         "Default": 0,
     }
 
@@ -198,7 +201,6 @@ async def test_one_run_in_full_with_its_history_models_data_figures_and_code(
     model = next(m for m in run["models"] if m["name"] == "model")
     assert {(r["name"], r["version"]) for r in model["registered"]} == {
         ("free-model", 1),
-        ("free-model", 2),
         ("gated-model", 1),
     }
     assert "LogisticRegression(C=C)" in run["code"]
@@ -419,4 +421,4 @@ def test_the_database_read_lists_what_search_runs_lists(store: Store):
     names = {e.experiment_id: e.name for e in client.search_experiments()}
     counts = run_rows.count_runs(client)
     assert counts is not None
-    assert {names[i]: n for i, n in counts.items()} == {"train": 2, "other": 1}
+    assert {names[i]: n for i, n in counts.items()} == {"train": 2, "other": 1, "retrain": 1}

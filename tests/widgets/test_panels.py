@@ -108,6 +108,22 @@ def shown_names(panel: ExperimentsPanel) -> list[str]:
     return [names[r] for r in re.findall(r'data-run-id="([0-9a-f]+)"', panel.table.value)]
 
 
+def click_node(panel: LineagePanel, node: str) -> None:
+    """What a click on a node in the browser triggers: Plotly's click dispatch on the trace."""
+    from plotly.callbacks import InputDeviceState, Points
+
+    index = panel.drawn_nodes.index(node)
+    trace = panel.chart.data[1]
+    points = Points(
+        point_inds=[index],
+        xs=[trace.x[index]],
+        ys=[trace.y[index]],
+        trace_name=trace.name,
+        trace_index=1,
+    )
+    trace._dispatch_on_click(points, InputDeviceState())
+
+
 def opened(panel):
     assert panel.wait(60), "the panel's background work did not finish"
     return panel
@@ -165,14 +181,18 @@ def test_selecting_runs_compares_them_and_plots_curves(tracked: Path):
     for name in ("fit-03", "fit-04", "fit-09"):
         assert name in compare
     assert "<b>lr</b>" in compare and "<b>acc</b>" in compare and "FAILED" in compare
-    assert compare.count("background:#fff3c4") >= 3  # status, lr, acc ... differ
+    assert (
+        compare.count("box-shadow:inset 4px 0 var(--jp-warn-color1") >= 3
+    )  # status, lr, acc differ
     assert panel.table.value.count("✓</td>") == 3 or panel.selected == tuple(
         ids[n] for n in ("fit-03", "fit-04", "fit-09")
     )
 
-    assert panel.curve_image.value[:4] == PNG
-    lines = panel.curve_figure.axes[0].get_lines()
-    assert len(lines) == 3 and all(len(line.get_xdata()) == 6 for line in lines)
+    lines = panel.curve_figure["data"]  # a Plotly spec, shown by a FigureWidget
+    assert len(lines) == 3 and all(len(line["x"]) == 6 for line in lines)
+    assert {line["name"].split(" ")[0] for line in lines} == {"fit-03", "fit-04", "fit-09"}
+    assert "loss %{y:.4g}" in lines[0]["hovertemplate"]  # the hover value
+    assert len(panel.curve_chart.data) == 3
     assert "loss for 3 run(s), up to 6 step(s)" in panel.curve_note.value
 
     assert panel.parallel_image.value[:4] == PNG
@@ -270,7 +290,11 @@ def test_lineage_panel_shows_the_selected_nodes_details(tracked: Path):
     assert "float64" in details  # the schema
     labels = [label for label, _node in panel.node_list.options]
     assert any(label.startswith("run train") for label in labels)
-    assert panel.drawing.value[:4] == PNG
+    nodes = panel.figure["data"][1]  # the Plotly chart: labels beside the nodes, ids on hover
+    assert nodes["textposition"] == "middle right" and len(nodes["x"]) == len(labels)
+    assert all(n in hover for n, hover in zip(panel.drawn_nodes, nodes["hovertext"], strict=True))
+    xs = dict(zip(panel.drawn_nodes, nodes["x"], strict=True))
+    assert xs[panel.focus] < max(xs.values())  # the raw data sits left of what it feeds
 
     # picking the training run in the list: params and metrics come from MLflow
     train = next(
@@ -278,9 +302,9 @@ def test_lineage_panel_shows_the_selected_nodes_details(tracked: Path):
         for _label, node in panel.node_list.options
         if node.startswith("run:") and g.nodes[node]["label"] == "train"
     )
-    panel.node_list.value = train
+    click_node(panel, train)  # a click on the chart's node selects it
     opened(panel)
-    assert panel.selected == train
+    assert panel.selected == train and panel.node_list.value == train
     assert graph_runs["train"] in panel.details.value
     assert "FINISHED" in panel.details.value
     fields = dict(panel.details_fields)
@@ -456,7 +480,7 @@ def test_a_200_node_lineage_lists_filters_and_draws(project: Path):
     assert panel.error == ""
     assert panel.view.graph.number_of_nodes() == 202
     assert len(panel.node_list.options) == 202
-    assert panel.drawing.value[:4] == PNG
+    assert len(panel.figure["data"][1]["x"]) == 200  # the 200 nearest drawn
     panel.filter_box.value = "step-01"
     assert len(panel.node_list.options) == 10
     panel.node_list.value = panel.node_list.options[0][1]
@@ -491,3 +515,95 @@ def test_core_experiments_imports_no_jupyter():
     code = "import nbmlops.core.experiments, sys; print('IPython' in sys.modules, 'ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_lineage_opens_on_this_notebooks_newest_run_not_the_stores(tracked: Path):
+    from nbmlops.api.lineage import lineage_graph
+
+    settings = load_settings(tracked)
+    graph = lineage_graph(settings).graph
+    ours = {n: a for n, a in graph.nodes(data=True) if a["kind"] == "run"}
+    newest_ms = max(a.get("end_ms") or a["start_ms"] for a in ours.values())
+    # a run of another notebook, newer than every run of ours
+    LineageStore(settings.home_dir / "lineage.db").record_run(
+        "other-notebook-run",
+        run_id=None,
+        name="elsewhere",
+        experiment="other",
+        status="FINISHED",
+        start_ms=newest_ms + 60_000,
+        end_ms=newest_ms + 61_000,
+        source=str(tracked / "other.ipynb"),
+        datasets=[],
+        models=[],
+        tracking_uri=settings.resolved_tracking_uri,
+    )
+    [(mine_node, mine)] = [
+        (n, a) for n, a in ours.items() if (a.get("end_ms") or a["start_ms"]) == newest_ms
+    ]
+    assert mine["source"], mine
+    panel = opened(LineagePanel(settings=settings, notebook=mine["source"]))
+    assert panel.focus == mine_node and graph.nodes[panel.focus]["label"] != "elsewhere"
+    panel.close()
+    elsewhere = opened(LineagePanel(settings=settings, notebook=str(tracked / "other.ipynb")))
+    assert elsewhere.graph.graph.nodes[elsewhere.focus]["label"] == "elsewhere"
+    elsewhere.close()
+
+
+def test_curves_open_on_the_metric_with_the_most_steps_by_step_or_time(tracked: Path):
+    panel = opened(ExperimentsPanel("panels"))
+    ids = dict(zip(panel.runs["name"], panel.runs["run_id"], strict=True))
+    assert len(panel.metric_menu.options) > 1  # acc has one value per run, loss six
+    panel.selected = (ids["fit-03"], ids["fit-05"])
+    opened(panel)
+    assert panel.curve_metric == "loss" and panel.metric_menu.value == "loss"
+    assert [len(line["y"]) for line in panel.curve_figure["data"]] == [6, 6]
+    assert panel.curve_figure["layout"]["xaxis"]["title"]["text"] == "step"
+
+    panel.x_menu.value = "time"
+    opened(panel)
+    xs = panel.curve_figure["data"][0]["x"]
+    assert panel.curve_figure["layout"]["xaxis"]["title"]["text"] == "wall time"
+    assert xs[0].startswith("20") and "T" in xs[0]
+    before = panel.curve_figure["data"][0]["y"]
+    panel.smooth_slider.value = 0.5
+    opened(panel)
+    after = panel.curve_figure["data"][0]["y"]
+    assert after[0] == before[0] and after[1] == pytest.approx((before[0] + before[1]) / 2)
+    panel.close()
+
+
+def test_an_unknown_filter_field_is_named_with_the_known_ones(tracked: Path):
+    panel = opened(ExperimentsPanel("panels"))
+    panel.filter_box.value = "accuracy>0.9"
+    assert "Unknown field 'accuracy' in the filter" in panel.error
+    assert "Did you mean acc?" in panel.error and "lr" in panel.error
+    assert panel.error_box.layout.display == "block"
+    panel.filter_box.value = "acc>0.6"
+    assert panel.error == "" and 0 < len(panel.view) < len(panel.runs)
+    panel.close()
+
+
+def test_clicks_in_the_runs_table_select_sort_and_open_runs(tracked: Path):
+    panel = opened(ExperimentsPanel("panels"))
+    ids = dict(zip(panel.runs["name"], panel.runs["run_id"], strict=True))
+    table = panel.table
+    table.click("toggle", ids["fit-03"])  # the check column
+    table.click("toggle", ids["fit-04"])
+    opened(panel)
+    assert panel.selected == (ids["fit-03"], ids["fit-04"])
+    assert "fit-04" in panel.compare.value and 'aria-checked="true"' in table.value
+    table.click("toggle", ids["fit-03"])
+    assert panel.selected == (ids["fit-04"],)
+
+    table.click("sort", "metrics.acc")  # a header
+    assert panel.sort_by == "metrics.acc" and not panel.ascending
+    table.click("sort", "metrics.acc")
+    assert panel.ascending
+    assert 'data-col="metrics.acc"' in table.value and "acc ▲" in table.value
+
+    table.click("open", ids["fit-05"])  # a row
+    opened(panel)
+    assert panel.opened == ids["fit-05"]
+    assert "run fit-05" in panel.run_box.value and ids["fit-05"] in panel.run_box.value
+    panel.close()

@@ -4,6 +4,7 @@ changes in MLflow and the audit log."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import nbmlops
 from nbmlops.config import load_settings
 from nbmlops.core.audit import AuditLog
 from nbmlops.core.registry.models import ModelRegistry
+from nbmlops.exceptions import AlreadyRegistered
 from nbmlops.widgets.registry import RegistryPanel
 from tests.core.registry.conftest import Zoo, unique, zoo  # noqa: F401 (the zoo fixture)
 
@@ -155,8 +157,9 @@ def test_a_refused_gate_shows_its_reason_and_changes_nothing(user):
     opened(panel)
     assert "refused: 1 of 1 gates failed" in panel.error
     assert "metric acc" in panel.error and "below the minimum 0.8" in panel.error
-    assert "below the minimum 0.8" in panel.error_box.value
-    assert panel.error_box.layout.display == "block"
+    # the refusal shows where the button is (under Promote), not in the box at the top
+    assert "below the minimum 0.8" in panel.status_box.value
+    assert panel.error_box.layout.display == "none"
     assert [g.gate for g in panel.gate_results if not g.passed] == ["metric acc"]
     assert reg.aliases(name) == {} and reg.history(name) == []
     assert entries(reg, name, "model.promote") == []
@@ -228,3 +231,74 @@ def test_mlops_dashboard_has_a_registry_tab(user):
     finally:
         sh.run_line_magic("unload_ext", "nbmlops")
         sh.reset(new_session=True)
+
+
+def test_a_double_clicked_register_makes_one_version_and_says_so_again(zoo: Zoo, user):  # noqa: F811
+    reg = user("ana")
+    name = unique("twice")
+    panel = opened(RegistryPanel(live=False))
+    busy: list[str] = []
+    disabled: list[bool] = []
+    panel.observe(lambda c: busy.append(c["new"]), "busy")
+    panel.register_button.observe(lambda c: disabled.append(c["new"]), "disabled")
+    panel.source_box.value = f"runs:/{zoo.run_ids['good']}/good"
+    panel.name_box.value = name
+    click(panel.register_button)
+    click(panel.register_button)  # while the first runs: does nothing
+    opened(panel)
+    assert [v.version for v in reg.versions(name)] == [1]
+    assert busy == ["Registering", ""] and disabled == [True, False]
+    assert panel.register_button.description == "Register"
+    assert f"Registered models:/{name}/1" in panel.register_result.value
+
+    click(panel.register_button)  # once it is done: the same model is already version 1
+    opened(panel)
+    assert [v.version for v in reg.versions(name)] == [1]
+    assert f"is already version 1 of {name}" in panel.register_result.value
+    assert panel.version == 1 and panel.error == ""
+    with pytest.raises(AlreadyRegistered, match="already version 1") as err:  # the CLI's path
+        reg.register("good", name)
+    assert err.value.version == 1
+    panel.close()
+
+
+def test_the_promote_confirmation_compares_with_the_champion_and_lists_the_gates(user):
+    reg = user("ana")
+    name = unique("gated")
+    reg.register("good", name)
+    reg.register("dummy", name)
+    reg.promote(name, 1, override=None)
+    panel = opened(RegistryPanel(name, live=False))
+    assert "acc" in panel.versions_table.value  # each version's key metrics
+    panel.version_menu.value = 2
+    click(panel.promote_button)
+    opened(panel)
+    cmp = panel.comparison
+    assert cmp["candidate"].version == 2 and cmp["holder"].version == 1
+    assert cmp["candidate"].metrics["acc"] < cmp["holder"].metrics["acc"]
+    assert [(g.gate, g.passed) for g in cmp["gates"]] == [("metric acc", False)]
+    detail = panel.confirm_detail.value
+    assert "candidate v2" in detail and "@champion now: v1" in detail
+    assert "Gates for @champion" in detail and "Confirm will be refused" in detail
+    click(panel.cancel_button)
+    assert reg.aliases(name) == {"champion": 1}
+    panel.close()
+
+
+def test_the_panel_follows_changes_made_elsewhere(user):
+    reg = user("ana")
+    name = unique("live")
+    reg.register("weak", name)
+    panel = opened(RegistryPanel(name))
+    assert panel.aliases == {} and panel.poller.running
+    other = ModelRegistry(load_settings())  # another process's registry, as the CLI would be
+    other.register("good", name)
+    other.promote(name, 2, "challenger")
+    deadline = time.monotonic() + 60
+    while panel.aliases != {"challenger": 2} or len(panel.versions) != 2:
+        assert time.monotonic() < deadline, (panel.aliases, panel.versions)
+        time.sleep(0.2)
+    opened(panel)
+    assert "@challenger" in panel.versions_table.value
+    panel.close()
+    assert not panel.poller.running

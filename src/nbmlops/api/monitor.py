@@ -167,7 +167,7 @@ def _reference(
     return reference, "reference"
 
 
-def _served_columns(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[list[str], list[str]]:
+def served_columns(ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[list[str], list[str]]:
     """The reference's columns that the logged traffic has, and a note on the others.
 
     The gateway refuses a request that lacks one of the model's inputs (422 naming it), so a
@@ -229,7 +229,7 @@ def drift(
         ref, ref_label = _reference(reference, name, alias, s)
         notes: list[str] = []
         if current is None and options.get("columns") is None:
-            options["columns"], notes = _served_columns(ref, cur)
+            options["columns"], notes = served_columns(ref, cur)
         report = run(ref, cur, labels=(ref_label, cur_label), **options)
         report.notes[:0] = notes
     if html is not None:
@@ -280,7 +280,7 @@ def _drift_from_profiles(
             f"the profiles of {name} lack feature(s) {', '.join(missing)}",
             fix="name columns the gateway receives, or leave columns out",
         )
-    if missing:  # not in any request: the target, or not a model input (see _served_columns)
+    if missing:  # not in any request: the target, or not a model input (see served_columns)
         kinds = {c: k for c, k in kinds.items() if c not in missing}
         notes.append(
             "in the reference but in no logged request (the target, or not a model input): "
@@ -414,8 +414,8 @@ def quality(
                 name = found[0] if len(found) == 1 else None
     if schema is None:
         ref, _ = _reference(reference, name, alias, s)
-        if current is None:  # from the log: only the model's inputs (see _served_columns)
-            ref = ref[_served_columns(ref, cur)[0]]
+        if current is None:  # from the log: only the model's inputs (see served_columns)
+            ref = ref[served_columns(ref, cur)[0]]
         schema = infer_schema(ref, range_margin=range_margin)
     elif isinstance(schema, (str, os.PathLike)):
         schema = load_schema(schema)

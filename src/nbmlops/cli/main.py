@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from nbmlops.cli.output import JSON_OPTION
+from nbmlops.cli.output import JSON_OPTION, Output
 from nbmlops.exceptions import NbmlopsError
 
 app = typer.Typer(
@@ -24,8 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Output()
+err_console = Output(stderr=True)
 
 
 def _settings():

@@ -6,14 +6,15 @@ import json
 import math
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from nbmlops.cli.output import Output
 
 app = typer.Typer(
     help="Monitoring of served models: drift, data quality, performance and service health.",
     no_args_is_help=True,
 )
-console = Console(highlight=False)
+console = Output(highlight=False)
 
 
 def _num(v: object) -> str:
@@ -128,6 +129,38 @@ def quality(
             console.print(f"- {v}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("report")
+def report(
+    model: str = typer.Option(..., "--model", help="NAME or NAME@alias (default: champion)."),
+    version: int | None = typer.Option(None, "--version", help="The model version."),
+    last: str | None = typer.Option(None, "--last", help="Span of the log: 1h, 24h (default), 7d."),
+    since: str | None = typer.Option(None, "--since", help="Window start, ISO time (UTC)."),
+    until: str | None = typer.Option(None, "--until", help="Window end, ISO time (UTC)."),
+    window: str = typer.Option("1h", "--window", "-w", help="Tables and plots per window."),
+    html: str | None = typer.Option(None, "--html", help="Write the HTML report here."),
+    log: bool = typer.Option(True, "--log/--no-log", help="Log a monitoring run to MLflow."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Drift, data quality, realized and estimated performance and service health of one
+    model version in one report, logged to MLflow (experiment monitoring/NAME)."""
+    from nbmlops.api.monitor_report import report as run
+
+    result = run(
+        model, version, last=last, since=since, until=until,
+        window=window, html=html, log=log,
+    )  # fmt: skip
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    console.print(result.summary())
+    for note in result.drift.notes + result.notes:
+        console.print(f"note: {note}")
+    if result.html_path:
+        console.print(f"report written to {result.html_path}")
+    if result.run_id:
+        console.print(f"monitoring run {result.run_id} in experiment {result.experiment}")
 
 
 # label, performance, slices and health live in their own module; one `nbmlops monitor` group.

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+from nbmlops.cli.output import Output
+
+console = Output(highlight=False)
 
 LAST_HELP = "Only the last span of the log: 90s, 15m, 1h, 7d."
 WINDOW_HELP = "Window length: 15m, 1h, 1d, or 'all' for one window."

@@ -16,6 +16,16 @@ from rich.table import Table
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
 
 
+class Output(Console):
+    """A console that wraps long lines on a terminal only: through a pipe or into a file every
+    line is printed whole, so ``grep`` finds what it looks for."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        if not self.is_terminal:
+            kwargs.setdefault("soft_wrap", True)
+        super().print(*objects, **kwargs)
+
+
 def piped() -> bool:
     """Whether stdout goes to a pipe or a file rather than a terminal."""
     return not sys.stdout.isatty()

@@ -11,10 +11,9 @@ import datetime as dt
 from dataclasses import asdict
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from nbmlops.cli.output import JSON_OPTION, listing, print_json, print_table
+from nbmlops.cli.output import JSON_OPTION, Output, listing, print_json, print_table
 from nbmlops.exceptions import GateRefused
 
 app = typer.Typer(
@@ -22,8 +21,8 @@ app = typer.Typer(
     "roll back; approve.",
     no_args_is_help=True,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Output(highlight=False)
+err_console = Output(stderr=True, highlight=False)
 
 
 def _registry():

@@ -6,12 +6,11 @@ import math
 from typing import Any
 
 import typer
-from rich.console import Console
 
-from nbmlops.cli.output import JSON_OPTION, listing, print_json, print_table
+from nbmlops.cli.output import JSON_OPTION, Output, listing, print_json, print_table
 
 app = typer.Typer(help="Runs of an experiment: ls.", no_args_is_help=True)
-console = Console(highlight=False)
+console = Output(highlight=False)
 
 
 def _plain(value: Any) -> Any:

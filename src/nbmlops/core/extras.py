@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dask": ("pipelines on a Dask cluster", ("distributed",)),
     "serve": ("the serving gateway", ("starlette", "uvicorn", "prometheus_client")),
     "monitor": ("mergeable profiles of live traffic", ("datasketches",)),
+    "charts": ("interactive charts in the panels", ("plotly", "anywidget")),
 }
 
 

@@ -119,7 +119,8 @@ class DataMagics(Magics):
 
     @line_magic
     def validate(self, line: str) -> Any:
-        """``%validate DF --against NAME@k [--schema FILE] [--save-schema FILE] [--strict]``"""
+        """``%validate DF --against NAME@k [--schema FILE] [--save-schema FILE] [--strict]
+        [--plots failed|all|none]``"""
         from nbmlops.api import data as api
 
         p = MagicArgumentParser(
@@ -130,7 +131,13 @@ class DataMagics(Magics):
         p.add_argument("--schema", help="a saved YAML schema to use instead of inferring one")
         p.add_argument("--save-schema", help="write the schema used to this YAML file")
         p.add_argument("--strict", action="store_true", help="raise when validation fails")
-        p.add_argument("--no-plot", action="store_true", help="no distribution plot")
+        p.add_argument(
+            "--plots",
+            choices=["failed", "all", "none"],
+            default="failed",
+            help="distribution plots for the failing and drifted columns (default), all, none",
+        )
+        p.add_argument("--no-plot", action="store_true", help="same as --plots none")
         args = p.parse_args(shlex.split(line))
         if args.frame not in self.shell.user_ns:
             raise IPythonUsageError(f"no variable {args.frame!r} in this notebook")
@@ -141,10 +148,18 @@ class DataMagics(Magics):
             )
         except NbmlopsError as err:
             raise IPythonUsageError(str(err)) from None
-        print(report.summary())
-        display(report.to_table())
-        if not args.no_plot and args.against:
-            display(report.plot(df, api.load(args.against)))
+        # one output: the verdict line, then the compact table (problems first); the full
+        # text summary stays in the plain-text form for consoles and logs
+        display({"text/html": report._repr_html_(), "text/plain": report.summary()}, raw=True)
+        plots = "none" if args.no_plot else args.plots
+        if plots != "none" and args.against:
+            reference = api.load(args.against)
+            if plots == "all":
+                display(report.plot(df, reference, max_columns=len(report.columns) or 1))
+            else:
+                failing = report.problem_columns()
+                if failing:
+                    display(report.plot(df, reference, max_columns=len(failing), columns=failing))
         if args.strict and not report.passed:
             api.raise_if_failed(report)
         return None

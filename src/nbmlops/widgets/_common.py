@@ -93,9 +93,9 @@ class Worker:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None:  # outside the lock: cancelling a job calls _done, which takes it
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def batch_kernel() -> bool:
@@ -108,6 +108,36 @@ def batch_kernel() -> bool:
     if not isinstance(parent, dict):
         return True
     return not (parent.get("metadata") or {}).get("cellId")
+
+
+def style_widget() -> widgets.HTML:
+    """The panels' stylesheet (theme fixes for tab labels and charts), as a hidden widget."""
+    from nbmlops.widgets.charts import CHART_CSS
+    from nbmlops.widgets.html import PANEL_CSS
+
+    return widgets.HTML(PANEL_CSS + CHART_CSS, layout=widgets.Layout(display="none"))
+
+
+def current_notebook() -> str | None:
+    """The notebook this kernel runs, when the front end said (JupyterLab, VS Code)."""
+    from nbmlops.api.tracking import notebook_from_environment
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return notebook_from_environment(getattr(shell, "user_ns", None))
+
+
+def same_notebook(source: object, notebook: str | None) -> bool:
+    """Whether a run's ``mlflow.source.name`` is ``notebook`` (paths may be relative or
+    absolute: compared resolved, then by file name when one side is relative)."""
+    if not notebook or not isinstance(source, str) or not source:
+        return False
+    from pathlib import Path
+
+    a, b = Path(source), Path(notebook)
+    if a.is_absolute() and b.is_absolute():
+        return a.resolve() == b.resolve()
+    return a.name == b.name
 
 
 class PanelMixin:

@@ -16,8 +16,8 @@ import ipywidgets as widgets
 from traitlets import observe
 
 from nbmlops.exceptions import UsageError
-from nbmlops.widgets._common import WIDGET_VIEW, log, message
-from nbmlops.widgets.html import error_html, note_html
+from nbmlops.widgets._common import WIDGET_VIEW, batch_kernel, log, message
+from nbmlops.widgets.html import TABS_CLASS, error_html, note_html
 
 TabFactory = Callable[[], widgets.Widget]
 
@@ -71,6 +71,7 @@ class Dashboard(widgets.Tab):
                 f"No dashboard tab {select!r}", fix=f"Tabs: {', '.join(factories) or 'none'}."
             )
         self._factories = factories
+        self._static_handles: list[Any] = []
         self.panels: dict[str, widgets.Widget] = {}
         boxes = [widgets.VBox(layout=widgets.Layout(width="100%")) for _ in factories]
         index = list(factories).index(select) if select is not None else 0
@@ -79,6 +80,7 @@ class Dashboard(widgets.Tab):
             titles=tuple(factories),
             selected_index=index if factories else None,
         )
+        self.add_class(TABS_CLASS)
         if factories:
             self.panel(list(factories)[index])
 
@@ -104,6 +106,7 @@ class Dashboard(widgets.Tab):
         index = change["new"]
         if index is not None and 0 <= index < len(self._factories):
             self.panel(list(self._factories)[index])
+            self._refresh_static()
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Wait for the built panels' background work (tests and scripts)."""
@@ -134,12 +137,56 @@ class Dashboard(widgets.Tab):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         data = super()._repr_mimebundle_(**kwargs) or {}
-        if WIDGET_VIEW in data:
+        if WIDGET_VIEW not in data:
+            return data
+        if batch_kernel():  # papermill, nbconvert: the bundle's HTML is what readers see
             try:
                 data["text/html"] = self.summary_html()
             except Exception as err:
                 data["text/html"] = error_html(message(err))
+            return data
+        # A live front end renders the widget, never the bundle's HTML; once the notebook is
+        # reopened without the widget's state it shows "model not found" instead. So the
+        # summary goes in its own output just before the widget, hidden by CSS while the live
+        # widget follows it, shown when it does not.
+        self._show_static()
+        data["text/html"] = note_html("nbmlops dashboard: its summary is in the output above.")
         return data
+
+    def _show_static(self) -> None:
+        from IPython.display import display
+
+        try:
+            handle = display(
+                {"text/html": static_output(self._static_html())}, raw=True, display_id=True
+            )
+        except Exception:  # never let the summary break the display of the widget
+            log.debug("static summary failed", exc_info=True)
+            return
+        self._static_handles.append(handle)
+        self._refresh_static()
+
+    def _static_html(self) -> str:
+        try:
+            return self.summary_html()
+        except Exception as err:
+            return error_html(message(err))
+
+    def _refresh_static(self) -> None:
+        """Once the built panels have loaded, rewrite the saved summary with what they show."""
+        if not self._static_handles:
+            return
+
+        def job() -> None:
+            self.wait(120)
+            html = static_output(self._static_html())
+            for handle in list(self._static_handles):
+                try:
+                    handle.update({"text/html": html}, raw=True)
+                except Exception:
+                    log.debug("updating the static summary failed", exc_info=True)
+
+        threading.Thread(target=job, name="nbmlops-dashboard-summary", daemon=True).start()
 
     def close(self) -> None:
         for panel in getattr(self, "panels", {}).values():
@@ -147,6 +194,27 @@ class Dashboard(widgets.Tab):
         for box in getattr(self, "children", ()):
             box.close()
         super().close()
+
+
+# Hides the static summary while the live dashboard follows it in the next output, and hides a
+# widget output that did not render (no kernel or state: "model not found") after a summary.
+# :has() needs Chromium 105 / Firefox 121; elsewhere both show, which loses nothing. Inline
+# styles cannot select a sibling output, hence this one <style> block (kept by JupyterLab in
+# trusted outputs; stripped elsewhere, where the summary simply shows).
+STATIC_CSS = (
+    "<style>"
+    ".jp-OutputArea-child:has(.nbmlops-static):has(+ .jp-OutputArea-child .widget-tab)"
+    "{display:none}"
+    ".jp-OutputArea-child:has(.nbmlops-static) + .jp-OutputArea-child:not(:has(.widget-tab))"
+    "{display:none}"
+    "</style>"
+)
+
+
+def static_output(summary: str) -> str:
+    """The summary as its own output, with the CSS that shows it only when no live widget
+    follows."""
+    return f'{STATIC_CSS}<div class="nbmlops-static">{summary}</div>'
 
 
 def _experiments_tab() -> widgets.Widget:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from html import escape
 from typing import Any
 
 import ipywidgets as widgets
-from traitlets import Bool, Int, Tuple, Unicode, observe
+from traitlets import Bool, Float, Int, Tuple, Unicode, observe
 
 from nbmlops.api import experiments as core
-from nbmlops.api.tracking import RunSummary, Tracker, get_tracker
+from nbmlops.api.tracking import RunSummary, get_tracker
 from nbmlops.config import Settings
-from nbmlops.widgets._common import PanelMixin, Worker, log
-from nbmlops.widgets.html import compare_html, note_html, png_img, runs_table_html
+from nbmlops.widgets._common import PanelMixin, Worker, current_notebook, log, style_widget
+from nbmlops.widgets.charts import curves_spec, default_metric, figure_widget, update_figure
+from nbmlops.widgets.filters import unknown_fields
+from nbmlops.widgets.html import TABS_CLASS, compare_html, details_html, note_html, runs_table_html
+from nbmlops.widgets.live import listen_for_runs, stop_listening
 
 ALL = "ALL"
 
@@ -42,7 +44,10 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     page_size = Int(50, help="Rows per page")
     selected = Tuple(help="Run ids selected for comparison")
     curve_metric = Unicode("", help="Metric whose steps are plotted for the selected runs")
+    curve_x = Unicode("step", help="The curves' x axis: step, time or relative (seconds)")
+    smoothing = Float(0.0, min=0.0, max=0.99, help="Exponential smoothing of the curves")
     error = Unicode("", help="The last error, shown in the red box; '' when all is well")
+    opened = Unicode("", help="The run whose details show under the table ('' for none)")
     loading = Bool(False, help="True while runs are being read from the store")
 
     def __init__(
@@ -60,7 +65,9 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.refresh_debounce = refresh_debounce
         self.runs = core.empty_runs()
         self.view = self.runs
-        self.curve_figure: Any = None
+        self.curve_figure: Any = None  # the Plotly spec (dict) of the curves shown
+        self.curve_chart: Any = None  # its FigureWidget
+        self._metric_by_user = False
         self.parallel_figure: Any = None
         self.load_seconds: float | None = None
         self._lock = threading.RLock()
@@ -75,11 +82,13 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self._build_widgets()
         super().__init__(
             children=[
+                style_widget(),
                 self.header,
                 self.error_box,
                 self.controls,
                 self.table,
                 self.pager,
+                self.run_box,
                 self.lower,
             ],
             layout=widgets.Layout(width="100%"),
@@ -87,7 +96,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         with self._quietly():
             self.experiment = experiment
             self.page_size = page_size
-        _listen(self)
+        listen_for_runs(self)
         if autoload:
             self.reload()
 
@@ -127,7 +136,15 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             [self.filter_box, self.status_menu, self.sort_menu, self.order_button],
             layout=w.Layout(flex_flow="row wrap"),
         )
-        self.table = w.HTML("", layout=w.Layout(width="100%"))
+        try:
+            from nbmlops.widgets.runs_table import RunsTable
+
+            self.table: widgets.DOMWidget = RunsTable(
+                self._table_event, layout=w.Layout(width="100%")
+            )
+        except ImportError:  # without anywidget (the charts extra) the table only shows
+            self.table = w.HTML("", layout=w.Layout(width="100%"))
+        self.run_box = w.HTML("")
         self.prev_button = w.Button(description="◀", layout=w.Layout(width="40px"))
         self.next_button = w.Button(description="▶", layout=w.Layout(width="40px"))
         self.page_label = w.Label("")
@@ -146,7 +163,22 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             description="Metric", options=[], layout=w.Layout(width="300px")
         )
         self.curve_note = w.HTML(note_html("Select runs to plot their metric curves."))
-        self.curve_image = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
+        self.x_menu = w.ToggleButtons(
+            options=[("step", "step"), ("time", "time"), ("relative", "relative")],
+            value="step",
+            description="x",
+            style={"button_width": "70px", "description_width": "20px"},
+        )
+        self.smooth_slider = w.FloatSlider(
+            value=0.0,
+            min=0.0,
+            max=0.95,
+            step=0.05,
+            description="smoothing",
+            continuous_update=False,
+            layout=w.Layout(width="260px"),
+        )
+        self.curve_box = w.Box(layout=w.Layout(width="100%"))
         self.parallel_note = w.HTML("")
         self.parallel_image = w.Image(
             format="png", layout=w.Layout(display="none", max_width="100%")
@@ -154,12 +186,22 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.details = w.Tab(
             children=[
                 w.VBox([self.compare], layout=w.Layout(overflow="auto")),
-                w.VBox([self.metric_menu, self.curve_note, self.curve_image]),
+                w.VBox(
+                    [
+                        w.HBox(
+                            [self.metric_menu, self.x_menu, self.smooth_slider],
+                            layout=w.Layout(flex_flow="row wrap"),
+                        ),
+                        self.curve_note,
+                        self.curve_box,
+                    ]
+                ),
                 w.VBox([self.parallel_note, self.parallel_image]),
             ],
             titles=("Compare", "Curves", "Parallel"),
             layout=w.Layout(flex="1 1 auto", min_width="0"),
         )
+        self.details.add_class(TABS_CLASS)
         self.lower = w.HBox([picker_box, self.details], layout=w.Layout(width="100%"))
 
         # control widgets -> panel traits (the traits are the state; the widgets a view of it)
@@ -169,7 +211,9 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.order_button.observe(lambda c: self._set("ascending", not c["new"]), "value")
         self.experiment_menu.observe(lambda c: self._set("experiment", c["new"]), "value")
         self.picker.observe(lambda c: self._set("selected", tuple(c["new"])), "value")
-        self.metric_menu.observe(lambda c: self._set("curve_metric", c["new"] or ""), "value")
+        self.metric_menu.observe(self._metric_picked, "value")
+        self.x_menu.observe(lambda c: self._set("curve_x", c["new"] or "step"), "value")
+        self.smooth_slider.observe(lambda c: self._set("smoothing", c["new"]), "value")
         self.refresh_button.on_click(lambda _b: self._guard(self.reload))
         self.prev_button.on_click(lambda _b: self._set("page", self.page - 1))
         self.next_button.on_click(lambda _b: self._set("page", self.page + 1))
@@ -186,10 +230,10 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         settings = self.settings
         started = time.perf_counter()
         self.loading = True
-        _listen(self)  # again: %reload_ext makes a new tracker
+        listen_for_runs(self)  # again: %reload_ext makes a new tracker
         try:
             names = core.experiments(settings)
-            name = self.experiment or core.default_experiment(settings, _notebook())
+            name = self.experiment or core.default_experiment(settings, current_notebook())
             with self._lock, self._quietly():
                 self.experiment_menu.options = names
                 self.experiment_menu.value = name if name in names else None
@@ -263,6 +307,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     def _apply(self, reset_page: bool = True) -> None:
         """Filter and sort the runs (fast: pandas on at most a few thousand rows), then render."""
         with self._lock:
+            self.show_error(unknown_fields(self.runs, self.text))
             view = core.filter_runs(self.runs, self.text, self.status)
             column = core.resolve_column(view, self.sort_by)
             if column is not None:
@@ -368,50 +413,126 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self._draw_curves()
         self._draw_parallel()
 
-    @observe("curve_metric")
+    def _table_event(self, kind: str, value: str) -> None:
+        """A click in the runs table: sort by a header, select a run for compare, open one."""
+        if kind == "sort":
+            column = core.resolve_column(self.runs, value) or value
+            if column == core.resolve_column(self.runs, self.sort_by):
+                self._set("ascending", not self.ascending)
+            else:
+                self._set("sort_by", column)
+        elif kind == "toggle":
+            chosen = list(self.selected)
+            self._set(
+                "selected",
+                tuple(r for r in chosen if r != value) if value in chosen else (*chosen, value),
+            )
+        elif kind == "open":
+            self._set("opened", value)
+
+    @observe("opened")
+    def _on_opened(self, change: dict[str, Any]) -> None:
+        run_id = change["new"]
+        if not run_id:
+            self.run_box.value = ""
+            return
+        labels = core.run_labels(self.runs, [run_id])
+        self.run_box.value = note_html(f"Opening {labels.get(run_id, run_id)}…")
+
+        def job() -> None:
+            run = core.run_details(self.settings, run_id)
+            if self.opened != run_id:
+                return
+            fields = [
+                ("run id", run["run_id"]),
+                ("status", run["status"]),
+                ("experiment", run["experiment"]),
+                ("user", run["user"]),
+                ("params", run["params"]),
+                ("metrics", run["metrics"]),
+                ("git commit", run["git_commit"]),
+            ]
+            self.run_box.value = details_html(f"run {run['name']}", fields)
+
+        self.worker.submit(job)
+
+    def _metric_picked(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet:
+            self._metric_by_user = True
+        self._set("curve_metric", change["new"] or "")
+
+    @observe("curve_metric", "curve_x", "smoothing")
     def _on_metric(self, change: dict[str, Any]) -> None:
         with self._quietly():
             if self.curve_metric in self.metric_menu.options:
                 self.metric_menu.value = self.curve_metric
+            self.x_menu.value = self.curve_x
+            self.smooth_slider.value = self.smoothing
         if not self._is_quiet:
+            if change["name"] == "curve_metric":
+                self._metric_by_user = True
             self._guard(self._draw_curves)
 
     def _draw_curves(self) -> None:
         generation = self._bump("curves")
-        run_ids, key = list(self.selected), self.curve_metric
-        if not run_ids or not key:
+        run_ids = list(self.selected)
+        metrics = [core.short(c) for c in core.metric_columns(self.runs)]
+        if not run_ids or not metrics:
             self.curve_note.value = note_html(
-                "Select runs to plot their metric curves." if key else "These runs log no metrics."
+                "Select runs to plot their metric curves."
+                if metrics
+                else "These runs log no metrics."
             )
-            self.curve_image.layout.display = "none"
+            self.curve_box.layout.display = "none"
             self.curve_figure = None
             return
-        self.curve_note.value = note_html(f"Reading the history of {key}…")
         labels = core.run_labels(self.runs, run_ids)
+        chosen = self.curve_metric if self._metric_by_user and self.curve_metric else ""
+        x, smoothing = self.curve_x, self.smoothing
+        self.curve_note.value = note_html("Reading the metrics' history…")
 
         def job() -> None:
             if self._stale("curves", generation):
                 return
-            history = core.metric_history(self.settings, run_ids, key)
+            if chosen:
+                key, history = chosen, core.metric_history(self.settings, run_ids, chosen)
+            else:  # open on the metric with the most steps, not on a single point
+                histories = {
+                    k: core.metric_history(self.settings, run_ids, k) for k in metrics[:20]
+                }
+                key = default_metric(histories)
+                history = histories[key]
+                with self._quietly():
+                    self.curve_metric = key
+                    self.metric_menu.value = key
             if self._stale("curves", generation):
                 return
             if history.empty:
                 self.curve_note.value = note_html(f"The selected runs have no values of {key}.")
-                self.curve_image.layout.display = "none"
+                self.curve_box.layout.display = "none"
                 return
-            fig = core.curves_figure(history, labels, key)
-            png = core.figure_png(fig)
+            spec = curves_spec(history, labels, key, x, smoothing)
+            self._show_chart(spec)
             if self._stale("curves", generation):
                 return
-            self.curve_figure = fig
+            self.curve_figure = spec
             steps = history.groupby("run_id")["step"].nunique().max()
             have = history["run_id"].nunique()
             which = f"{have} run(s)" if have == len(run_ids) else f"{have} of {len(run_ids)} runs"
-            self.curve_note.value = note_html(f"{key} for {which}, up to {steps} step(s) each")
-            self.curve_image.value = png
-            self.curve_image.layout.display = "block"
+            self.curve_note.value = note_html(
+                f"{key} for {which}, up to {steps} step(s) each: hover for values, drag to "
+                "zoom, double-click to reset"
+            )
+            self.curve_box.layout.display = "flex"
 
         self.worker.submit(job)
+
+    def _show_chart(self, spec: dict[str, Any]) -> None:
+        if self.curve_chart is None:
+            self.curve_chart = figure_widget(spec)
+            self.curve_box.children = (self.curve_chart,)
+        else:
+            update_figure(self.curve_chart, spec)
 
     def _draw_parallel(self) -> None:
         generation = self._bump("parallel")
@@ -513,14 +634,12 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             )
             if self.selected:
                 parts.append(compare_html(core.compare_runs(self.runs, list(self.selected))))
-            if self.curve_image.value and self.curve_image.layout.display != "none":
-                parts.append(png_img(self.curve_image.value, "metric curves"))
         parts.append("</div>")
         return "".join(parts)
 
     def close(self) -> None:
         self._closed = True
-        _unlisten(self)
+        stop_listening(self)
         self.worker.close()
         for child in (self.header, self.controls, self.pager, self.lower):
             _close_tree(child)
@@ -537,43 +656,3 @@ def _close_tree(widget: widgets.Widget) -> None:
     for child in getattr(widget, "children", ()):
         _close_tree(child)
     widget.close()
-
-
-def _notebook() -> str | None:
-    """The notebook this kernel runs, when the front end said (JupyterLab, VS Code)."""
-    import sys
-
-    from nbmlops.api.tracking import notebook_from_environment
-
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return notebook_from_environment(getattr(shell, "user_ns", None))
-
-
-# Panels listen through one function per tracker and weak references, so a closed or
-# forgotten panel costs nothing and never keeps the tracker's listener list growing.
-_panels: weakref.WeakSet[ExperimentsPanel] = weakref.WeakSet()
-_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
-_listen_lock = threading.Lock()
-
-
-def _on_run_shipped(summary: RunSummary) -> None:
-    for panel in list(_panels):
-        try:
-            panel._run_shipped(summary)
-        except Exception:  # a panel problem must never disturb the shipper
-            log.debug("panel refresh failed", exc_info=True)
-
-
-def _listen(panel: ExperimentsPanel) -> None:
-    tracker = get_tracker()
-    with _listen_lock:
-        _panels.add(panel)
-        if tracker not in _trackers:
-            tracker.add_listener(_on_run_shipped)
-            _trackers.add(tracker)
-
-
-def _unlisten(panel: ExperimentsPanel) -> None:
-    with _listen_lock:
-        _panels.discard(panel)

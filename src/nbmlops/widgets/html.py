@@ -12,30 +12,69 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FONT = "font-family:var(--jp-ui-font-family,sans-serif);font-size:12px"
-TABLE = f"border-collapse:collapse;{FONT};white-space:nowrap"
-TH = "text-align:left;padding:3px 8px;border-bottom:2px solid #bbb;background:#f4f4f4"
-TD = "padding:2px 8px;border-bottom:1px solid #e3e3e3"
-TH_KEY = "text-align:left;padding:2px 12px 2px 0;vertical-align:top;border-bottom:1px solid #e3e3e3"
+# Colours are JupyterLab's theme variables, so the light and the dark theme both read well;
+# the fallback after the comma is for front ends without them (classic Notebook, nbconvert).
+# Text keeps the colour it inherits (the theme's font colour) wherever it can: coloured text
+# on a theme's background is where contrast is lost, so state is shown by borders and dots.
+MUTED = "color:var(--jp-ui-font-color2,#616161)"  # only on the output's own background
+HEAD_BG = "var(--jp-layout-color2,#eeeeee)"
+BORDER = "var(--jp-border-color1,#bdbdbd)"
+BORDER_LIGHT = "var(--jp-border-color2,#e0e0e0)"
+SELECTED_BG = "var(--jp-layout-color3,#bdbdbd)"
+SELECTED_EDGE = "var(--jp-brand-color1,#1976d2)"
+DIFF_BG = "var(--jp-layout-color2,#eeeeee)"
+DIFF_EDGE = "var(--jp-warn-color1,#f57c00)"
+ERROR_EDGE = "var(--jp-error-color1,#d32f2f)"
+OK_EDGE = "var(--jp-success-color1,#388e3c)"
+TABLE = f"border-collapse:collapse;{FONT};white-space:nowrap;color:inherit"
+TH = (
+    f"text-align:left;padding:3px 8px;border-bottom:2px solid {BORDER};background:{HEAD_BG};"
+    "color:var(--jp-ui-font-color1,#212121)"
+)
+TD = f"padding:2px 8px;border-bottom:1px solid {BORDER_LIGHT}"
+TH_KEY = f"text-align:left;padding:2px 12px 2px 0;vertical-align:top;border-bottom:1px solid {BORDER_LIGHT}"
 STATUS_COLOUR = {
-    "FINISHED": "#2e7d32",
-    "FAILED": "#c62828",
-    "KILLED": "#8e24aa",
-    "RUNNING": "#1565c0",
-    "SCHEDULED": "#6d6d6d",
+    "FINISHED": "var(--jp-success-color1,#388e3c)",
+    "FAILED": "var(--jp-error-color1,#d32f2f)",
+    "KILLED": "var(--jp-warn-color1,#f57c00)",
+    "RUNNING": "var(--jp-brand-color1,#1976d2)",
+    "SCHEDULED": "var(--jp-layout-color4,#757575)",
 }
+
+
+# The panels' one <style> block (in an HTML widget of each panel; widget outputs are not
+# sanitised): ipywidgets' tab labels use a grey that falls below WCAG AA contrast on the tab
+# bar, and Plotly's SVG text cannot take CSS variables inline.
+TABS_CLASS = "nbmlops-tabs"
+PANEL_CSS = (
+    f"<style>.{TABS_CLASS} .lm-TabBar-tab,.{TABS_CLASS} .lm-TabBar-tabLabel"
+    "{color:var(--jp-ui-font-color1,#212121)!important}</style>"
+)
+
+
+def dot(colour: str, title: str = "") -> str:
+    """A coloured dot before a word: state in colour without coloured text."""
+    tip = f' title="{escape(title)}"' if title else ""
+    return (
+        f'<span{tip} style="display:inline-block;width:8px;height:8px;border-radius:50%;'
+        f'margin-right:4px;background:{colour}"></span>'
+    )
+
+
 _LOCAL_TZ = datetime.now().astimezone().tzinfo
 
 
 def error_html(text: str) -> str:
     return (
-        '<div class="nbmlops-error" style="color:#8a1c1c;background:#fdecea;'
-        f'border:1px solid #e0a1a1;border-radius:3px;padding:6px 10px;{FONT}">'
+        '<div class="nbmlops-error" style="color:var(--jp-ui-font-color1,#212121);'
+        f"background:var(--jp-layout-color1,#fff);border:1px solid {ERROR_EDGE};"
+        f'border-left:4px solid {ERROR_EDGE};border-radius:3px;padding:6px 10px;{FONT}">'
         f"<b>nbmlops:</b> {escape(text)}</div>"
     )
 
 
 def note_html(text: str) -> str:
-    return f'<div style="color:#555;padding:4px 0;{FONT}">{escape(text)}</div>'
+    return f'<div style="{MUTED};padding:4px 0;{FONT}">{escape(text)}</div>'
 
 
 def fmt(value: Any, column: str = "") -> str:
@@ -72,18 +111,22 @@ def runs_table_html(
 
     columns = [c for c in page.columns if c not in ("run_id", "end")]
     arrow = " ▲" if ascending else " ▼"
-    head = ['<th style="' + TH + '">✓</th>', f'<th style="{TH}">run</th>']
+    head = [
+        f'<th style="{TH}" aria-label="selected for compare">✓</th>',
+        f'<th style="{TH};cursor:pointer" data-col="name" title="sort by name">run</th>',
+    ]
     for col in columns:
-        colour = (
-            "color:#5a4a00"
+        # params and metrics told apart by the header's top edge, not by coloured text
+        edge = (
+            f";border-top:3px solid {DIFF_EDGE}"
             if col.startswith("params.")
-            else "color:#0b4f71"
+            else f";border-top:3px solid {SELECTED_EDGE}"
             if col.startswith("metrics.")
             else ""
         )
-        title = f' title="{escape(col)}"'
+        title = f' title="{escape(col)}: click to sort" data-col="{escape(col)}"'
         head.append(
-            f'<th style="{TH};{colour}"{title}>{escape(short(col))}'
+            f'<th style="{TH}{edge};cursor:pointer"{title}>{escape(short(col))}'
             f"{arrow if col == sort_by else ''}</th>"
         )
     chosen = set(selected)
@@ -92,18 +135,33 @@ def runs_table_html(
     for row in records:
         rid = str(row["run_id"])
         mark = "✓" if rid in chosen else ""
-        bg = "background:#fff8d6;" if rid in chosen else ""
-        cells = [f'<td style="{TD}">{mark}</td>', f'<td style="{TD};font-family:monospace">']
+        bg = (
+            f"background:{SELECTED_BG};box-shadow:inset 4px 0 {SELECTED_EDGE};"
+            if rid in chosen
+            else ""
+        )
+        box = "☑" if rid in chosen else "☐"
+        cells = [
+            f'<td class="nbmlops-check" role="checkbox" aria-checked="{str(rid in chosen).lower()}"'
+            f' aria-label="compare {escape(rid[:8])}" style="{TD};cursor:pointer">{box}'
+            f"{'<span hidden>' + mark + '</span>' if mark else ''}</td>",
+            f'<td style="{TD};font-family:monospace">',
+        ]
         cells[-1] += f'<span title="{escape(rid)}">{escape(rid[:8])}</span></td>'
         for col in columns:
             value = row[col]
             style = TD
+            text = escape(fmt(value, col))
             if col == "status":
-                style += f";color:{STATUS_COLOUR.get(str(value), '#333')};font-weight:600"
+                colour = STATUS_COLOUR.get(str(value), STATUS_COLOUR["SCHEDULED"])
+                text = dot(colour) + text
             elif isinstance(value, float):
                 style += ";text-align:right"
-            cells.append(f'<td style="{style}">{escape(fmt(value, col))}</td>')
-        body.append(f'<tr class="nbmlops-run" data-run-id="{escape(rid)}" style="{bg}">')
+            cells.append(f'<td style="{style}">{text}</td>')
+        body.append(
+            f'<tr class="nbmlops-run" tabindex="0" data-run-id="{escape(rid)}" '
+            f'style="{bg}cursor:pointer">'
+        )
         body[-1] += "".join(cells) + "</tr>"
     cap = f'<div style="padding:2px 0 4px;{FONT}">{escape(caption)}</div>' if caption else ""
     return (
@@ -124,9 +182,13 @@ def compare_html(table: pd.DataFrame) -> str:
     rows = []
     for field, row in table.iterrows():
         name = str(field)
-        bg = "background:#fff3c4;" if row["differs"] else ""
+        bg = (
+            f"background:{DIFF_BG};box-shadow:inset 4px 0 {DIFF_EDGE};font-weight:600"
+            if row["differs"]
+            else ""
+        )
         group = "param " if name.startswith("params.") else "metric " if "metrics." in name else ""
-        label = f'<td style="{TD};color:#666">{escape(group)}<b>{escape(short(name))}</b></td>'
+        label = f'<td style="{TD}">{escape(group)}<b>{escape(short(name))}</b></td>'
         cells = "".join(f'<td style="{TD}">{escape(fmt(row[c], name))}</td>' for c in runs)
         rows.append(f'<tr style="{bg}">{label}{cells}</tr>')
     return (
@@ -144,7 +206,7 @@ def details_html(title: str, fields: list[tuple[str, Any]]) -> str:
             continue
         if isinstance(value, dict):
             inner = "".join(
-                f"<tr><td style='{TD};color:#555'>{escape(str(k))}</td>"
+                f"<tr><td style='{TD}'>{escape(str(k))}</td>"
                 f"<td style='{TD}'>{escape(fmt(v))}</td></tr>"
                 for k, v in value.items()
             )

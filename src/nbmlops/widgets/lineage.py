@@ -21,8 +21,16 @@ from nbmlops.api.lineage import LineageGraph, LineageView, lineage_graph, node_l
 from nbmlops.api.tracking import get_tracker
 from nbmlops.config import Settings
 from nbmlops.exceptions import UsageError
-from nbmlops.widgets._common import PanelMixin, Worker, log
-from nbmlops.widgets.html import details_html, note_html, png_img
+from nbmlops.widgets._common import (
+    PanelMixin,
+    Worker,
+    current_notebook,
+    log,
+    same_notebook,
+    style_widget,
+)
+from nbmlops.widgets.charts import figure_widget, lineage_spec, update_figure
+from nbmlops.widgets.html import details_html, note_html
 
 MAX_LISTED = 500  # node list entries; the filter box narrows longer lists
 
@@ -105,13 +113,17 @@ class LineagePanel(PanelMixin, widgets.VBox):
         namespace: dict[str, Any] | None = None,
         max_nodes: int = 200,
         autoload: bool = True,
+        notebook: str | None = None,
     ):
         self.settings = settings or get_tracker().settings
+        self.notebook = notebook if notebook is not None else current_notebook()
         self.namespace = namespace if namespace is not None else _user_namespace()
         self.max_nodes = max_nodes
         self.graph: LineageGraph | None = None
         self.view: LineageView | None = None
-        self.figure: Any = None
+        self.figure: Any = None  # the Plotly spec (dict) of the drawn graph
+        self.chart: Any = None  # its FigureWidget: hover for ids, click to select
+        self.drawn_nodes: list[str] = []  # node of each point of the chart's node trace
         self.details_fields: list[tuple[str, Any]] = []
         self._lock = threading.RLock()
         self._quiet = threading.local()
@@ -121,7 +133,14 @@ class LineagePanel(PanelMixin, widgets.VBox):
         self.worker = Worker(self.show_error)
         self._build_widgets()
         super().__init__(
-            children=[self.header, self.error_box, self.middle, self.drawing_note, self.drawing],
+            children=[
+                style_widget(),
+                self.header,
+                self.error_box,
+                self.middle,
+                self.drawing_note,
+                self.drawing,
+            ],
             layout=widgets.Layout(width="100%"),
         )
         if autoload:
@@ -149,6 +168,7 @@ class LineagePanel(PanelMixin, widgets.VBox):
         self.node_list = w.Select(options=[], rows=14, layout=w.Layout(width="330px"))
         self.list_note = w.HTML("")
         self.details = w.HTML(note_html("Pick a node to see its details."))
+        self.details.add_class("nbmlops-lineage-details")
         self.middle = w.HBox(
             [
                 w.VBox([self.filter_box, self.node_list, self.list_note]),
@@ -156,7 +176,7 @@ class LineagePanel(PanelMixin, widgets.VBox):
             ]
         )
         self.drawing_note = w.HTML("")
-        self.drawing = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
+        self.drawing = w.Box(layout=w.Layout(display="none", width="100%"))
 
         self.filter_box.observe(lambda c: self._set("node_filter", c["new"]), "value")
         self.node_list.observe(lambda c: self._set("selected", c["new"] or ""), "value")
@@ -218,13 +238,18 @@ class LineagePanel(PanelMixin, widgets.VBox):
             self._guard(self.show, change["new"])
 
     def _latest_run(self) -> str | None:
+        """This notebook's newest run; the store's newest when this notebook has none."""
         assert self.graph is not None
         runs = [
-            (attrs.get("end_ms") or attrs.get("start_ms") or 0, node)
+            (
+                same_notebook(attrs.get("source"), self.notebook),
+                attrs.get("end_ms") or attrs.get("start_ms") or 0,
+                node,
+            )
             for node, attrs in self.graph.graph.nodes(data=True)
             if attrs.get("kind") == "run"
         ]
-        return max(runs)[1] if runs else None
+        return max(runs)[2] if runs else None
 
     @observe("focus")
     def _on_focus(self, change: dict[str, Any]) -> None:
@@ -345,22 +370,36 @@ class LineagePanel(PanelMixin, widgets.VBox):
             time.sleep(0.1)  # moving through the list: draw only where it stops
             if self._stale("draw", generation):
                 return
-            fig = graph.draw(_nearest(view, self.max_nodes), max_nodes=self.max_nodes)
-            _make_room_for_labels(fig)
-            png = core.figure_png(fig, dpi=80)
+            g = _nearest(view, self.max_nodes).graph
+            labels = {n: graph.label(n, g) for n in g.nodes}
+            spec, order = lineage_spec(g, labels, node_layers(g), self.selected)
             if self._stale("draw", generation):
                 return
-            self.figure = fig
+            self.figure, self.drawn_nodes = spec, order
+            if self.chart is None:
+                self.chart = figure_widget(spec)
+                self.chart.data[1].on_click(self._clicked)
+                self.drawing.children = (self.chart,)
+            else:
+                update_figure(self.chart, spec)
+                self.chart.data[1].on_click(self._clicked)
             n = view.graph.number_of_nodes()
             cut = f" (the {self.max_nodes} nearest drawn)" if n > self.max_nodes else ""
             self.drawing_note.value = note_html(
-                f"{n} nodes upstream and downstream of {graph.label(self.focus)}{cut}; "
-                "the selected node is outlined"
+                f"{n} nodes upstream and downstream of {graph.label(self.focus)}{cut}, data "
+                "flowing left to right; the selected node is ringed. Click a node to select "
+                "it, hover for its id, drag to pan, zoom with the toolbar."
             )
-            self.drawing.value = png
-            self.drawing.layout.display = "block"
+            self.drawing.layout.display = "flex"
 
         self.worker.submit(job)
+
+    def _clicked(self, _trace: Any, points: Any, _state: Any) -> None:
+        """A click on a node of the chart selects it (its details show)."""
+        for index in getattr(points, "point_inds", []) or []:
+            if 0 <= index < len(self.drawn_nodes):
+                self._set("selected", self.drawn_nodes[index])
+                return
 
     # --- static fallback and lifecycle ----------------------------------------------------------
     def summary_html(self) -> str:
@@ -380,8 +419,6 @@ class LineagePanel(PanelMixin, widgets.VBox):
                 + _escape(self.graph.to_text(LineageView(self.focus, self.view.graph)))
                 + "</pre>"
             )
-        if self.drawing.value and self.drawing.layout.display != "none":
-            parts.append(png_img(self.drawing.value, "lineage drawing"))
         parts.append("</div>")
         return "".join(parts)
 
@@ -410,19 +447,6 @@ def _nearest(view: LineageView, max_nodes: int) -> LineageView:
     distance = nx.single_source_shortest_path_length(g.to_undirected(as_view=True), view.focus)
     keep = sorted(g.nodes, key=lambda n: (distance.get(n, len(g)), n))[:max_nodes]
     return LineageView(view.focus, g.subgraph(keep).copy())
-
-
-def _make_room_for_labels(fig: Any) -> None:
-    """LineageGraph.draw puts labels 0.06 below their nodes but autoscales the y axis to the
-    nodes alone; when every node sits on one row (a chain) the axis is ~0.03 high and the
-    clipped labels vanish. Widen the y axis to hold them."""
-    for ax in fig.axes:
-        ys = [t.get_position()[1] for t in ax.texts]
-        if not ys:
-            continue
-        lo, hi = ax.get_ylim()
-        top = max(ys) + 0.06
-        ax.set_ylim(min(lo, min(ys) - 0.1), max(hi, top + 0.04))
 
 
 def _escape(text: str) -> str:

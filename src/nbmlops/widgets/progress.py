@@ -67,7 +67,7 @@ class WidgetProgress:
                 self.bar.max = max(1, event.to_run)
                 self.bar.value = 0
                 self._line(
-                    f"<div style='color:#555'>study <b>{html.escape(event.study)}</b>: "
+                    f"<div style='color:var(--jp-ui-font-color2,#616161)'>study <b>{html.escape(event.study)}</b>: "
                     f"{event.earlier} earlier trial(s), {event.to_run} to run</div>"
                 )
                 if not event.to_run:
@@ -85,7 +85,7 @@ class WidgetProgress:
                 why = html.escape(rep.error or rep.reason or "")
                 self._line(
                     f"<div><b style='color:{colour}'>{html.escape(rep.status)}</b> "
-                    f"{html.escape(rep.name)}{took} <span style='color:#777'>{why}</span></div>"
+                    f"{html.escape(rep.name)}{took} <span style='color:var(--jp-ui-font-color2,#616161)'>{why}</span></div>"
                 )
             case TrialFinished(trial=trial):
                 if str(trial.number) in self._running:
@@ -96,7 +96,7 @@ class WidgetProgress:
                 self._line(
                     f"<div><b style='color:{colour}'>{trial.state}</b> trial {trial.number}"
                     f"{html.escape(value)} <span>{html.escape(params)}</span>"
-                    f"<span style='color:#777'>{took} {html.escape(trial.error or '')}</span></div>"
+                    f"<span style='color:var(--jp-ui-font-color2,#616161)'>{took} {html.escape(trial.error or '')}</span></div>"
                 )
             case PipelineFinished(report=report):
                 self.bar.bar_style = "success" if report.ok else "danger"

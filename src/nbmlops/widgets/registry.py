@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-from traitlets import Int, Unicode, observe
+from traitlets import Bool, Int, Unicode, observe
 
 from nbmlops.api.registry import (
     AliasEvent,
@@ -33,94 +32,21 @@ from nbmlops.api.registry import (
 from nbmlops.api.serving import CANARY_ALIAS, kserve_canary
 from nbmlops.api.tracking import get_tracker
 from nbmlops.config import Settings
-from nbmlops.exceptions import GateRefused, UsageError
-from nbmlops.widgets._common import PanelMixin, Worker, log
-from nbmlops.widgets.html import FONT, TABLE, TD, TH, error_html, note_html
-
-MAX_MODELS = 1000
-
-
-# --- HTML ------------------------------------------------------------------------------------
-def _when(ts: float | None) -> str:
-    if not ts:
-        return ""
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(head: list[str], rows: list[list[str]], cls: str) -> str:
-    """Cells are HTML already (escaped by the caller)."""
-    th = "".join(f'<th style="{TH}">{escape(h)}</th>' for h in head)
-    body = "".join(
-        "<tr>" + "".join(f'<td style="{TD}">{c}</td>' for c in row) + "</tr>" for row in rows
-    )
-    return (
-        '<div style="overflow-x:auto;max-width:100%">'
-        f'<table class="{cls}" style="{TABLE}"><thead><tr>{th}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
-def versions_html(versions: list[VersionInfo], selected: int = 0) -> str:
-    if not versions:
-        return note_html("No versions registered yet.")
-    rows = []
-    for v in reversed(versions):  # newest first
-        scan = escape(v.scan)
-        if v.scan != "clean":
-            colour = "#c62828" if v.scan == "flagged" else "#8a6d00"
-            scan = f'<span style="color:{colour}">{scan}</span>'
-        mark = "▶ " if v.version == selected else ""
-        rows.append(
-            [
-                f"<b>{mark}v{v.version}</b>",
-                escape(v.run_id or ""),
-                escape(_when(v.created)),
-                escape(", ".join(f"@{a}" for a in v.aliases)),
-                scan,
-                "✓" if v.card_complete else '<span style="color:#c62828">✗</span>',
-                escape(", ".join(v.approvals)),
-            ]
-        )
-    head = ["version", "run", "created", "aliases", "scan", "card complete", "approvals"]
-    return _table(head, rows, "nbmlops-versions")
-
-
-def aliases_html(aliases: dict[str, int]) -> str:
-    if not aliases:
-        return note_html("No alias is set.")
-    rows = [[f"<b>@{escape(a)}</b>", f"v{v}"] for a, v in aliases.items()]
-    return _table(["alias", "held by"], rows, "nbmlops-aliases")
-
-
-def history_html(alias: str, events: list[AliasEvent]) -> str:
-    if not events:
-        return note_html(f"@{alias} has no recorded history.")
-    rows = []
-    for e in reversed(events):  # newest first
-        before = "nobody" if e.previous is None else f"v{e.previous}"
-        after = "nobody" if e.version is None else f"v{e.version}"
-        rows.append(
-            [
-                escape(_when(e.ts)),
-                escape(e.action),
-                escape(f"{before} → {after}" if e.action != "external" else after),
-                escape(e.user),
-                escape(e.override or ""),
-            ]
-        )
-    title = (
-        f'<div style="{FONT};font-weight:600;padding:6px 0 2px">History of @{escape(alias)}</div>'
-    )
-    return title + _table(["when", "action", "move", "by", "override"], rows, "nbmlops-history")
-
-
-def _multiline_error(text: str) -> str:
-    """The red box, keeping the lines of a message (every failed gate on its own line)."""
-    return f'<div style="white-space:pre-wrap">{error_html(text)}</div>'
+from nbmlops.exceptions import AlreadyRegistered, UsageError
+from nbmlops.widgets._common import PanelMixin, Worker, log, message, style_widget
+from nbmlops.widgets.html import FONT, MUTED, note_html
+from nbmlops.widgets.live import Poller
+from nbmlops.widgets.registry_actions import MAX_MODELS, RegistryActions, multiline_error
+from nbmlops.widgets.registry_html import (
+    aliases_html,
+    comparison_html,
+    history_html,
+    versions_html,
+)
 
 
 # --- the panel -----------------------------------------------------------------------------------
-class RegistryPanel(PanelMixin, widgets.VBox):
+class RegistryPanel(RegistryActions, PanelMixin, widgets.VBox):
     """Registered models: versions, aliases and their history; register, promote, roll back,
     approve and deploy through :func:`nbmlops.api.registry.model_registry`."""
 
@@ -131,6 +57,8 @@ class RegistryPanel(PanelMixin, widgets.VBox):
     error = Unicode("", help="The last error, shown in the red box; '' when all is well")
     status = Unicode("", help="What the last action did")
     pending = Unicode("", help="The action waiting in the confirm bar ('' for none)")
+    busy = Unicode("", help="The action running now ('' for none); its button is disabled")
+    live = Bool(True, help="Follow changes made elsewhere (CLI, other kernels) by polling")
 
     def __init__(
         self,
@@ -138,6 +66,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         *,
         settings: Settings | None = None,
         autoload: bool = True,
+        live: bool = True,
     ):
         self.settings = settings or get_tracker().settings
         self.registry = model_registry(self.settings)
@@ -147,6 +76,14 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         self.history: list[AliasEvent] = []
         self.roles: list[str] = []
         self.gate_results: list[Any] = []
+        self.comparison: dict[str, Any] = {}  # what the confirm bar compares before a promote
+        self._busy_lock = threading.Lock()
+        self._busy_button: widgets.Button | None = None
+        self._result_box: widgets.HTML | None = None
+        self._had_view = False
+        self._box_has_error = False
+        self._pending_doing = ""
+        self._saved_label: tuple[str, str] = ("", "")
         self.deployed: Any = None  # the last ExportResult
         self._pending_action: Callable[[], None] | None = None
         self._syncing = threading.local()
@@ -156,14 +93,17 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         self._build_widgets()
         super().__init__(
             children=[
+                style_widget(),
                 self.header,
                 self.error_box,
-                self.confirm_bar,
-                self.status_box,
                 self.versions_table,
                 self.actions,
+                self.confirm_bar,
+                self.status_box,
                 self.register_row,
+                self.register_result,
                 self.deploy_row,
+                self.deploy_result,
                 self.deploy_box,
                 self.alias_area,
             ],
@@ -172,10 +112,15 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         if name:
             with self._quietly():
                 self.model = name
+        self.poller = Poller(self._fingerprint, self._changed_elsewhere, name="nbmlops-registry")
+        self._view_count = 0  # counted by the front end: polling stops once every view is gone
         if autoload:
             self.reload()
+            if live:
+                self.worker.submit(lambda: self.poller.start(baseline=True))
         else:
             self._loaded.set()
+        self.live = live
 
     # --- widgets ------------------------------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -192,16 +137,20 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         )
         self.error_box = w.HTML("", layout=w.Layout(display="none"))
         self.confirm_text = w.HTML("")
+        self.confirm_detail = w.HTML("")
         self.confirm_button = w.Button(
             description="Confirm", button_style="danger", icon="check", layout=auto
         )
         self.cancel_button = w.Button(description="Cancel", icon="times", layout=auto)
-        self.confirm_bar = w.HBox(
-            [self.confirm_text, self.confirm_button, self.cancel_button],
+        self.confirm_bar = w.VBox(
+            [
+                self.confirm_text,
+                self.confirm_detail,
+                w.HBox([self.confirm_button, self.cancel_button]),
+            ],
             layout=w.Layout(
                 display="none",
-                align_items="center",
-                border="1px solid #e0b252",
+                border="1px solid var(--jp-warn-color1,#f57c00)",
                 padding="4px 8px",
                 margin="4px 0",
             ),
@@ -210,7 +159,10 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         self.versions_table = w.HTML(note_html("Loading…"))
 
         self.version_menu = w.Dropdown(
-            description="Version", options=[], layout=w.Layout(width="170px")
+            description="Version",
+            options=[],
+            style={"description_width": "initial"},
+            layout=w.Layout(width="auto", min_width="130px"),
         )
         self.alias_box = w.Combobox(
             value=self.alias,
@@ -218,7 +170,8 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             description="Alias",
             ensure_option=False,
             continuous_update=False,
-            layout=w.Layout(width="220px"),
+            style={"description_width": "initial"},
+            layout=w.Layout(width="260px"),
         )
         self.promote_button = w.Button(
             description="Promote", icon="arrow-up", button_style="primary", layout=auto
@@ -244,6 +197,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             placeholder="model name (default: the selected one)", layout=w.Layout(width="260px")
         )
         self.register_button = w.Button(description="Register", icon="plus", layout=auto)
+        self.register_result = w.HTML("")
         self.register_row = w.HBox(
             [self.source_box, self.name_box, self.register_button],
             layout=w.Layout(flex_flow="row wrap"),
@@ -259,7 +213,8 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             step=1,
             description=f"@{CANARY_ALIAS} %",
             continuous_update=False,
-            layout=w.Layout(width="300px"),
+            style={"description_width": "initial"},
+            layout=w.Layout(width="340px"),
         )
         self.overwrite_box = w.Checkbox(value=False, description="overwrite", indent=False)
         self.deploy_button = w.Button(description="Deploy", icon="rocket", layout=auto)
@@ -268,6 +223,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             layout=w.Layout(flex_flow="row wrap", align_items="center"),
         )
         self.deploy_box = w.HTML("")
+        self.deploy_result = w.HTML("")
 
         self.aliases_table = w.HTML("")
         self.history_table = w.HTML("")
@@ -283,6 +239,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         self.model_menu.observe(self._on_model_menu, "value")
         self.version_menu.observe(self._on_version_menu, "value")
         self.refresh_button.on_click(lambda _b: self.reload())
+        self.observe(self._views_changed, "_view_count")
         self.promote_button.on_click(lambda _b: self._guard(self.promote))
         self.rollback_button.on_click(lambda _b: self._guard(self.rollback))
         self.approve_button.on_click(lambda _b: self._guard(self.approve))
@@ -318,22 +275,10 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             self.show_error(err)
             return None
 
-    def show_error(self, err: BaseException | str | None) -> None:
-        super().show_error(err)
-        if self.error:
-            self.error_box.value = _multiline_error(self.error)
-        if isinstance(err, GateRefused):
-            self.gate_results = list(err.results)
-
-    def _say(self, text: str) -> None:
-        self.status = text
-        self.status_box.value = (
-            f'<div style="color:#1b5e20;padding:4px 0;{FONT}">{escape(text)}</div>' if text else ""
-        )
-
     # --- loading ------------------------------------------------------------------------------
     def reload(self) -> None:
         """Re-read the model names, then the selected model (in the background)."""
+        self._result_box = None  # errors of reading go to the box at the top
         self.worker.submit(self._load_models)
 
     def _load_models(self) -> None:
@@ -398,7 +343,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         user = escape(self.registry.user)
         roles = escape(", ".join(self.roles) or "none")
         self.roles_note.value = (
-            f'<span style="{FONT};color:#555;padding-left:8px">you: {user} ({roles})</span>'
+            f'<span style="{FONT};{MUTED};padding-left:8px">you: {user} ({roles})</span>'
             if self.model
             else ""
         )
@@ -436,32 +381,9 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         if not self._is_quiet and self.model:
             self.worker.submit(self._load_history)
 
-    # --- confirmation -------------------------------------------------------------------------
-    def _ask(self, question: str, action: Callable[[], None]) -> None:
-        """Show the confirm bar; ``action`` runs (in the background) on Confirm."""
-        self._pending_action = action
-        self.pending = question
-        self.confirm_text.value = (
-            f'<span style="{FONT};padding-right:8px">⚠ {escape(question)}</span>'
-        )
-        self.confirm_bar.layout.display = "flex"
-
-    def confirm(self) -> None:
-        """Run the action waiting in the confirm bar."""
-        action = self._pending_action
-        self.cancel()
-        if action is None:
-            raise UsageError("Nothing is waiting for confirmation")
-        self.worker.submit(action)
-
-    def cancel(self) -> None:
-        self._pending_action = None
-        self.pending = ""
-        self.confirm_text.value = ""
-        self.confirm_bar.layout.display = "none"
-
-    def _start(self) -> str:
+    def _start(self, box: widgets.HTML | None = None) -> str:
         """Checks every action makes first; returns the model name."""
+        self._result_box = box or self.status_box
         self.cancel()
         self.show_error(None)
         self._say("")
@@ -491,20 +413,57 @@ class RegistryPanel(PanelMixin, widgets.VBox):
     def promote(self, version: int | str | None = None, alias: str | None = None) -> None:
         """Move ``alias`` (default: the alias box) to ``version`` (default: the selected one);
         a protected alias (champion) waits for Confirm."""
+        if self.busy:
+            return
         name = self._start()
         version = as_version(version if version is not None else self.version or 0)
         alias = check_alias((alias or self.alias).strip())
         protected = self._check_role(name, alias, f"move @{alias} (promote version {version})")
         job = self._run(lambda: self.registry.promote(name, version, alias).summary())
-        if protected:
-            holder = self.aliases.get(alias)
-            now = f"held by v{holder}" if holder is not None else "unset"
-            self._ask(f"Move {name}@{alias} ({now}) to v{version}? This changes production.", job)
-        else:
-            self.worker.submit(job)
+        if not protected:
+            self._act(self.promote_button, "Promoting", job)
+            return
+        holder = self.aliases.get(alias)
+        now = f"held by v{holder}" if holder is not None else "unset"
+        self._ask(
+            f"Move {name}@{alias} ({now}) to v{version}? This changes production.",
+            job,
+            "Promoting",
+        )
+        self._show_comparison(name, version, alias, holder, None)
+        self.worker.submit(lambda: self._check_gates(name, version, alias, holder))
+
+    def _show_comparison(
+        self, name: str, version: int, alias: str, holder: int | None, gates: Any, note: str = ""
+    ) -> None:
+        by_number = {v.version: v for v in self.versions}
+        candidate = by_number.get(version)
+        current = by_number.get(holder) if holder is not None and holder != version else None
+        self.comparison = {
+            "model": name,
+            "alias": alias,
+            "candidate": candidate,
+            "holder": current,
+            "gates": gates,
+        }
+        self.confirm_detail.value = comparison_html(candidate, current, alias, gates, note)
+
+    def _check_gates(self, name: str, version: int, alias: str, holder: int | None) -> None:
+        """The gates' verdict now (a dry run: nothing changes), into the confirm bar."""
+        note = ""
+        try:
+            gates: list[Any] = list(self.registry.check_gates(name, version, alias))
+        except Exception as err:
+            gates, note = [], f"The gates could not be checked: {message(err)}"
+        still = self.comparison.get("model") == name and self.comparison.get("alias") == alias
+        candidate = self.comparison.get("candidate")
+        if still and self.pending and (candidate is None or candidate.version == version):
+            self._show_comparison(name, version, alias, holder, gates, note)
 
     def rollback(self, alias: str | None = None) -> None:
         """Move ``alias`` back to its previous holder, after Confirm."""
+        if self.busy:
+            return
         name = self._start()
         alias = check_alias((alias or self.alias).strip())
         self._check_role(name, alias, f"roll back @{alias}")
@@ -513,11 +472,15 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             raise UsageError(f"@{alias} of {name} has no holder: nothing to roll back")
         job = self._run(lambda: self.registry.rollback(name, alias).summary())
         self._ask(
-            f"Roll back {name}@{alias} from v{holder} to the version that held it before?", job
+            f"Roll back {name}@{alias} from v{holder} to the version that held it before?",
+            job,
+            "Rolling back",
         )
 
     def approve(self, version: int | str | None = None, comment: str = "") -> None:
         """Record the user's approval of ``version`` (default: the selected one)."""
+        if self.busy:
+            return
         name = self._start()
         version = as_version(version if version is not None else self.version or 0)
 
@@ -529,11 +492,14 @@ class RegistryPanel(PanelMixin, widgets.VBox):
                 else f"{done.user} had already approved {name} v{version}"
             )
 
-        self.worker.submit(self._run(action))
+        self._act(self.approve_button, "Approving", self._run(action))
 
     def register(self, source: str | None = None, name: str | None = None) -> None:
         """Register ``source`` (default: the source box) as a new version of ``name`` (default:
         the name box, else the selected model)."""
+        if self.busy:
+            return  # a second click while the first registration runs does nothing
+        self._result_box = self.register_result
         self.cancel()
         self.show_error(None)
         self._say("")
@@ -545,20 +511,26 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             raise UsageError("Name the model", fix="Type a model name next to the source.")
 
         def job() -> None:
-            done = self.registry.register(source, name)
-            self._say(f"Registered {done.uri} (scan: {done.scan.status})")
+            try:
+                done = self.registry.register(source, name)
+                version, said = done.version, f"Registered {done.uri} (scan: {done.scan.status})"
+            except AlreadyRegistered as err:  # idempotent: show the version it already is
+                version, said = err.version, str(err)
+            self._say(said)
             with self._quietly():
                 self.model = name
-                self.version = done.version
+                self.version = version
             self._load_models()
 
-        self.worker.submit(job)
+        self._act(self.register_button, "Registering", job)
 
     def deploy(self, out: str | Path | None = None) -> None:
         """Export a KServe manifest for ``MODEL@alias`` to ``out`` (default: the folder box,
         else ``deploy/<model>`` in the project), with ``canary_percent`` % of the traffic to
         @challenger when it is above 0; after Confirm."""
-        name = self._start()
+        if self.busy:
+            return
+        name = self._start(self.deploy_result)
         alias = check_alias(self.alias.strip())
         if alias not in self.aliases:
             raise UsageError(
@@ -585,7 +557,9 @@ class RegistryPanel(PanelMixin, widgets.VBox):
         what = f"{name}@{alias} (v{self.aliases[alias]})"
         if canary:
             what += f" with {percent}% to @{CANARY_ALIAS} (v{self.aliases[CANARY_ALIAS]})"
-        self._ask(f"Export a KServe deployment of {what} to {folder}?", self._run(action))
+        self._ask(
+            f"Export a KServe deployment of {what} to {folder}?", self._run(action), "Exporting"
+        )
 
     # --- static fallback and lifecycle ----------------------------------------------------------
     def summary_html(self) -> str:
@@ -594,7 +568,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
             parts.append(f" · {escape(self.model)}")
         parts.append("</div>")
         if self.error:
-            parts.append(_multiline_error(self.error))
+            parts.append(multiline_error(self.error))
         if self.status:
             parts.append(note_html(self.status))
         if self.model:
@@ -609,6 +583,7 @@ class RegistryPanel(PanelMixin, widgets.VBox):
 
     def close(self) -> None:
         self._closed = True
+        self.poller.stop()
         self.worker.close()
         for child in self.children:
             _close_tree(child)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -35,14 +36,14 @@ def in_project(zoo: Zoo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zoo]:
         path.unlink()
 
 
-def test_register_promote_history_rollback(in_project: Zoo, monkeypatch: pytest.MonkeyPatch):
+def test_register_promote_history_rollback(
+    in_project: Zoo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
     zoo, runner, name = in_project, CliRunner(env={"COLUMNS": "200"}), unique("cli")
     monkeypatch.setenv("NBMLOPS_USER", "ana")
-    for source in (
-        f"runs:/{zoo.run_ids['good']}/good",
-        zoo.model_ids["dummy"],
-        zoo.model_ids["good"],
-    ):
+    # v3 is good's files logged again: the same logged model twice is refused (it is v1)
+    again = zoo.log_folder(zoo.model_dir("good", tmp_path / "copy"), "good-again")
+    for source in (f"runs:/{zoo.run_ids['good']}/good", zoo.model_ids["dummy"], again):
         result = runner.invoke(app, ["register", source, name, "--limitations", "demo only"])
         assert result.exit_code == 0, result.output
     assert (

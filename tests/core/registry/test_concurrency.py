@@ -64,7 +64,7 @@ def test_two_promotions_at_once_one_wins_history_linear(zoo: Zoo, tmp_path: Path
         },
     }
     reg = zoo.registry("carol", registry)
-    for model in ("weak", "good", "good"):
+    for model in ("dummy", "weak", "good"):  # one version per logged model
         reg.register(model, name)
     reg.promote(name, 1)
     script = tmp_path / "promote.py"

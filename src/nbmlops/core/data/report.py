@@ -96,6 +96,17 @@ class ValidationReport:
     def __str__(self) -> str:
         return self.summary()
 
+    def problem_columns(self) -> list[str]:
+        """Columns with a schema error, then drifted ones: what ``%validate`` plots."""
+        from nbmlops.core.data.report_html import problem_columns
+
+        return problem_columns(self)
+
+    def _repr_html_(self) -> str:
+        from nbmlops.core.data.report_html import report_html
+
+        return report_html(self)
+
     def to_table(self) -> pd.DataFrame:
         """One row per column: presence, dtype, schema result, nulls, outliers, drift."""
         import pandas as pd
@@ -150,10 +161,16 @@ class ValidationReport:
             "drifted_columns": self.drifted_columns,
         }
 
-    def plot(self, current: pd.DataFrame, reference: pd.DataFrame, max_columns: int = 12) -> Figure:
+    def plot(
+        self,
+        current: pd.DataFrame,
+        reference: pd.DataFrame,
+        max_columns: int = 12,
+        columns: list[str] | None = None,
+    ) -> Figure:
         """Reference vs current, one axis per column: overlaid histograms for numeric columns,
         paired bars of proportions for categorical ones. Drifted columns come first, titled in
-        red. Uses ``matplotlib.figure.Figure`` directly (no pyplot state), so it works headless;
+        red; ``columns`` (when given) limits the plot to those columns, in that order. Uses ``matplotlib.figure.Figure`` directly (no pyplot state), so it works headless;
         save it with ``fig.savefig(path)``.
         """
         current = check_frame(current, "current")
@@ -173,6 +190,9 @@ class ValidationReport:
         cur_labels = {str(c): c for c in current.columns}
         ref_labels = {str(c): c for c in reference.columns}
         shown = [t for t in shown if t[0] in cur_labels and t[0] in ref_labels]
+        if columns is not None:
+            rank = {str(c): i for i, c in enumerate(columns)}
+            shown = sorted((t for t in shown if t[0] in rank), key=lambda t: rank[t[0]])
         shown = shown[: max(0, max_columns)]
 
         n = len(shown)

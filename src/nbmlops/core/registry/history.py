@@ -14,7 +14,24 @@ from nbmlops.core.registry.roles import roles_of
 if TYPE_CHECKING:
     from nbmlops.core.registry.context import RegistryContext
 
-__all__ = ["aliases", "history", "roles", "versions"]
+__all__ = ["aliases", "history", "metrics_tag", "roles", "versions"]
+
+
+def metrics_tag(raw: str | None) -> dict[str, float]:
+    """The ``nbmlops.metrics`` tag (JSON written at registration); {} when absent or unreadable."""
+    import json
+
+    try:
+        found = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in found.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def versions(ctx: RegistryContext, name: str) -> list[VersionInfo]:
@@ -44,6 +61,7 @@ def versions(ctx: RegistryContext, name: str) -> list[VersionInfo]:
                         for d in tags.get("nbmlops.data_versions", "").split(",")
                         if d.strip()
                     ],
+                    metrics=metrics_tag(tags.get("nbmlops.metrics")),
                 )
             )
         return out

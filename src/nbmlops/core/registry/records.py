@@ -48,6 +48,7 @@ class VersionInfo:
     card_complete: bool
     approvals: list[str]
     data_versions: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)  # the run's, at registration
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from nbmlops.core.registry.records import RegisteredVersion
 from nbmlops.core.registry.safety import files_digest, inspect_model_dir
 from nbmlops.core.registry.scan import scan_model_dir
 from nbmlops.core.registry.training import training_data, training_rows
-from nbmlops.exceptions import ModelNotFound, NbmlopsError, UsageError
+from nbmlops.exceptions import AlreadyRegistered, ModelNotFound, NbmlopsError, UsageError
 
 if TYPE_CHECKING:
     from nbmlops.core.registry.context import RegistryContext
@@ -146,6 +146,7 @@ def register(
                 "and scan report in",
                 fix="Log the model within a run (a %%track cell does) and register that.",
             )
+        refuse_if_registered(ctx, name, logged.model_id, source)  # before the slow part
         run = ctx.client.get_run(run_id)
         graph = ctx.graph()
         note = (run.data.tags or {}).get("mlflow.note.content", "")
@@ -183,7 +184,9 @@ def register(
             "nbmlops.scan": report.status,
             "nbmlops.scan.summary": "; ".join(report.summary())[:4000],
         }
-        created_model, mv = create_version(ctx, name, logged, run_id, tags, description)
+        with ctx.lock(name):  # check and create as one step: a double click makes one version
+            refuse_if_registered(ctx, name, logged.model_id, source)
+            created_model, mv = create_version(ctx, name, logged, run_id, tags, description)
         version = int(mv.version)
         card.version = version
         try:
@@ -224,6 +227,32 @@ def register(
         data_summary=trained.summary(),
         data_gaps=list(trained.gaps),
     )
+
+
+def refuse_if_registered(ctx: RegistryContext, name: str, model_id: str, source: str) -> None:
+    """Raise AlreadyRegistered when logged model ``model_id`` is already a version of ``name``:
+    registering is idempotent, one logged model makes one version."""
+    try:
+        versions = ctx.all_versions(name)
+    except Exception as err:
+        if is_not_found(err):
+            return
+        raise
+    same = [
+        int(v.version)
+        for v in versions
+        if getattr(v, "model_id", None) == model_id
+        or (v.tags or {}).get("nbmlops.model_id") == model_id
+    ]
+    if same:
+        version = min(same)
+        raise AlreadyRegistered(
+            f"{source} (logged model {model_id}) is already version {version} of {name}; "
+            "nothing was registered",
+            name=name,
+            version=version,
+            fix=f"Use models:/{name}/{version}, or log a new model to register a new version.",
+        )
 
 
 def create_version(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nbmlops.core.registry.context import approvals_of
+from nbmlops.core.registry.history import metrics_tag
 from nbmlops.core.registry.names import HISTORY_TAG
 from nbmlops.core.registry.records import AliasEvent, VersionInfo
 
@@ -135,6 +136,7 @@ def _versions(conn: sqlite3.Connection, name: str) -> list[VersionInfo] | None:
                 data_versions=[
                     d.strip() for d in t.get("nbmlops.data_versions", "").split(",") if d.strip()
                 ],
+                metrics=metrics_tag(t.get("nbmlops.metrics")),
             )
         )
     return out

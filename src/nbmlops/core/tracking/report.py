@@ -6,7 +6,15 @@ import html
 
 from nbmlops.core.tracking.session import RunSummary
 
-_STATUS_COLOUR = {"FINISHED": "#1a7f37", "FAILED": "#cf222e", "KILLED": "#9a6700"}
+# JupyterLab theme variables (light and dark), with fallbacks for other front ends; the text
+# keeps its inherited colour and the status colour marks only the edge, for contrast.
+_STATUS_COLOUR = {
+    "FINISHED": "var(--jp-success-color1,#388e3c)",
+    "FAILED": "var(--jp-error-color1,#d32f2f)",
+    "KILLED": "var(--jp-warn-color1,#f57c00)",
+}
+_OTHER = "var(--jp-layout-color4,#757575)"
+_KEY_COLOUR = "var(--jp-ui-font-color1,#212121)"  # color2 falls below AA on a table's shaded row
 
 
 def _fmt(value: float) -> str:
@@ -107,20 +115,24 @@ def summary_text(s: RunSummary) -> str:
 
 
 def summary_html(s: RunSummary) -> str:
-    colour = _STATUS_COLOUR.get(s.status, "#57606a")
+    colour = _STATUS_COLOUR.get(s.status, _OTHER)
     head = html.escape(_headline(s))
     link = ""
     if s.run_url:
         link = f' · <a href="{html.escape(s.run_url)}" target="_blank">open in MLflow</a>'
     rows = "".join(
-        f"<tr><td style='padding:0 8px 0 0;color:#57606a;vertical-align:top;text-align:left'>"
+        f"<tr><td style='padding:0 8px 0 0;color:{_KEY_COLOUR};vertical-align:top;text-align:left'>"
         f"{html.escape(k)}</td><td style='padding:0;text-align:left'>{html.escape(v)}</td></tr>"
         for k, v in summary_lines(s)
     )
     if s.error:
-        rows += f"<tr><td style='color:#cf222e'>error</td><td>{html.escape(s.error)}</td></tr>"
+        rows += (
+            "<tr><td style='font-weight:600;text-align:left'>error</td>"
+            f"<td style='text-align:left'>{html.escape(s.error)}</td></tr>"
+        )
     return (
         f"<div class='nbmlops-summary' style='font-size:12px;border-left:3px solid {colour};"
-        f"padding:2px 8px;margin:2px 0'><b style='color:{colour}'>nbmlops</b> {head}{link}"
+        f"padding:2px 8px;margin:2px 0;color:var(--jp-content-font-color1,inherit)'><b>nbmlops</b> "
+        f"{head}{link}"
         f"<table style='margin:2px 0 0 0;border:none'>{rows}</table></div>"
     )
