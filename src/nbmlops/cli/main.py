@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -420,6 +421,11 @@ def main() -> None:
     except NbmlopsError as err:
         print(f"error: {err}", file=sys.stderr)  # one unwrapped paragraph, paths intact
         sys.exit(2)
+    finally:
+        # The interpreter's last collection walks every object MLflow, scikit-learn and
+        # pandas created (about a second after `nbmlops run`); at exit none of it is garbage
+        # worth finding. atexit handlers still run.
+        gc.freeze()
 
 
 if __name__ == "__main__":

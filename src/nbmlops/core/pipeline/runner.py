@@ -302,6 +302,8 @@ class PipelineRun:
         )
         done = threading.Event()
         if shipper is None:
+            if self._tracks_models():  # the tracker records the step's run anyway
+                self.recorder.tracker.shipper.warm_model_libraries()
             threading.Thread(target=self._ship_as_steps_go, args=(done,), daemon=True).start()
         try:
             self._guess_cached()
@@ -321,6 +323,18 @@ class PipelineRun:
             self.recorder.tracker.ship_ended_processes()
         self.progress(PipelineFinished(self.report))
         return self.report
+
+    def _tracks_models(self) -> bool:
+        """Whether a step's notebook seems to track cells that fit a model: a look at its text
+        that only decides when the model libraries are imported, never what is recorded."""
+        for step in self.p.steps.values():
+            try:
+                text = step.notebook_path.read_text(errors="replace")
+            except OSError:
+                continue
+            if ("%%track" in text or "nbmlops.track" in text) and ".fit(" in text:
+                return True
+        return False
 
     def _ship_as_steps_go(self, done: threading.Event) -> None:
         """One kernel at a time leaves a core free: ship the runs its tracked cells ended

@@ -34,6 +34,7 @@ log = logging.getLogger("nbmlops.shipper")
 _STOP = object()
 _REPLAY = object()
 _TAIL = object()
+_WARM = object()
 _MAX_STUCK_ATTEMPTS = 5
 
 
@@ -82,6 +83,7 @@ class BackgroundShipper:
         self._unpaused = threading.Event()
         self._unpaused.set()
         self._tail_queued = threading.Event()
+        self._tail_seen: dict[Path, tuple[int, int]] = {}  # segment -> (size, mtime) last read
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
         self._pending = 0
@@ -130,6 +132,13 @@ class BackgroundShipper:
             self._tail_queued.set()
             self._queue.put((_TAIL, frozenset(parents)))
 
+    def warm_model_libraries(self) -> None:
+        """Import what shipping a model needs (MLflow's sklearn flavor and skops, several
+        seconds) in this thread now, while a batch command's kernel starts on the other core,
+        instead of after the first model's cell ended. Not for a notebook's own kernel: there
+        the import would hold the GIL while the user's cells run."""
+        self._queue.put(_WARM)
+
     def stop(self, timeout: float) -> bool:
         self.resume()
         flushed = self.flush(timeout)
@@ -167,6 +176,9 @@ class BackgroundShipper:
             if item is _STOP:
                 return
             self._unpaused.wait()
+            if item is _WARM:
+                self._warm()
+                continue
             if item is _REPLAY:
                 replay_wanted = True
                 held += 1
@@ -180,6 +192,15 @@ class BackgroundShipper:
             with self._idle:
                 self._pending -= 1
                 self._idle.notify_all()
+
+    @staticmethod
+    def _warm() -> None:
+        try:
+            with quiet.kept_filters():
+                import mlflow.sklearn  # noqa: F401
+                import skops.io  # noqa: F401
+        except Exception as err:  # shipping a model reports a missing library itself
+            log.debug("nbmlops: model libraries not imported ahead: %s", err)
 
     def _replay(self) -> None:
         try:
@@ -198,6 +219,9 @@ class BackgroundShipper:
             if path == self.segment_path or self._stopping.is_set():
                 continue
             try:
+                seen = path.stat()
+                if self._tail_seen.get(path) == (seen.st_size, seen.st_mtime_ns):
+                    continue  # nothing appended since the last look: no need to parse it again
                 contents = read_segment(path)
                 state = read_ship_state(path)
                 for key, run in contents.runs.items():
@@ -208,6 +232,7 @@ class BackgroundShipper:
                         continue
                     staging = path.parent / "staging" / path.stem
                     self.shipper.ship_end(path, staging, run, state, careful=True)
+                self._tail_seen[path] = (seen.st_size, seen.st_mtime_ns)
             except Exception as err:  # the replay after the kernel ended ships it
                 log.info("nbmlops: shipping a running kernel's runs failed: %s", err)
 

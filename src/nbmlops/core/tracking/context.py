@@ -169,24 +169,39 @@ def _module_to_distributions() -> Mapping[str, list[str]]:
     return packages_distributions()
 
 
-def environment_report(modules: list[str]) -> dict[str, Any]:
-    """Python, platform and the installed version of each imported top-level package."""
+@functools.lru_cache(maxsize=1)
+def _platform() -> str:
+    """``platform.platform()`` reads the interpreter's binary for its libc version each time."""
+    return platform.platform()
+
+
+@functools.lru_cache(maxsize=1024)
+def _installed_version(dist: str) -> str | None:
+    """Each lookup scans the environment's metadata folders: a shipper reporting every tracked
+    cell's environment asks for the same few distributions again and again."""
     from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def environment_report(modules: list[str]) -> dict[str, Any]:
+    """Python, platform and the installed version of each imported top-level package."""
     mapping = _module_to_distributions()
     packages: dict[str, str] = {}
     for mod in modules:
         for dist in mapping.get(mod, []):
             if dist in packages:
                 continue
-            try:
-                packages[dist] = version(dist)
-            except PackageNotFoundError:
-                continue
+            found = _installed_version(dist)
+            if found is not None:
+                packages[dist] = found
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
+        "platform": _platform(),
         "executable": sys.executable,
         "packages": dict(sorted(packages.items(), key=lambda kv: kv[0].lower())),
     }
