@@ -117,10 +117,32 @@ def sync(timeout: float | None = 60.0) -> ReplayReport:
     return report
 
 
-def sync_journal(settings_: Settings | None = None) -> ReplayReport:
-    """Replay dead processes' journal segments without starting a tracker (the CLI's sync)."""
+def sync_journal(settings_: Settings | None = None, wait: float = 300) -> ReplayReport:
+    """Replay dead processes' journal segments without starting a tracker (the CLI's sync).
+
+    Segments another shipper is shipping right now (the detached one a process started at
+    its exit) are waited for, up to ``wait`` seconds, and replayed again if still there: when
+    sync returns, what ended processes recorded is in MLflow, not merely on its way."""
+    import time
+
     s = settings_ or load_settings()
-    return replay_orphans(RunShipper(s), Journal(s.journal_dir))
+    journal = Journal(s.journal_dir)
+    shipper = RunShipper(s)
+    report = replay_orphans(shipper, journal)
+    deadline = time.monotonic() + wait
+    waited = False
+    while journal.held_by_replayers() and time.monotonic() < deadline:
+        waited = True
+        time.sleep(0.2)
+    if waited:
+        again = replay_orphans(shipper, journal)
+        for name in ("segments", "runs_finished", "runs_killed", "metrics", "torn_lines"):
+            setattr(report, name, getattr(report, name) + getattr(again, name))
+        report.quarantined += again.quarantined
+        report.archived += again.archived
+        report.errors += again.errors
+        report.run_ids += again.run_ids
+    return report
 
 
 def pending_summary(settings_: Settings | None = None) -> dict[str, int]:

@@ -353,6 +353,16 @@ def mark_shipped(segment_path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 class Journal:
     """The journal folder: segments of live and dead processes."""
 
@@ -394,6 +404,26 @@ class Journal:
         if not self.root.is_dir():
             return []
         return sorted(self.root.glob("*" + SEGMENT_SUFFIX))
+
+    def held_by_replayers(self) -> list[Path]:
+        """Segments of ended processes on this host that another shipper (a detached one, a
+        second ``nbmlops sync``) is shipping right now: locked, while their owner is gone."""
+        held = []
+        for path in self.segments():
+            host, _, rest = path.stem.rpartition("-")[0].rpartition("-")
+            if host != socket.gethostname() or not rest.isdigit() or _pid_alive(int(rest)):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(path)
+            finally:
+                os.close(fd)
+        return held
 
     def claim_orphans(self, exclude: Path | None = None) -> Iterator[OrphanSegment]:
         """Yield segments whose owner is gone, each locked by us until the caller is done."""
