@@ -200,7 +200,8 @@ class MonitorPanel(PanelMixin, widgets.VBox):
     def refresh(self) -> None:
         """Read the log again and redraw (in the background)."""
         generation = self._bump("load")
-        self.status_box.value = f'<div style="{_TEXT}">loading ...</div>'
+        if self.report is None:  # a shown report stays until the new one replaces it
+            self.status_box.value = f'<div style="{_TEXT}">loading ...</div>'
         self.worker.submit(lambda: self._load(generation))
 
     def _target(self) -> tuple[str, int | None] | None:
@@ -273,15 +274,15 @@ class MonitorPanel(PanelMixin, widgets.VBox):
             self.heatmap_box.layout.display = "none"
             return
         notes = "".join(f'<div style="{_TEXT}">{escape(n)}</div>' for n in timeline.notes)
+        if self.heatmap is None:
+            notes += f'<div style="{_TEXT}">{escape(_NO_CHARTS)}</div>'
+        else:  # the figure first: once the summary shows, the heatmap matches it
+            self.heatmap_box.layout.display = None
+            update_figure(self.heatmap, drift_heatmap_spec(timeline))
         self.timeline_box.value = (
             f'<div class="nbmlops-timeline" style="{_TEXT}"><b>{escape(timeline.summary())}</b>'
             f"<br>against {escape(timeline.reference_label)}</div>{notes}"
         )
-        if self.heatmap is None:
-            self.timeline_box.value += f'<div style="{_TEXT}">{escape(_NO_CHARTS)}</div>'
-            return
-        self.heatmap_box.layout.display = None
-        update_figure(self.heatmap, drift_heatmap_spec(timeline))
 
     def _show(self, r: MonitorReport, worst: pd.DataFrame | None, worst_html: str) -> None:
         perf_cols = ["window_start", "n", "labelled", "accuracy", "accuracy_estimated"]

@@ -90,7 +90,7 @@ def drift_heatmap_spec(timeline: DriftTimeline) -> dict[str, Any]:
         "hoverongaps": True,
         "customdata": custom,
         "hovertemplate": "%{y}, window %{x} UTC<br>%{customdata[0]} (threshold "
-        "%{customdata[1]}): %{customdata[2]}<br>%{customdata[3]} rows from %{customdata[4]}"
+        "%{customdata[1]}): %{customdata[2]}<br>%{customdata[3]} rows (read from %{customdata[4]})"
         "<extra></extra>",
         "colorbar": {
             "title": {"text": "drift<br>(1 = threshold)", "side": "right"},
@@ -107,6 +107,8 @@ def drift_heatmap_spec(timeline: DriftTimeline) -> dict[str, Any]:
         "hovermode": "closest",
         "xaxis": {"type": "category", "title": {"text": "window start (UTC)"}},
         "yaxis": {"type": "category", "autorange": "reversed"},
-        "height": max(200, 70 + 30 * len(timeline.features)),
+        "height": max(220, 110 + 30 * len(timeline.features)),
+        # a FigureWidget does not follow its box's width: wide enough for the windows
+        "width": int(min(900, max(520, 230 + 20 * len(xs)))),
     }
     return {"data": [trace], "layout": layout}
