@@ -154,9 +154,10 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         )
         self._stop = threading.Event()
         self.poller: Poller | None = None
+        self._dirty = False  # the log changed while a load ran
         if follow:
             self.poller = Poller(
-                self._fingerprint, self.refresh, fast=2.0, slow=15.0,
+                self._fingerprint, self._log_changed, fast=2.0, slow=15.0,
                 name="nbmlops-monitor-follow",
             )  # fmt: skip
             self.poller.start()
@@ -179,6 +180,14 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         while not self._stop.wait(every):
             if not self.worker.busy:
                 self.refresh()
+
+    def _log_changed(self) -> None:
+        """New predictions: reload, or, while a load runs, once more after it (so steady
+        traffic queues one load at a time, not one per poll)."""
+        if self.worker.busy:
+            self._dirty = True
+        else:
+            self.refresh()
 
     def _fingerprint(self) -> Any:
         from nbmlops.api.monitor import log_fingerprint
@@ -218,6 +227,15 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         return served[0]["model"], served[0]["version"]
 
     def _load(self, generation: int) -> None:
+        self._dirty = False
+        try:
+            self._load_target(generation)
+        finally:
+            if self._dirty and not self._closed:
+                self._dirty = False
+                self.refresh()
+
+    def _load_target(self, generation: int) -> None:
         from nbmlops.api.monitor import drift_over_time
         from nbmlops.api.monitor_performance import slices
         from nbmlops.api.monitor_report import report
