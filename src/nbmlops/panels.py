@@ -47,7 +47,7 @@ def registry(name: str | None = None) -> RegistryPanel:
 
 
 def dashboard(tab: str | None = None) -> Dashboard:
-    """Every panel in one Tab widget (Experiments, Lineage, Registry, and tabs added by
+    """Every panel in one Tab widget (Experiments, Lineage, Registry, Monitoring, and tabs added by
     :func:`register_tab`), opened on ``tab``."""
     from nbmlops.widgets.dashboard import Dashboard
 
@@ -61,8 +61,10 @@ def register_tab(title: str, factory: TabFactory, **kwargs: Any) -> None:
     register(title, factory, **kwargs)
 
 
-def monitor(model: str, version: int | None = None, **options: Any) -> Any:
-    """The Monitoring panel of ``model``: drift, performance, service health, worst slices."""
+def monitor(model: str | None = None, version: int | None = None, **options: Any) -> Any:
+    """The Monitoring panel of ``model`` (default: the version the gateway served last): drift
+    per feature over time, drift, performance, service health, worst slices; ``follow=True``
+    refreshes it whenever a prediction is logged."""
     from nbmlops.widgets.monitor import MonitorPanel
 
     return MonitorPanel(model, version, **options)

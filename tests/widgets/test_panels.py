@@ -367,7 +367,7 @@ def test_mlops_magic_shows_a_dashboard_with_the_panels(shell):
     assert result.success
     dash = result.result
     assert isinstance(dash, ipywidgets.Tab)
-    assert dash.titles == ("Experiments", "Lineage", "Registry")
+    assert dash.titles == ("Experiments", "Lineage", "Registry", "Monitoring")
     assert [type(p).__name__ for p in dash.panels.values()] == ["ExperimentsPanel"]
     dash.selected_index = 1  # the lineage panel is built when its tab is first shown
     dash.wait(60)
@@ -390,18 +390,22 @@ def test_registered_tabs_join_the_dashboard_and_a_broken_one_stays_contained(tra
     register_tab("Notes", lambda: ipywidgets.HTML("<p>notes</p>"))
     register_tab("Broken", lambda: 1 / 0, position=0)
     try:
-        assert tab_titles() == ["Broken", "Experiments", "Lineage", "Registry", "Notes"]
+        assert tab_titles() == [
+            "Broken", "Experiments", "Lineage", "Registry", "Monitoring", "Notes",
+        ]  # fmt: skip
         dash = Dashboard()
-        assert dash.titles == ("Broken", "Experiments", "Lineage", "Registry", "Notes")
+        assert dash.titles == (
+            "Broken", "Experiments", "Lineage", "Registry", "Monitoring", "Notes",
+        )  # fmt: skip
         assert "The Broken tab failed to open: ZeroDivisionError" in dash.panels["Broken"].value
-        dash.selected_index = 4
+        dash.selected_index = 5
         assert dash.panels["Notes"].value == "<p>notes</p>"
         with pytest.raises(nbmlops.exceptions.UsageError, match="already registered"):
             register_tab("Notes", lambda: ipywidgets.HTML(""))
     finally:
         unregister_tab("Notes")
         unregister_tab("Broken")
-    assert tab_titles() == ["Experiments", "Lineage", "Registry"]
+    assert tab_titles() == ["Experiments", "Lineage", "Registry", "Monitoring"]
 
 
 # --- 1,000 runs and a 200-node lineage --------------------------------------------------------------

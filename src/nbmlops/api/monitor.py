@@ -8,6 +8,7 @@ lineage records); the current data defaults to a window of the gateway's predict
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from nbmlops.config import Settings
@@ -17,11 +18,22 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nbmlops.core.monitor.drift import DriftReport
+    from nbmlops.core.monitor.drift_time import DriftTimeline
     from nbmlops.core.monitor.profile import Profile
     from nbmlops.core.monitor.quality import QualityReport
     from nbmlops.core.monitor.traffic import Window
 
-__all__ = ["drift", "profile", "quality", "reference_data", "traffic", "update_profiles"]
+__all__ = [
+    "drift",
+    "drift_over_time",
+    "log_fingerprint",
+    "profile",
+    "quality",
+    "reference_data",
+    "served_versions",
+    "traffic",
+    "update_profiles",
+]
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -421,3 +433,157 @@ def quality(
         schema = load_schema(schema)
     seconds = None if window is None else parse_duration(window)
     return run(cur, schema, window=seconds)
+
+
+# drift per feature over time, and what the prediction log serves
+
+# Profiles are kept for windows of a minute or more: a shorter window would write thousands of
+# profile rows an hour for little gain, so it is read from the log's rows.
+_PROFILED_FROM = 60.0
+
+
+def drift_over_time(
+    reference: pd.DataFrame | str | None = None,
+    *,
+    model: str | None = None,
+    version: int | None = None,
+    alias: str = "champion",
+    last: str | float | None = None,
+    since: str | float | None = None,
+    until: str | float | None = None,
+    window: str | float = "1h",
+    profiles: bool = True,
+    settings: Settings | None = None,
+    **options: Any,
+) -> DriftTimeline:
+    """Drift per feature of each ``window`` of ``model``'s logged traffic (default: the last
+    24 hours; ``last``/``since``/``until`` as for :func:`drift`) from ``reference``.
+
+    ``reference`` defaults to the training data of ``version`` (else of ``alias``'s version)
+    from its lineage. Without ``model``, the one model the log holds. With ``profiles``, the
+    log's ended windows are profiled first and read from their profiles, so only the open
+    window is read row by row. Other options go to
+    :func:`nbmlops.core.monitor.drift_time.drift_over_time` (columns, numeric, categorical,
+    test, thresholds, correction, min_rows).
+    """
+    from nbmlops.core.monitor.drift_time import drift_over_time as run
+    from nbmlops.core.monitor.drift_time import window_starts
+    from nbmlops.core.monitor.profile_store import ProfileStore
+    from nbmlops.core.monitor.served import served_versions
+    from nbmlops.core.monitor.summary import feature_kinds
+    from nbmlops.core.monitor.traffic import Window, parse_duration, traffic_frame
+
+    s = _settings(settings)
+    name, alias = _split_model(model, alias)
+    seconds = parse_duration(window, "window")
+    if last is None and since is None:
+        last = "24h"
+    w = _window(last, since, until, None)
+    start, end = w.since, w.until if w.until is not None else time.time()
+    if name is None:
+        names = sorted({v["model"] for v in served_versions(s.home_dir)})
+        if len(names) != 1:
+            raise UsageError(
+                "the prediction log holds no model" if not names else
+                f"the prediction log holds several models: {', '.join(names)}",
+                fix="name one: model='NAME'" if names else
+                "serve one (nbmlops serve NAME@champion) and send it requests first",
+            )  # fmt: skip
+        name = names[0]
+    if reference is None:
+        ref, ref_label = _version_reference(name, version, alias, s)
+    else:
+        ref, ref_label = _reference(reference, name, alias, s)
+    kinds, _ = feature_kinds(
+        ref,
+        [str(c) for c in options.get("columns") or ref.columns],
+        numeric=options.get("numeric"),
+        categorical=options.get("categorical"),
+        categorical_max=options.get("categorical_max", 50),
+    )
+    stored = []
+    if profiles and seconds >= _PROFILED_FROM:
+        from nbmlops.core.monitor.profile_store import update_profiles as profile_log
+
+        profile_log(s.home_dir, name, kinds, window_seconds=seconds)
+        stored = ProfileStore(s.home_dir).window_profiles(name, version, start, end)
+    assert start is not None
+    starts = window_starts(start, end, seconds)
+    # rows only for the windows the profiles do not cover (normally the open one)
+    covered = _profiled_starts(stored, starts, seconds)
+    open_starts = [t for t in starts if t not in covered]
+    if open_starts:
+        frame = traffic_frame(
+            s.home_dir, Window(max(start, open_starts[0]), min(end, open_starts[-1] + seconds)),
+            model=name,
+        )  # fmt: skip
+        if version is not None and not frame.empty:
+            frame = frame[frame["_version"] == int(version)]
+    else:
+        frame = None
+    if (frame is None or frame.empty) and not stored:
+        raise UsageError(
+            f"the {w.label()} holds no successful predictions of {name}"
+            + (f" version {version}" if version is not None else ""),
+            where=str(s.home_dir / "predictions"),
+            fix="widen the window (last='7d'), check the model and version, or send traffic "
+            "to the gateway (nbmlops serve) first",
+        )
+    if frame is not None:
+        frame = frame.drop(columns=[c for c in ("_model", "_version", "_request_id") if c in frame])
+    return run(
+        ref,
+        frame,
+        window_seconds=seconds,
+        since=start,
+        until=end,
+        profiles=stored,
+        reference_label=ref_label,
+        **options,
+    )
+
+
+def _profiled_starts(stored: list[Any], starts: list[float], seconds: float) -> set[float]:
+    from nbmlops.core.monitor.drift_time import covering
+
+    return {t for t in starts if covering(stored, t, t + seconds) is not None}
+
+
+def _version_reference(
+    name: str, version: int | None, alias: str, s: Settings
+) -> tuple[pd.DataFrame, str]:
+    """The training data of ``name`` ``version`` (else of its ``alias`` version)."""
+    if version is None:
+        return reference_data(name, alias, settings=s)
+    from nbmlops.api.data import load
+    from nbmlops.api.registry import model_registry
+
+    info = next((v for v in model_registry(s).versions(name) if v.version == int(version)), None)
+    if info is None:
+        raise UsageError(
+            f"model {name!r} has no version {version}", fix="name a registered version"
+        )
+    if not info.data_versions:
+        raise UsageError(
+            f"{name} version {version} has no training data version in its lineage",
+            fix="pass the reference yourself (reference=df or a data version NAME@k), or "
+            "register a model trained in a %%track cell on committed data",
+        )
+    ref = info.data_versions[0]
+    return load(ref, settings=s), f"{ref} (training data of {name} v{version})"
+
+
+def served_versions(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """The model versions the gateway's prediction log holds successful predictions of
+    (model, version, requests, last), the most recently served first."""
+    from nbmlops.core.monitor.served import served_versions as run
+
+    return run(_settings(settings).home_dir)
+
+
+def log_fingerprint(settings: Settings | None = None) -> tuple[Any, ...]:
+    """A value that changes whenever a prediction is logged (one indexed lookup): what a
+    panel polls to follow live traffic."""
+    from nbmlops.core.monitor.served import log_fingerprint as run
+
+    return run(_settings(settings).home_dir)

@@ -1,8 +1,7 @@
 """The ``%mlops`` dashboard: one Tab holding a panel per registered tab factory.
 
-Other features add their tab with :func:`register_tab` (the model registry and monitoring
-will register "Registry" and "Monitoring"); there are no placeholder tabs for what does not
-exist yet. A tab's panel is built the first time the tab is shown, so opening the dashboard
+Other features add their tab with :func:`register_tab` (Experiments, Lineage, Registry and
+Monitoring are registered below); there are no placeholder tabs for what does not exist yet. A tab's panel is built the first time the tab is shown, so opening the dashboard
 costs only the first tab, and a factory that fails shows its error in its own tab.
 """
 
@@ -235,6 +234,14 @@ def _registry_tab() -> widgets.Widget:
     return RegistryPanel()
 
 
+def _monitoring_tab() -> widgets.Widget:
+    from nbmlops.widgets.monitor import MonitorPanel
+
+    # no model named: the version the gateway served last; follows the log while it serves
+    return MonitorPanel(follow=True)
+
+
 register_tab("Experiments", _experiments_tab)
 register_tab("Lineage", _lineage_tab)
 register_tab("Registry", _registry_tab)
+register_tab("Monitoring", _monitoring_tab)

@@ -1,8 +1,10 @@
-"""The Monitoring panel: drift per feature, performance (estimated and realized) over time,
-service health and the worst slices of one served model version, from
-:func:`nbmlops.api.monitor_report.report` (nothing logged) and
-:func:`nbmlops.api.monitor_performance.slices`. Colours come from JupyterLab's CSS variables,
-so the panel follows the light and dark themes."""
+"""The Monitoring panel (and the Monitoring tab of ``%mlops``): drift per feature over time (a
+heatmap of :func:`nbmlops.api.monitor.drift_over_time`), drift per feature, performance
+(estimated and realized) over time, service health and the worst slices of one served model
+version, from :func:`nbmlops.api.monitor_report.report` (nothing logged) and
+:func:`nbmlops.api.monitor_performance.slices`. Without a model it shows the version the
+gateway served last, and says how to start when nothing was served. Colours come from
+JupyterLab's CSS variables, so the panel follows the light and dark themes."""
 
 from __future__ import annotations
 
@@ -12,10 +14,14 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from nbmlops.widgets._common import PanelMixin, Worker, widgets
+from nbmlops.widgets.charts import CHART_CSS
+from nbmlops.widgets.live import Poller
+from nbmlops.widgets.monitor_charts import HEATMAP_CSS
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nbmlops.api.monitor import DriftTimeline
     from nbmlops.api.monitor_report import MonitorReport
     from nbmlops.config import Settings
 
@@ -68,26 +74,38 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+NOTHING_SERVED = (
+    "Nothing to monitor yet: no model has served predictions in this project. Serve a "
+    "registered model from the project folder with `nbmlops serve NAME@champion` and send it "
+    "requests (POST /predict); this tab follows the prediction log and shows its traffic here."
+)
+
+
 class MonitorPanel(PanelMixin, widgets.VBox):
     """One model version's monitoring over the ``last`` span of the prediction log, per
     ``window``; Refresh reads the log again, and so does the panel itself every ``every``
-    seconds while it is open (None: only on Refresh)."""
+    seconds while it is open (None: only on Refresh), or, with ``follow``, whenever a
+    prediction is logged (polled with back-off). ``model`` None (or an empty model box): the
+    version the gateway served last."""
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         version: int | None = None,
         *,
         last: str = "24h",
         window: str = "1h",
         every: float | None = None,
+        follow: bool = False,
         settings: Settings | None = None,
         autoload: bool = True,
     ):
         self.settings = settings
         self.version = version
         self.report: MonitorReport | None = None
+        self.timeline: DriftTimeline | None = None
         self.slices: pd.DataFrame | None = None
+        self.empty = False  # nothing served: the panel shows how to start
         self.error = ""
         self.loads = 0  # finished loads, so a caller can tell a refresh happened
         self._quiet = threading.local()
@@ -97,7 +115,10 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         self._closed = False
         self.worker = Worker(self._failed)
         w = widgets
-        self.model_box = w.Text(value=model, description="model", layout=w.Layout(width="18em"))
+        self.model_box = w.Text(
+            value=model or "", description="model", placeholder="the last served",
+            layout=w.Layout(width="18em"),
+        )  # fmt: skip
         self.last_box = w.Text(value=last, description="last", layout=w.Layout(width="10em"))
         self.window_box = w.Text(value=window, description="window", layout=w.Layout(width="10em"))
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
@@ -108,14 +129,23 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         self.perf_table, self.perf_plot = w.HTML(), w.Image(format="png")
         self.health_table, self.health_plot = w.HTML(), w.Image(format="png")
         self.slices_table = w.HTML()
+        self.timeline_box = w.HTML()
+        self.heatmap = _heatmap_widget()
+        # the FigureWidget's own .layout is Plotly's: a box shows and hides it
+        self.heatmap_box = w.VBox(
+            [w.HTML(CHART_CSS + HEATMAP_CSS), self.heatmap] if self.heatmap is not None else [],
+            layout=w.Layout(width="100%"),
+        )
+        timeline_children: list[Any] = [self.timeline_box, self.heatmap_box]
         self.tabs = w.Tab(
             children=[
+                w.VBox(timeline_children, layout=w.Layout(width="100%")),
                 w.VBox([self.drift_table, self.drift_plot]),
                 w.VBox([self.perf_plot, self.perf_table]),
                 w.VBox([self.health_plot, self.health_table]),
                 w.VBox([self.slices_table]),
             ],
-            titles=["Drift", "Performance", "Service health", "Worst slices"],
+            titles=["Drift over time", "Drift", "Performance", "Service health", "Worst slices"],
         )
         bar = w.HBox([self.model_box, self.last_box, self.window_box, self.refresh_button])
         super().__init__(
@@ -123,6 +153,14 @@ class MonitorPanel(PanelMixin, widgets.VBox):
             layout=w.Layout(width="100%"),
         )
         self._stop = threading.Event()
+        self.poller: Poller | None = None
+        self._dirty = False  # the log changed while a load ran
+        if follow:
+            self.poller = Poller(
+                self._fingerprint, self._log_changed, fast=2.0, slow=15.0,
+                name="nbmlops-monitor-follow",
+            )  # fmt: skip
+            self.poller.start()
         if autoload:
             self.refresh()
         else:
@@ -143,7 +181,22 @@ class MonitorPanel(PanelMixin, widgets.VBox):
             if not self.worker.busy:
                 self.refresh()
 
+    def _log_changed(self) -> None:
+        """New predictions: reload, or, while a load runs, once more after it (so steady
+        traffic queues one load at a time, not one per poll)."""
+        if self.worker.busy:
+            self._dirty = True
+        else:
+            self.refresh()
+
+    def _fingerprint(self) -> Any:
+        from nbmlops.api.monitor import log_fingerprint
+
+        return log_fingerprint(self.settings)
+
     def close(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
         self._stop.set()
         self._closed = True
         self.worker.close()
@@ -156,31 +209,98 @@ class MonitorPanel(PanelMixin, widgets.VBox):
     def refresh(self) -> None:
         """Read the log again and redraw (in the background)."""
         generation = self._bump("load")
-        self.status_box.value = f'<div style="{_TEXT}">loading ...</div>'
+        if self.report is None:  # a shown report stays until the new one replaces it
+            self.status_box.value = f'<div style="{_TEXT}">loading ...</div>'
         self.worker.submit(lambda: self._load(generation))
 
+    def _target(self) -> tuple[str, int | None] | None:
+        """(model, version) to show: the model box's, else the version served last (None:
+        nothing served; the empty state is shown)."""
+        from nbmlops.api.monitor import served_versions
+
+        model = self.model_box.value.strip()
+        if model:
+            return model, self.version
+        served = served_versions(self.settings)
+        if not served:
+            return None
+        return served[0]["model"], served[0]["version"]
+
     def _load(self, generation: int) -> None:
+        self._dirty = False
+        try:
+            self._load_target(generation)
+        finally:
+            if self._dirty and not self._closed:
+                self._dirty = False
+                self.refresh()
+
+    def _load_target(self, generation: int) -> None:
+        from nbmlops.api.monitor import drift_over_time
         from nbmlops.api.monitor_performance import slices
         from nbmlops.api.monitor_report import report
         from nbmlops.exceptions import UsageError
 
-        r = report(
-            self.model_box.value.strip(), self.version, last=self.last_box.value.strip(),
-            window=self.window_box.value.strip(), log=False, settings=self.settings,
-        )  # fmt: skip
+        target = self._target()
+        if target is None:
+            if not self._stale("load", generation):
+                self._show_empty()
+            return
+        model, version = target
+        last, window = self.last_box.value.strip(), self.window_box.value.strip()
+        r = report(model, version, last=last, window=window, log=False, settings=self.settings)
+        try:
+            timeline = drift_over_time(
+                model=r.model, version=r.version, last=last, window=window,
+                settings=self.settings,
+            )  # fmt: skip
+            timeline_note = ""
+        except UsageError as err:
+            timeline, timeline_note = None, str(err)
         labelled = r.metrics.get("labelled", 0.0) > 0
         try:
             worst = slices(
                 settings=self.settings, model=r.model, version=r.version,
-                last=self.last_box.value.strip(),
-                source="realized" if labelled else "estimated", limit=10,
+                last=last, source="realized" if labelled else "estimated", limit=10,
             )  # fmt: skip
             worst_html = table_html(worst, ["slice", "n", "score", "overall", "gap", "metric"])
         except UsageError as err:
             worst, worst_html = None, f'<div style="{_TEXT}">{escape(str(err))}</div>'
         if self._stale("load", generation):
             return
+        self._show_timeline(timeline, timeline_note)
         self._show(r, worst, worst_html)
+
+    def _show_empty(self) -> None:
+        self.empty = True
+        self.report = self.timeline = self.slices = None
+        self.tabs.layout.display = "none"
+        self.show_error(None)
+        self.status_box.value = (
+            f'<div class="nbmlops-empty" style="{_TEXT}">{escape(NOTHING_SERVED)}</div>'
+        )
+        self.loads += 1
+        self._loaded.set()
+
+    def _show_timeline(self, timeline: DriftTimeline | None, note: str) -> None:
+        from nbmlops.widgets.charts import update_figure
+        from nbmlops.widgets.monitor_charts import drift_heatmap_spec
+
+        self.timeline = timeline
+        if timeline is None:
+            self.timeline_box.value = f'<div style="{_TEXT}">{escape(note)}</div>'
+            self.heatmap_box.layout.display = "none"
+            return
+        notes = "".join(f'<div style="{_TEXT}">{escape(n)}</div>' for n in timeline.notes)
+        if self.heatmap is None:
+            notes += f'<div style="{_TEXT}">{escape(_NO_CHARTS)}</div>'
+        else:  # the figure first: once the summary shows, the heatmap matches it
+            self.heatmap_box.layout.display = None
+            update_figure(self.heatmap, drift_heatmap_spec(timeline))
+        self.timeline_box.value = (
+            f'<div class="nbmlops-timeline" style="{_TEXT}"><b>{escape(timeline.summary())}</b>'
+            f"<br>against {escape(timeline.reference_label)}</div>{notes}"
+        )
 
     def _show(self, r: MonitorReport, worst: pd.DataFrame | None, worst_html: str) -> None:
         perf_cols = ["window_start", "n", "labelled", "accuracy", "accuracy_estimated"]
@@ -202,6 +322,8 @@ class MonitorPanel(PanelMixin, widgets.VBox):
         self.health_plot.value = _png(figures["latency"])
         self.slices_table.value = worst_html
         self.report, self.slices = r, worst
+        self.empty = False
+        self.tabs.layout.display = None
         self.show_error(None)
         self.status_box.value = f'<div style="{_TEXT}">{escape(r.summary())}</div>'
         self.loads += 1
@@ -209,6 +331,23 @@ class MonitorPanel(PanelMixin, widgets.VBox):
 
     def summary_html(self) -> str:
         """The static HTML saved with the notebook: the summary and the drift table."""
+        if self.empty:
+            return self.status_box.value
         if self.report is None:
             return f'<div style="{_TEXT}">{escape(self.error or "not loaded")}</div>'
-        return self.status_box.value + self.drift_table.value
+        return self.status_box.value + self.timeline_box.value + self.drift_table.value
+
+
+_NO_CHARTS = "The heatmap needs the charts extra: pip install 'nbmlops[charts]'."
+
+
+def _heatmap_widget() -> Any:
+    """An empty FigureWidget for the heatmap, or None without plotly (the panel says so)."""
+    from nbmlops.exceptions import MissingDependencyError
+    from nbmlops.widgets.charts import figure_widget
+
+    try:
+        fig = figure_widget({"data": [], "layout": {"height": 60}})
+    except MissingDependencyError:
+        return None
+    return fig

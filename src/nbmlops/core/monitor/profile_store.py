@@ -161,6 +161,40 @@ class ProfileStore:
             conn.close()
         return Profile(merged, int(head[1] or 0), head[2], head[3])
 
+    def window_profiles(
+        self,
+        model: str,
+        version: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Profile]:
+        """Each stored window of ``model`` (``version``) that starts in ``[since, until)`` as
+        its own profile (with its start and end), oldest first."""
+        if not self.path.is_file():
+            return []
+        where, args = _where(model, since, until)
+        if version is not None:
+            where += " AND version = ?"
+            args = (*args, int(version))
+        conn = self._connect()
+        try:
+            heads = conn.execute(
+                f"SELECT id, rows, start, end FROM windows{where} ORDER BY start", args
+            ).fetchall()
+            cols: dict[int, dict[str, ColumnProfile]] = {h[0]: {} for h in heads}
+            cursor = conn.execute(
+                f"SELECT window, name, {', '.join(_FIELDS)} FROM columns WHERE window IN "
+                f"(SELECT id FROM windows{where})",
+                args,
+            )
+            for row in cursor:
+                cols[row[0]][row[1]] = ColumnProfile.from_record(
+                    dict(zip(_FIELDS, row[2:], strict=True))
+                )
+        finally:
+            conn.close()
+        return [Profile(cols[i], int(rows), start, end) for i, rows, start, end in heads]
+
     def last_end(self, model: str) -> float | None:
         if not self.path.is_file():
             return None
