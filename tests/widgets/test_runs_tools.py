@@ -12,7 +12,8 @@ import pandas as pd
 from nbmlops.core import experiments as core
 from nbmlops.widgets.experiments import ExperimentsPanel
 from nbmlops.widgets.html import fmt
-from tests.widgets.test_panels import opened, template, tracked
+from nbmlops.widgets.lineage import LineagePanel
+from tests.widgets.test_panels import click_node, opened, synthetic_lineage, template, tracked
 
 __all__ = ["template", "tracked"]  # fixtures shared with test_panels
 
@@ -219,4 +220,17 @@ def test_brushing_the_parallel_coordinates_narrows_the_table(tracked: Path):
     panel.table.click("toggle", ids["fit-01"])  # a new selection drops the brush
     opened(panel)
     assert panel.brushed is None and len(row_ids(panel)) == 30
+    panel.close()
+
+
+def test_a_300_node_lineage_draws_zooms_with_the_wheel_and_selects_on_click(project: Path):
+    synthetic_lineage(project / ".nbmlops" / "lineage.db", runs=100)
+    panel = opened(LineagePanel("data:" + "0" * 32, max_nodes=400))
+    assert panel.error == "" and len(panel.drawn_nodes) == 301
+    assert panel.chart._config.get("scrollZoom") is True  # the wheel zooms, a drag pans
+    assert panel.figure["layout"]["dragmode"] == "pan"
+    node = "run:k077"
+    click_node(panel, node)
+    opened(panel)
+    assert panel.selected == node and "step-07" in panel.details.value
     panel.close()

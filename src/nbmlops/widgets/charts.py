@@ -202,8 +202,9 @@ def lineage_spec(
     return {"data": [edges, nodes], "layout": layout}, order
 
 
-def figure_widget(spec: dict[str, Any]) -> Any:
-    """A plotly ``FigureWidget`` of ``spec`` with the theme class; clear error without plotly."""
+def figure_widget(spec: dict[str, Any], *, scroll_zoom: bool = False) -> Any:
+    """A plotly ``FigureWidget`` of ``spec`` with the theme class (``scroll_zoom``: the mouse
+    wheel zooms); clear error without plotly."""
     import importlib.util
 
     missing = [m for m in ("plotly", "anywidget") if importlib.util.find_spec(m) is None]
@@ -219,6 +220,8 @@ def figure_widget(spec: dict[str, Any]) -> Any:
 
     fig = go.FigureWidget(spec)
     fig.add_class(CHART_CLASS)
+    if scroll_zoom:  # plotly.js's config, which FigureWidget syncs as its _config trait
+        fig._config = {**fig._config, "scrollZoom": True}
     return fig
 
 
