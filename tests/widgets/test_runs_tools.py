@@ -234,3 +234,21 @@ def test_a_300_node_lineage_draws_zooms_with_the_wheel_and_selects_on_click(proj
     opened(panel)
     assert panel.selected == node and "step-07" in panel.details.value
     panel.close()
+
+
+def test_parallel_coordinates_fall_back_to_a_metric_the_selected_runs_logged(project: Path):
+    from tests.widgets.test_panels import synthetic_runs
+
+    runs = synthetic_runs(6)
+    runs["metrics.f1"] = [None, None, None, 0.5, 0.6, 0.7]  # only the last three logged f1
+    panel = ExperimentsPanel(autoload=False)
+    panel.runs = runs
+    panel._update_menus()
+    panel._apply()
+    panel.parallel_metric = "metrics.f1"
+    panel.selected = tuple(runs["run_id"][:2])  # two runs without f1
+    opened(panel)
+    assert panel.parallel_metric == "metrics.acc"
+    assert panel.parallel.spec["data"][0]["dimensions"][-1]["label"] == "acc"
+    assert len(panel.parallel.run_ids) == 2
+    panel.close()

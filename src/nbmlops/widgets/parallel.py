@@ -56,6 +56,13 @@ class ParallelView:
             self.spec = None
             return
         runs, metric = panel.runs, panel.parallel_metric
+        chosen = runs[runs["run_id"].isin(run_ids)]
+        present = [m for m in core.metric_columns(runs) if chosen[m].notna().any()]
+        if metric not in present and present:  # none of them logged it: one they all can show
+            metric = max(present, key=lambda m: chosen[m].notna().sum())
+            with panel._quietly():
+                panel.parallel_metric = metric
+                self.metric_menu.value = metric
 
         def job() -> None:
             if panel._stale("parallel", generation):
