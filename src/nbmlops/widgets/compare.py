@@ -19,6 +19,8 @@ from nbmlops.widgets.html import (
     png_img,
 )
 
+FIGURES_HINT = "Select runs to see their figures side by side."
+CODE_HINT = "Select two or more runs to see how their code differs."
 CELL = f"padding:4px;vertical-align:top;border:1px solid {BORDER_LIGHT};min-width:200px"
 
 
@@ -68,7 +70,7 @@ def code_diff_html(entries: list[dict[str, Any]], labels: dict[str, str]) -> str
     """Each run's recorded cell against the first selected run's; a run without recorded
     code says so."""
     if len(entries) < 2:
-        return note_html("Select two or more runs to see how their code differs.")
+        return note_html(CODE_HINT)
     first = entries[0]
     a = labels.get(first["run_id"], first["run_id"][:8])
     if first["code"] is None:
@@ -87,3 +89,29 @@ def code_diff_html(entries: list[dict[str, Any]], labels: dict[str, str]) -> str
             f'monospace);font-size:12px;overflow-x:auto;color:inherit">{body}</pre>'
         )
     return "".join(parts)
+
+
+def draw_figures_and_code(panel: Any) -> None:
+    """Fill the Experiments panel's Figures and Code tabs for its selected runs (read on its
+    worker thread)."""
+    from nbmlops.api import experiments as core
+    from nbmlops.api import views
+
+    generation = panel._bump("extras")
+    run_ids = list(panel.selected)
+    if not run_ids:
+        panel.figures_view.value = note_html(FIGURES_HINT)
+        panel.code_view.value = note_html(CODE_HINT)
+        return
+    labels = core.run_labels(panel.runs, run_ids)
+
+    def job() -> None:
+        if panel._stale("extras", generation):
+            return
+        entries = views.compare_view(panel.settings, run_ids)
+        if panel._stale("extras", generation):
+            return
+        panel.figures_view.value = figures_html(entries, labels)
+        panel.code_view.value = code_diff_html(entries, labels)
+
+    panel.worker.submit(job)

@@ -21,12 +21,12 @@ import ipywidgets as widgets
 from traitlets import Bool, Float, Int, Tuple, Unicode, observe
 
 from nbmlops.api import experiments as core
-from nbmlops.api import run_edits, views
+from nbmlops.api import run_edits
 from nbmlops.api.tracking import RunSummary, get_tracker
 from nbmlops.config import Settings
+from nbmlops.widgets import curves
 from nbmlops.widgets._common import PanelMixin, Worker, current_notebook, log, style_widget
-from nbmlops.widgets.charts import curves_spec, default_metric, figure_widget, update_figure
-from nbmlops.widgets.compare import code_diff_html, figures_html
+from nbmlops.widgets.compare import CODE_HINT, FIGURES_HINT, draw_figures_and_code
 from nbmlops.widgets.filters import unknown_fields
 from nbmlops.widgets.html import TABS_CLASS, compare_html, details_html, note_html, runs_table_html
 from nbmlops.widgets.live import listen_for_runs, stop_listening
@@ -180,45 +180,16 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         )
         self.tools = RunsTools(self)
         self.compare = w.HTML(note_html(COMPARE_HINT))
-        self.metric_menu = w.Dropdown(
-            description="Metric", options=[], layout=w.Layout(width="300px")
-        )
-        self.curve_note = w.HTML(note_html("Select runs to plot their metric curves."))
-        self.x_menu = w.ToggleButtons(
-            options=[("step", "step"), ("time", "time"), ("relative", "relative")],
-            value="step",
-            description="x",
-            style={"button_width": "70px", "description_width": "20px"},
-        )
-        self.smooth_slider = w.FloatSlider(
-            value=0.0,
-            min=0.0,
-            max=0.95,
-            step=0.05,
-            description="smoothing",
-            continuous_update=False,
-            layout=w.Layout(width="260px"),
-        )
-        self.curve_box = w.Box(layout=w.Layout(width="100%"))
         self.parallel = ParallelView(self)
-        self.figures_view = w.HTML(note_html("Tick runs to see their figures side by side."))
-        self.code_view = w.HTML(note_html("Tick two or more runs to see how their code differs."))
+        self.figures_view = w.HTML(note_html(FIGURES_HINT))
+        self.code_view = w.HTML(note_html(CODE_HINT))
         self.parallel_image = w.Image(
             format="png", layout=w.Layout(display="none", max_width="100%")
         )
         self.details = w.Tab(
             children=[
                 w.VBox([self.compare], layout=w.Layout(overflow="auto")),
-                w.VBox(
-                    [
-                        w.HBox(
-                            [self.metric_menu, self.x_menu, self.smooth_slider],
-                            layout=w.Layout(flex_flow="row wrap"),
-                        ),
-                        self.curve_note,
-                        self.curve_box,
-                    ]
-                ),
+                curves.build(self),
                 self.parallel.view,
                 w.VBox([self.figures_view], layout=w.Layout(overflow="auto")),
                 w.VBox([self.code_view], layout=w.Layout(overflow="auto")),
@@ -492,30 +463,9 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
                 if self.selected
                 else note_html(COMPARE_HINT)
             )
-        self._draw_curves()
+        curves.draw(self)
         self.parallel.draw()
-        self._draw_figures_and_code()
-
-    def _draw_figures_and_code(self) -> None:
-        """The selected runs' figures side by side and their cells' code difference."""
-        generation = self._bump("extras")
-        run_ids = list(self.selected)
-        if not run_ids:
-            self.figures_view.value = note_html("Tick runs to see their figures side by side.")
-            self.code_view.value = note_html("Tick two or more runs to see how their code differs.")
-            return
-        labels = core.run_labels(self.runs, run_ids)
-
-        def job() -> None:
-            if self._stale("extras", generation):
-                return
-            entries = views.compare_view(self.settings, run_ids)
-            if self._stale("extras", generation):
-                return
-            self.figures_view.value = figures_html(entries, labels)
-            self.code_view.value = code_diff_html(entries, labels)
-
-        self.worker.submit(job)
+        draw_figures_and_code(self)
 
     def _table_event(self, kind: str, value: str) -> None:
         """A click in the runs table: sort by a header, select a run for compare, open one."""
@@ -583,68 +533,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         if not self._is_quiet:
             if change["name"] == "curve_metric":
                 self._metric_by_user = True
-            self._guard(self._draw_curves)
-
-    def _draw_curves(self) -> None:
-        generation = self._bump("curves")
-        run_ids = list(self.selected)
-        metrics = [core.short(c) for c in core.metric_columns(self.runs)]
-        if not run_ids or not metrics:
-            self.curve_note.value = note_html(
-                "Select runs to plot their metric curves."
-                if metrics
-                else "These runs log no metrics."
-            )
-            self.curve_box.layout.display = "none"
-            self.curve_figure = None
-            return
-        labels = core.run_labels(self.runs, run_ids)
-        chosen = self.curve_metric if self._metric_by_user and self.curve_metric else ""
-        x, smoothing = self.curve_x, self.smoothing
-        self.curve_note.value = note_html("Reading the metrics' history…")
-
-        def job() -> None:
-            if self._stale("curves", generation):
-                return
-            if chosen:
-                key, history = chosen, core.metric_history(self.settings, run_ids, chosen)
-            else:  # open on the metric with the most steps, not on a single point
-                histories = {
-                    k: core.metric_history(self.settings, run_ids, k) for k in metrics[:20]
-                }
-                key = default_metric(histories)
-                history = histories[key]
-                with self._quietly():
-                    self.curve_metric = key
-                    self.metric_menu.value = key
-            if self._stale("curves", generation):
-                return
-            if history.empty:
-                self.curve_note.value = note_html(f"The selected runs have no values of {key}.")
-                self.curve_box.layout.display = "none"
-                return
-            spec = curves_spec(history, labels, key, x, smoothing)
-            self._show_chart(spec)
-            if self._stale("curves", generation):
-                return
-            self.curve_figure = spec
-            steps = history.groupby("run_id")["step"].nunique().max()
-            have = history["run_id"].nunique()
-            which = f"{have} run(s)" if have == len(run_ids) else f"{have} of {len(run_ids)} runs"
-            self.curve_note.value = note_html(
-                f"{key} for {which}, up to {steps} step(s) each: hover for values, drag to "
-                "zoom, double-click to reset"
-            )
-            self.curve_box.layout.display = "flex"
-
-        self.worker.submit(job)
-
-    def _show_chart(self, spec: dict[str, Any]) -> None:
-        if self.curve_chart is None:
-            self.curve_chart = figure_widget(spec)
-            self.curve_box.children = (self.curve_chart,)
-        else:
-            update_figure(self.curve_chart, spec)
+            self._guard(curves.draw, self)
 
     # --- refresh when a tracked run reaches MLflow --------------------------------------------
     def _run_shipped(self, summary: RunSummary) -> None:
