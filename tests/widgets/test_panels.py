@@ -68,9 +68,10 @@ def track_lineage() -> None:
     assert acc > 0.5
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Made once per module; each test gets its own copy in its ``project`` folder."""
+    """Made once per session (shared with test_runs_tools); each test gets its own copy in its
+    ``project`` folder."""
     folder = tmp_path_factory.mktemp("panels-template")
     with pytest.MonkeyPatch.context() as mp:
         for var in list(os.environ):

@@ -92,7 +92,9 @@ class RunsTools:
             placeholder="team=vision, stage=tuned",
             layout=w.Layout(width="520px"),
         )
-        self.save_button = w.Button(description="Save note and tags", icon="save")
+        self.save_button = w.Button(
+            description="Save note and tags", icon="save", layout=w.Layout(width="180px")
+        )
         self.edit_result = w.HTML("")
         self.editor = w.VBox(
             [self.note_box, self.tags_box, self.save_button, self.edit_result],
