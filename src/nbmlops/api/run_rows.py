@@ -206,7 +206,7 @@ def user_tags(client: MlflowClient, run_ids: list[str]) -> dict[str, dict[str, s
     with store.ManagedSessionMaker() as session:
         for start in range(0, len(run_ids), _CHUNK):
             chunk = run_ids[start : start + _CHUNK]
-            query = select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
+            query: Any = select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
                 SqlTag.run_uuid.in_(chunk),
                 or_(
                     SqlTag.key == NOTE_TAG,

@@ -339,12 +339,12 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             )
         elif self.group_by in self.view.columns:
             sorted_metric = sort_col if sort_col.startswith("metrics.") else None
-            shown = [c for c in self.tools.shown_columns() if c.startswith("metrics.")]
+            metrics = [c for c in self.tools.shown_columns() if c.startswith("metrics.")]
             caption += f", grouped by {core.short(self.group_by)}"
             self.table.value = f'<div style="padding:2px 0">{escape(caption)}</div>' + grouped_html(
                 self.view,
                 by=self.group_by,
-                metric=sorted_metric or (shown[0] if shown else None),
+                metric=sorted_metric or (metrics[0] if metrics else None),
                 collapsed=self.collapsed,
                 columns=self.columns,
                 limit=self.page_size,
@@ -397,7 +397,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     def tags_changed(self, run_id: str, tags: dict[str, str]) -> None:
         """A run's note and tags were saved: the table's tag columns follow."""
         with self._lock:
-            mine = {r: {} for r in self.runs["run_id"]}
+            mine: dict[str, dict[str, str]] = {r: {} for r in self.runs["run_id"]}
             for col in (c for c in self.runs.columns if c.startswith("tags.")):
                 for r, v in zip(self.runs["run_id"], self.runs[col], strict=True):
                     if isinstance(v, str):
@@ -451,7 +451,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             return
         if self.brushed is not None:  # a brush is over the lines of the runs selected before
             with self._quietly():
-                self.brushed = None
+                self.brushed = None  # type: ignore[assignment]  # traitlets: allow_none
             self._guard(self._apply, False)
         self._guard(self._draw_selection)
 

@@ -125,7 +125,7 @@ class RunsTools:
             if c.startswith(("params.", "tags.")) and c != "tags.note"
         ]
         with panel._quietly():
-            panel.columns = remembered
+            panel.columns = remembered  # type: ignore[assignment]  # None: the defaults
             self.columns_menu.options = [
                 (c if c.startswith("tags.") else core.short(c), c) for c in optional_columns(runs)
             ]
