@@ -489,3 +489,156 @@ def test_the_dashboard_survives_closing_and_reopening_the_notebook(board: Board)
     expect(static).to_contain_text("second-run")
     expect(page.get_by_text("Error displaying widget")).to_be_hidden()
     page.screenshot(path=str(ARTIFACTS / "browser-reopened.png"), full_page=True)
+
+
+# --- the Experiments panel's table tools, compare, and a 300-node lineage ---------------------------
+# Each test runs its own new cell at the end of the notebook, so it works after the reopening
+# above (a new kernel) and alone.
+def run_new_cell(board: Board, code: str) -> Any:
+    """Append a cell holding ``code`` to the notebook, run it; its output area."""
+    page = board.page
+    page.evaluate(
+        "() => { const nb = window.jupyterapp.shell.currentWidget.content;"
+        " nb.activeCellIndex = nb.widgets.length - 1; }"
+    )
+    board.command("notebook:insert-cell-below")
+    page.evaluate(
+        "(code) => window.jupyterapp.shell.currentWidget.content.activeCell.model.sharedModel"
+        ".setSource(code)",
+        code,
+    )
+    board.command("notebook:run-cell")
+    return page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell").last.locator(
+        ".jp-OutputArea"
+    )
+
+
+EXPERIMENTS_CELL = "%load_ext nbmlops\nimport nbmlops.panels\nnbmlops.panels.experiments()"
+
+
+def test_runs_table_groups_folds_and_saves_a_note_by_clicking(board: Board):
+    from playwright.sync_api import expect
+
+    out = run_new_cell(board, EXPERIMENTS_CELL)
+    table = out.locator("table.nbmlops-runs")
+    expect(table.locator("tr.nbmlops-run", has_text="second-run").first).to_be_visible(
+        timeout=120_000
+    )
+    assert out.get_by_text("ctrl/shift-click").count() == 0  # one way to select: the check column
+
+    group = out.locator(".widget-dropdown", has_text="Group by").locator("select")
+    group.select_option(index=1)  # the first param
+    headers = out.locator(".nbmlops-group")
+    expect(headers.first).to_be_visible(timeout=60_000)
+    expect(headers.first).to_contain_text("run(s)")
+    headers.first.click()
+    expect(out.locator(".nbmlops-group").first).to_have_attribute(
+        "aria-expanded", "false", timeout=60_000
+    )
+    group.select_option(index=0)  # no grouping
+    expect(out.locator(".nbmlops-group")).to_have_count(0, timeout=60_000)
+
+    out.locator("tr.nbmlops-run", has_text="first-run").first.locator("td").nth(2).click()
+    note = out.locator(".widget-textarea textarea")
+    expect(note).to_be_visible(timeout=60_000)
+    note.fill("baseline, from the browser")
+    out.locator("button", has_text="Save note and tags").click()
+    expect(out.get_by_text("Saved to MLflow")).to_be_visible(timeout=60_000)
+    board.contrast("light-runs-tools")
+
+
+def test_compare_shows_code_differences_and_a_brush_narrows_the_table(board: Board):
+    from playwright.sync_api import expect
+
+    page = board.page
+    out = run_new_cell(board, EXPERIMENTS_CELL)
+    table = out.locator("table.nbmlops-runs").first
+    for name in ("first-run", "second-run"):
+        row = table.locator("tr.nbmlops-run", has_text=name).first
+        expect(row).to_be_visible(timeout=120_000)
+        row.locator("td.nbmlops-check").click()
+        expect(row.locator("td.nbmlops-check")).to_have_attribute(
+            "aria-checked", "true", timeout=60_000
+        )
+    tabs = out.locator(".lm-TabBar-tab")
+    tabs.filter(has_text="Code").first.click()
+    expect(out.locator("pre.nbmlops-diff").first).to_be_visible(timeout=60_000)
+    expect(out.locator(".nbmlops-diff-added").first).to_contain_text("alpha = 0.25")
+
+    tabs.filter(has_text="Parallel").first.click()
+    chart = out.locator(".nbmlops-chart .parcoords").first
+    expect(chart).to_be_visible(timeout=120_000)
+    axis = out.locator(".nbmlops-chart .parcoords .axis-brush .background").first
+    box = axis.bounding_box()
+    assert box is not None
+    x = box["x"] + box["width"] / 2
+    # a drag along the first axis from its middle up past its top: the upper half, where
+    # the line of the run with the higher value starts
+    page.mouse.move(x, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] - 20, steps=10)
+    page.mouse.up()
+    expect(out.locator("div", has_text="brushed ranges").first).to_be_visible(timeout=60_000)
+    expect(table.locator("tr.nbmlops-run")).to_have_count(1, timeout=60_000)
+    board.contrast("light-parallel")
+
+
+LINEAGE_CELL = """
+from pathlib import Path
+from nbmlops.config import load_settings
+from nbmlops.core.lineage.store import LineageStore
+from nbmlops.widgets.lineage import LineagePanel
+
+big = Path("big-lineage", ".nbmlops")
+big.mkdir(parents=True, exist_ok=True)
+store = LineageStore(big / "lineage.db")
+for i in range(100):  # 301 nodes: data_0 -> run_0 -> data_1 (+ model_0) -> run_1 ...
+    store.record_run(
+        f"k{i:03d}", run_id=None, name=f"step-{i:03d}", experiment="chain", status="FINISHED",
+        start_ms=1_700_000_000_000 + i, end_ms=1_700_000_000_500 + i, source=None,
+        datasets=[
+            {"name": "x", "digest": f"{i:032x}", "role": "input", "shape": [10, 2]},
+            {"name": "x", "digest": f"{i + 1:032x}", "role": "output", "shape": [10, 2]},
+        ],
+        models=[{"name": "m", "class": "sklearn.linear_model.Ridge", "trained_on": "x"}],
+        tracking_uri="sqlite://",
+    )
+LineagePanel("data:" + "0" * 32, settings=load_settings("big-lineage"), max_nodes=400)
+"""
+
+
+# the x axis' visible span of the Plotly chart in (or at) the element
+PLOT_OF = "el.classList.contains('js-plotly-plot') ? el : el.querySelector('.js-plotly-plot')"
+X_SPAN = f"(el) => {{ const r = ({PLOT_OF})._fullLayout.xaxis.range; return r[1] - r[0]; }}"
+
+
+def test_a_300_node_lineage_renders_zooms_and_selects_a_clicked_node(board: Board):
+    from playwright.sync_api import expect
+
+    page = board.page
+    out = run_new_cell(board, LINEAGE_CELL)
+    chart = out.locator(".nbmlops-chart").last
+    nodes = chart.locator(".scatterlayer .trace").last.locator(".point")
+    expect(nodes).to_have_count(301, timeout=180_000)
+    chart.scroll_into_view_if_needed()
+    zoom = chart.evaluate(f"(el) => ({PLOT_OF})._context.scrollZoom")
+    assert zoom, f"plotly's scrollZoom is {zoom!r}"
+    before = chart.evaluate(X_SPAN)
+    area = chart.locator(".nsewdrag").first  # the plot area
+    area.scroll_into_view_if_needed()
+    box = area.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -300)  # the wheel zooms in around the pointer
+    deadline = time.monotonic() + 60
+    while chart.evaluate(X_SPAN) >= before and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    assert chart.evaluate(X_SPAN) < before
+    texts = chart.locator(".textpoint text").all_text_contents()
+    index = next(i for i, t in enumerate(texts) if "step-050" in t)  # near the zoom's centre
+    target = nodes.nth(index)
+    target.scroll_into_view_if_needed()
+    target.click(force=True)
+    details = out.locator(".nbmlops-lineage-details .nbmlops-details")
+    expect(details.locator("div").first).to_contain_text("step-050", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-lineage-300.png"), full_page=True)

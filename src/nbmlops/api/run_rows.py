@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["RunFields", "count_runs", "fields_of", "notebook_rows"]
+__all__ = ["RunFields", "count_runs", "fields_of", "notebook_rows", "user_tags"]
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +177,44 @@ def notebook_rows(
         for rid, name, status, start_ms, end_ms, exp, user in rows
     ]
     return out, int(total or 0)
+
+
+NOTE_TAG = "mlflow.note.content"
+_SYSTEM = ("mlflow.", "nbmlops.")
+
+
+def _user_tags(tags: dict[str, str]) -> dict[str, str]:
+    out = {"note": tags[NOTE_TAG]} if tags.get(NOTE_TAG) else {}
+    out.update({k: v for k, v in tags.items() if not k.startswith(_SYSTEM)})
+    return out
+
+
+def user_tags(client: MlflowClient, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Per run id: its note (as ``note``) and the tags a user set (no ``mlflow.*`` or
+    ``nbmlops.*`` system tags); by one query per 500 runs on a database store, else by
+    ``get_run``."""
+    out: dict[str, dict[str, str]] = {r: {} for r in run_ids}
+    store = _database(client)
+    if store is None:
+        for rid in run_ids:
+            out[rid] = _user_tags(dict(client.get_run(rid).data.tags))
+        return out
+    from mlflow.store.tracking.dbmodels.models import SqlTag
+    from sqlalchemy import and_, or_, select
+
+    raw: dict[str, dict[str, str]] = {r: {} for r in run_ids}
+    with store.ManagedSessionMaker() as session:
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
+            query: Any = select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(
+                SqlTag.run_uuid.in_(chunk),
+                or_(
+                    SqlTag.key == NOTE_TAG,
+                    and_(*(~SqlTag.key.startswith(p, autoescape=True) for p in _SYSTEM)),
+                ),
+            )
+            for rid, key, value in session.execute(query):
+                raw[rid][key] = value
+    for rid, tags in raw.items():
+        out[rid] = _user_tags(tags)
+    return out

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_RUNS",
     "RUN_ID",
     "check_artifact_path",
+    "compare_view",
     "experiments_view",
     "journal_view",
     "json_number",
@@ -355,6 +356,32 @@ def _cell_code(c: MlflowClient, run_id: str) -> str | None:
     except (ModelNotFound, StoreError, UsageError):
         return None
     return data[:MAX_CODE_BYTES].decode("utf-8", errors="replace")
+
+
+def compare_view(
+    settings: Settings, run_ids: list[str], *, max_figures: int = 6
+) -> list[dict[str, Any]]:
+    """What the panels compare beyond params and metrics, per run in the given order: its
+    recorded cell source (``code``, None when not recorded) and its PNG figures
+    (``figures``: name and bytes, at most ``max_figures`` per run)."""
+    c = None if nothing_tracked(settings) else store_client(settings)
+    out = []
+    for run_id in run_ids:
+        _get_run(c, settings, run_id)
+        assert c is not None
+        try:
+            paths = sorted(
+                f.path
+                for f in c.list_artifacts(run_id, "figures")
+                if not f.is_dir and f.path.lower().endswith(".png")
+            )
+        except Exception as err:
+            raise store_error(settings, err) from err
+        figures = [
+            {"name": Path(p).name, "png": read_artifact(c, run_id, p)} for p in paths[:max_figures]
+        ]
+        out.append({"run_id": run_id, "code": _cell_code(c, run_id), "figures": figures})
+    return out
 
 
 def check_artifact_path(path: str) -> str:

@@ -202,8 +202,9 @@ def lineage_spec(
     return {"data": [edges, nodes], "layout": layout}, order
 
 
-def figure_widget(spec: dict[str, Any]) -> Any:
-    """A plotly ``FigureWidget`` of ``spec`` with the theme class; clear error without plotly."""
+def figure_widget(spec: dict[str, Any], *, scroll_zoom: bool = False) -> Any:
+    """A plotly ``FigureWidget`` of ``spec`` with the theme class (``scroll_zoom``: the mouse
+    wheel zooms); clear error without plotly."""
     import importlib.util
 
     missing = [m for m in ("plotly", "anywidget") if importlib.util.find_spec(m) is None]
@@ -219,6 +220,8 @@ def figure_widget(spec: dict[str, Any]) -> Any:
 
     fig = go.FigureWidget(spec)
     fig.add_class(CHART_CLASS)
+    if scroll_zoom:  # plotly.js's config, which FigureWidget syncs as its _config trait
+        fig._config = {**fig._config, "scrollZoom": True}
     return fig
 
 
@@ -229,3 +232,67 @@ def update_figure(fig: Any, spec: dict[str, Any]) -> None:
         fig.data = []
         fig.add_traces(spec["data"])
         fig.layout = spec["layout"]
+
+
+# --- parallel coordinates ---------------------------------------------------------------------
+def parallel_spec(
+    runs: pd.DataFrame, run_ids: list[str], metric: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Plotly parcoords of the runs' params (those that vary; all when none does) and
+    ``metric`` (full name) as the last axis, lines coloured by it; text params get one tick
+    per value. Runs without the metric are left out. Returns the spec and the run ids of its
+    lines, in order (what :func:`brushed_runs` maps back)."""
+    import pandas as pd
+
+    rows = runs[runs["run_id"].isin(run_ids)]
+    if metric in rows.columns:
+        rows = rows[rows[metric].notna()]
+    params = [c for c in rows.columns if c.startswith("params.")]
+    varying = [c for c in params if rows[c].astype("str").nunique() > 1] or params
+    dims = []
+    for col in varying:
+        values = rows[col]
+        numbers = pd.to_numeric(values, errors="coerce")
+        label = col.split(".", 1)[1]
+        if numbers.notna().all() and len(values):
+            dims.append({"label": label, "values": numbers.astype(float).tolist()})
+        else:
+            text = values.map(lambda v: "(none)" if v is None or v != v else str(v))
+            cats = sorted(text.unique())
+            codes = {c: i for i, c in enumerate(cats)}
+            dims.append(
+                {
+                    "label": label,
+                    "values": [codes[t] for t in text],
+                    "tickvals": list(range(len(cats))),
+                    "ticktext": cats,
+                }
+            )
+    line: dict[str, Any] = {"color": "#1976d2"}
+    if metric in rows.columns:
+        values = rows[metric].astype(float).tolist()
+        dims.append({"label": metric.split(".", 1)[-1], "values": values})
+        line = {"color": values, "colorscale": "Viridis", "showscale": True}
+    trace = {"type": "parcoords", "dimensions": dims, "line": line}
+    layout = _layout(height=380, margin={"l": 60, "r": 60, "t": 50, "b": 30})
+    return {"data": [trace], "layout": layout}, list(rows["run_id"])
+
+
+def _inside(value: float, ranges: Any) -> bool:
+    if not ranges:
+        return True
+    pairs = ranges if isinstance(ranges[0], list | tuple) else [ranges]
+    return any(lo <= value <= hi for lo, hi in pairs)
+
+
+def brushed_runs(dimensions: list[dict[str, Any]], run_ids: list[str]) -> tuple[str, ...] | None:
+    """The runs whose line passes every brushed range (a dimension's ``constraintrange``, one
+    ``[lo, hi]`` or a list of them); None when nothing is brushed."""
+    brushes = [(d["values"], d.get("constraintrange")) for d in dimensions]
+    if not any(r for _v, r in brushes):
+        return None
+    return tuple(
+        rid
+        for i, rid in enumerate(run_ids)
+        if all(_inside(values[i], r) for values, r in brushes if r)
+    )

@@ -1,8 +1,10 @@
-"""The experiments panel: the runs of an experiment as a filterable, sortable, paginated table;
-selected runs compared side by side, as metric curves and as parallel coordinates.
+"""The experiments panel: the runs of an experiment as a filterable, sortable, paginated table
+(columns chosen, grouped, exported, notes and tags edited: :mod:`nbmlops.widgets.runs_tools`);
+runs selected in its check column compared side by side, as metric curves and as parallel
+coordinates.
 
 State lives in traits (``text``, ``status``, ``sort_by``, ``ascending``, ``page``, ``selected``,
-``curve_metric``, ``experiment``, ``error``); every computation is a call into
+``curve_metric``, ``experiment``, ``error``, ``columns``, ``group_by``, ``collapsed``); every computation is a call into
 :mod:`nbmlops.core.experiments`. Reading the store and drawing run on the panel's worker thread,
 so a 1,000-run experiment shows progress instead of freezing the notebook. The panel refreshes
 itself (debounced) when a ``%%track`` cell's run reaches MLflow.
@@ -19,15 +21,21 @@ import ipywidgets as widgets
 from traitlets import Bool, Float, Int, Tuple, Unicode, observe
 
 from nbmlops.api import experiments as core
+from nbmlops.api import run_edits
 from nbmlops.api.tracking import RunSummary, get_tracker
 from nbmlops.config import Settings
+from nbmlops.widgets import curves
 from nbmlops.widgets._common import PanelMixin, Worker, current_notebook, log, style_widget
-from nbmlops.widgets.charts import curves_spec, default_metric, figure_widget, update_figure
+from nbmlops.widgets.compare import CODE_HINT, FIGURES_HINT, draw_figures_and_code
 from nbmlops.widgets.filters import unknown_fields
 from nbmlops.widgets.html import TABS_CLASS, compare_html, details_html, note_html, runs_table_html
 from nbmlops.widgets.live import listen_for_runs, stop_listening
+from nbmlops.widgets.parallel import ParallelView
+from nbmlops.widgets.runs_table import grouped_html, shown_frame
+from nbmlops.widgets.runs_tools import REMEMBERED, RunsTools, with_tags
 
 ALL = "ALL"
+COMPARE_HINT = "Select runs with the table's check column to compare them side by side."
 
 
 class ExperimentsPanel(PanelMixin, widgets.VBox):
@@ -49,6 +57,20 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     error = Unicode("", help="The last error, shown in the red box; '' when all is well")
     opened = Unicode("", help="The run whose details show under the table ('' for none)")
     loading = Bool(False, help="True while runs are being read from the store")
+    columns = Tuple(
+        default_value=None,
+        allow_none=True,
+        help="Params, metrics and tags (full names) the table shows; None: every param and metric",
+    )
+    group_by = Unicode("", help="Param or tag (full name) the table groups runs by; '' for none")
+    collapsed = Tuple(help="Keys of the groups shown folded")
+    parallel_metric = Unicode("", help="Metric (full name) on the parallel coordinates' last axis")
+    brushed = Tuple(
+        default_value=None,
+        allow_none=True,
+        help="Runs inside the parallel coordinates' brushed ranges (the table shows only them);"
+        " None: no brush",
+    )
 
     def __init__(
         self,
@@ -68,7 +90,6 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.curve_figure: Any = None  # the Plotly spec (dict) of the curves shown
         self.curve_chart: Any = None  # its FigureWidget
         self._metric_by_user = False
-        self.parallel_figure: Any = None
         self.load_seconds: float | None = None
         self._lock = threading.RLock()
         self._quiet = threading.local()
@@ -86,9 +107,11 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
                 self.header,
                 self.error_box,
                 self.controls,
+                self.tools.box,
                 self.table,
                 self.pager,
                 self.run_box,
+                self.tools.editor,
                 self.lower,
             ],
             layout=widgets.Layout(width="100%"),
@@ -148,61 +171,34 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.prev_button = w.Button(description="◀", layout=w.Layout(width="40px"))
         self.next_button = w.Button(description="▶", layout=w.Layout(width="40px"))
         self.page_label = w.Label("")
-        self.pager = w.HBox([self.prev_button, self.page_label, self.next_button])
-        self.picker = w.SelectMultiple(options=[], rows=12, layout=w.Layout(width="300px"))
-        self.clear_button = w.Button(description="Clear selection", layout=w.Layout(width="300px"))
-        picker_box = w.VBox(
-            [
-                w.HTML("<b>Select runs to compare</b> (ctrl/shift-click)"),
-                self.picker,
-                self.clear_button,
-            ]
+        self.clear_button = w.Button(
+            description="Clear selection", tooltip="unselect every run for compare"
         )
-        self.compare = w.HTML(note_html("Select runs in the list to compare them side by side."))
-        self.metric_menu = w.Dropdown(
-            description="Metric", options=[], layout=w.Layout(width="300px")
+        self.pager = w.HBox(
+            [self.prev_button, self.page_label, self.next_button, self.clear_button],
+            layout=w.Layout(align_items="center"),
         )
-        self.curve_note = w.HTML(note_html("Select runs to plot their metric curves."))
-        self.x_menu = w.ToggleButtons(
-            options=[("step", "step"), ("time", "time"), ("relative", "relative")],
-            value="step",
-            description="x",
-            style={"button_width": "70px", "description_width": "20px"},
-        )
-        self.smooth_slider = w.FloatSlider(
-            value=0.0,
-            min=0.0,
-            max=0.95,
-            step=0.05,
-            description="smoothing",
-            continuous_update=False,
-            layout=w.Layout(width="260px"),
-        )
-        self.curve_box = w.Box(layout=w.Layout(width="100%"))
-        self.parallel_note = w.HTML("")
+        self.tools = RunsTools(self)
+        self.compare = w.HTML(note_html(COMPARE_HINT))
+        self.parallel = ParallelView(self)
+        self.figures_view = w.HTML(note_html(FIGURES_HINT))
+        self.code_view = w.HTML(note_html(CODE_HINT))
         self.parallel_image = w.Image(
             format="png", layout=w.Layout(display="none", max_width="100%")
         )
         self.details = w.Tab(
             children=[
                 w.VBox([self.compare], layout=w.Layout(overflow="auto")),
-                w.VBox(
-                    [
-                        w.HBox(
-                            [self.metric_menu, self.x_menu, self.smooth_slider],
-                            layout=w.Layout(flex_flow="row wrap"),
-                        ),
-                        self.curve_note,
-                        self.curve_box,
-                    ]
-                ),
-                w.VBox([self.parallel_note, self.parallel_image]),
+                curves.build(self),
+                self.parallel.view,
+                w.VBox([self.figures_view], layout=w.Layout(overflow="auto")),
+                w.VBox([self.code_view], layout=w.Layout(overflow="auto")),
             ],
-            titles=("Compare", "Curves", "Parallel"),
+            titles=("Compare", "Curves", "Parallel", "Figures", "Code"),
             layout=w.Layout(flex="1 1 auto", min_width="0"),
         )
         self.details.add_class(TABS_CLASS)
-        self.lower = w.HBox([picker_box, self.details], layout=w.Layout(width="100%"))
+        self.lower = w.HBox([self.details], layout=w.Layout(width="100%"))
 
         # control widgets -> panel traits (the traits are the state; the widgets a view of it)
         self.filter_box.observe(lambda c: self._set("text", c["new"]), "value")
@@ -210,7 +206,6 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.sort_menu.observe(lambda c: self._set("sort_by", c["new"] or "start"), "value")
         self.order_button.observe(lambda c: self._set("ascending", not c["new"]), "value")
         self.experiment_menu.observe(lambda c: self._set("experiment", c["new"]), "value")
-        self.picker.observe(lambda c: self._set("selected", tuple(c["new"])), "value")
         self.metric_menu.observe(self._metric_picked, "value")
         self.x_menu.observe(lambda c: self._set("curve_x", c["new"] or "step"), "value")
         self.smooth_slider.observe(lambda c: self._set("smoothing", c["new"]), "value")
@@ -247,6 +242,10 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
                     self.max_runs,
                     progress=lambda n, done: self._progress(n, done, name),
                 )
+            if self._stale("runs", generation):
+                return
+            if not runs.empty:  # notes and user tags, as columns the picker offers
+                runs = with_tags(runs, run_edits.run_tags(settings, list(runs["run_id"])))
             if self._stale("runs", generation):
                 return
             with self._lock:
@@ -302,6 +301,8 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             if self.curve_metric not in metrics:
                 self.curve_metric = metrics[0] if metrics else ""
             self.metric_menu.value = self.curve_metric or None
+        self.tools.update_menus()
+        self.parallel.update_menus()
 
     # --- the table ----------------------------------------------------------------------------
     def _apply(self, reset_page: bool = True) -> None:
@@ -309,6 +310,8 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         with self._lock:
             self.show_error(unknown_fields(self.runs, self.text))
             view = core.filter_runs(self.runs, self.text, self.status)
+            if self.brushed is not None:
+                view = view[view["run_id"].isin(self.brushed)]
             column = core.resolve_column(view, self.sort_by)
             if column is not None:
                 view = core.sort_runs(view, column, self.ascending)
@@ -317,9 +320,6 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
                 with self._quietly():
                     self.page = 0
             self._render_table()
-            self._update_picker()
-        if len(self.selected) < 2:
-            self._draw_parallel()
 
     def _render_table(self) -> None:
         page, number, pages = core.page_of(self.view, self.page, self.page_size)
@@ -331,13 +331,30 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         caption = (f"{shown:,} of {total:,} runs" if shown != total else f"{total:,} runs") + (
             f" in '{self.experiment}'" if self.experiment else ""
         )
+        if self.brushed is not None:
+            caption += " (inside the parallel coordinates' brushed ranges)"
         if self.runs.empty:
             self.table.value = note_html(
                 "No runs to show yet." if self.experiment else "No experiments in this store yet."
             )
+        elif self.group_by in self.view.columns:
+            sorted_metric = sort_col if sort_col.startswith("metrics.") else None
+            metrics = [c for c in self.tools.shown_columns() if c.startswith("metrics.")]
+            caption += f", grouped by {core.short(self.group_by)}"
+            self.table.value = f'<div style="padding:2px 0">{escape(caption)}</div>' + grouped_html(
+                self.view,
+                by=self.group_by,
+                metric=sorted_metric or (metrics[0] if metrics else None),
+                collapsed=self.collapsed,
+                columns=self.columns,
+                limit=self.page_size,
+                sort_by=sort_col,
+                ascending=self.ascending,
+                selected=set(self.selected),
+            )
         else:
             self.table.value = runs_table_html(
-                page,
+                shown_frame(page, self.columns),
                 sort_by=sort_col,
                 ascending=self.ascending,
                 selected=set(self.selected),
@@ -351,17 +368,49 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         self.prev_button.disabled = number == 0
         self.next_button.disabled = number >= pages - 1
 
-    def _update_picker(self) -> None:
-        """The picker lists the filtered, sorted runs, plus selected runs filtered out (so a
-        filter never drops a selection)."""
-        labels = core.run_labels(self.runs)
-        in_view = list(self.view["run_id"][:2000])
-        extra = [r for r in self.selected if r not in set(in_view)]
-        options = [(labels.get(r, r[:8]) + " ·", r) for r in extra]
-        options += [(labels.get(r, r[:8]), r) for r in in_view]
+    @observe("brushed")
+    def _on_brushed(self, change: dict[str, Any]) -> None:
+        if not self._is_quiet:
+            self._guard(self._apply)
+
+    @observe("parallel_metric")
+    def _on_parallel_metric(self, change: dict[str, Any]) -> None:
         with self._quietly():
-            self.picker.options = options
-            self.picker.value = tuple(r for r in self.selected if r in labels)
+            if change["new"] in [v for _l, v in self.parallel.metric_menu.options]:
+                self.parallel.metric_menu.value = change["new"]
+        if not self._is_quiet:
+            self._guard(self.parallel.draw)
+
+    @observe("columns", "group_by", "collapsed")
+    def _on_layout(self, change: dict[str, Any]) -> None:
+        if change["name"] == "columns" and not self._is_quiet:
+            key = self.tools.key()
+            if change["new"] is None:
+                REMEMBERED.pop(key, None)
+            else:
+                REMEMBERED[key] = tuple(change["new"])
+        if change["name"] == "group_by":
+            self.tools.sync_group_menu()
+        if not self._is_quiet:
+            self._guard(self._render_table)
+
+    def tags_changed(self, run_id: str, tags: dict[str, str]) -> None:
+        """A run's note and tags were saved: the table's tag columns follow."""
+        with self._lock:
+            mine: dict[str, dict[str, str]] = {r: {} for r in self.runs["run_id"]}
+            for col in (c for c in self.runs.columns if c.startswith("tags.")):
+                for r, v in zip(self.runs["run_id"], self.runs[col], strict=True):
+                    if isinstance(v, str):
+                        mine[r][col[5:]] = v
+            mine[run_id] = dict(tags)
+            self.runs = with_tags(self.runs, mine)
+            self._update_menus()
+            self._apply(reset_page=False)
+
+    def export_csv(self, path: str = "") -> Any:
+        """Write the table as shown (every page the filter keeps, the chosen columns) to a
+        CSV file under the project; returns its path."""
+        return self.tools.export(path)
 
     @observe("text", "status")
     def _on_filter(self, change: dict[str, Any]) -> None:
@@ -387,8 +436,6 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     def _on_page(self, change: dict[str, Any]) -> None:
         if not self._is_quiet:
             self._guard(self._render_table)
-            if len(self.selected) < 2:
-                self._guard(self._draw_parallel)
 
     @observe("experiment")
     def _on_experiment(self, change: dict[str, Any]) -> None:
@@ -402,16 +449,23 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
     def _on_selected(self, change: dict[str, Any]) -> None:
         if self._is_quiet:
             return
+        if self.brushed is not None:  # a brush is over the lines of the runs selected before
+            with self._quietly():
+                self.brushed = None  # type: ignore[assignment]  # traitlets: allow_none
+            self._guard(self._apply, False)
         self._guard(self._draw_selection)
 
     def _draw_selection(self) -> None:
         with self._lock:
-            with self._quietly():
-                self.picker.value = tuple(r for r in self.selected if r in _values(self.picker))
             self._render_table()
-            self.compare.value = compare_html(core.compare_runs(self.runs, list(self.selected)))
-        self._draw_curves()
-        self._draw_parallel()
+            self.compare.value = (
+                compare_html(core.compare_runs(self.runs, list(self.selected)))
+                if self.selected
+                else note_html(COMPARE_HINT)
+            )
+        curves.draw(self)
+        self.parallel.draw()
+        draw_figures_and_code(self)
 
     def _table_event(self, kind: str, value: str) -> None:
         """A click in the runs table: sort by a header, select a run for compare, open one."""
@@ -429,12 +483,19 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
             )
         elif kind == "open":
             self._set("opened", value)
+        elif kind == "group":
+            folded = list(self.collapsed)
+            self._set(
+                "collapsed",
+                tuple(k for k in folded if k != value) if value in folded else (*folded, value),
+            )
 
     @observe("opened")
     def _on_opened(self, change: dict[str, Any]) -> None:
         run_id = change["new"]
         if not run_id:
             self.run_box.value = ""
+            self.tools.open_run("")
             return
         labels = core.run_labels(self.runs, [run_id])
         self.run_box.value = note_html(f"Opening {labels.get(run_id, run_id)}…")
@@ -453,6 +514,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
                 ("git commit", run["git_commit"]),
             ]
             self.run_box.value = details_html(f"run {run['name']}", fields)
+            self.tools.open_run(run_id)
 
         self.worker.submit(job)
 
@@ -471,101 +533,7 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         if not self._is_quiet:
             if change["name"] == "curve_metric":
                 self._metric_by_user = True
-            self._guard(self._draw_curves)
-
-    def _draw_curves(self) -> None:
-        generation = self._bump("curves")
-        run_ids = list(self.selected)
-        metrics = [core.short(c) for c in core.metric_columns(self.runs)]
-        if not run_ids or not metrics:
-            self.curve_note.value = note_html(
-                "Select runs to plot their metric curves."
-                if metrics
-                else "These runs log no metrics."
-            )
-            self.curve_box.layout.display = "none"
-            self.curve_figure = None
-            return
-        labels = core.run_labels(self.runs, run_ids)
-        chosen = self.curve_metric if self._metric_by_user and self.curve_metric else ""
-        x, smoothing = self.curve_x, self.smoothing
-        self.curve_note.value = note_html("Reading the metrics' history…")
-
-        def job() -> None:
-            if self._stale("curves", generation):
-                return
-            if chosen:
-                key, history = chosen, core.metric_history(self.settings, run_ids, chosen)
-            else:  # open on the metric with the most steps, not on a single point
-                histories = {
-                    k: core.metric_history(self.settings, run_ids, k) for k in metrics[:20]
-                }
-                key = default_metric(histories)
-                history = histories[key]
-                with self._quietly():
-                    self.curve_metric = key
-                    self.metric_menu.value = key
-            if self._stale("curves", generation):
-                return
-            if history.empty:
-                self.curve_note.value = note_html(f"The selected runs have no values of {key}.")
-                self.curve_box.layout.display = "none"
-                return
-            spec = curves_spec(history, labels, key, x, smoothing)
-            self._show_chart(spec)
-            if self._stale("curves", generation):
-                return
-            self.curve_figure = spec
-            steps = history.groupby("run_id")["step"].nunique().max()
-            have = history["run_id"].nunique()
-            which = f"{have} run(s)" if have == len(run_ids) else f"{have} of {len(run_ids)} runs"
-            self.curve_note.value = note_html(
-                f"{key} for {which}, up to {steps} step(s) each: hover for values, drag to "
-                "zoom, double-click to reset"
-            )
-            self.curve_box.layout.display = "flex"
-
-        self.worker.submit(job)
-
-    def _show_chart(self, spec: dict[str, Any]) -> None:
-        if self.curve_chart is None:
-            self.curve_chart = figure_widget(spec)
-            self.curve_box.children = (self.curve_chart,)
-        else:
-            update_figure(self.curve_chart, spec)
-
-    def _draw_parallel(self) -> None:
-        generation = self._bump("parallel")
-        if len(self.selected) >= 2:
-            run_ids = list(self.selected)
-            what = f"the {len(run_ids)} selected runs"
-        else:
-            page, _n, _p = core.page_of(self.view, self.page, self.page_size)
-            run_ids = list(page["run_id"])
-            what = f"the {len(run_ids)} runs on this page (select runs to narrow it)"
-        if len(run_ids) < 2:
-            self.parallel_note.value = note_html("Parallel coordinates need at least two runs.")
-            self.parallel_image.layout.display = "none"
-            return
-        runs = self.runs
-
-        def job() -> None:
-            if self._stale("parallel", generation):
-                return
-            time.sleep(0.15)  # typing in the filter: draw only the last state
-            if self._stale("parallel", generation):
-                return
-            frame = core.parallel_frame(runs, run_ids)
-            fig = core.parallel_figure(frame)
-            png = core.figure_png(fig)
-            if self._stale("parallel", generation):
-                return
-            self.parallel_figure = fig
-            self.parallel_note.value = note_html(f"Parallel coordinates of {what}")
-            self.parallel_image.value = png
-            self.parallel_image.layout.display = "block"
-
-        self.worker.submit(job)
+            self._guard(curves.draw, self)
 
     # --- refresh when a tracked run reaches MLflow --------------------------------------------
     def _run_shipped(self, summary: RunSummary) -> None:
@@ -644,6 +612,8 @@ class ExperimentsPanel(PanelMixin, widgets.VBox):
         for child in (self.header, self.controls, self.pager, self.lower):
             _close_tree(child)
         self.error_box.close()
+        self.tools.close()
+        self.parallel.close()
         self.table.close()
         super().close()
 

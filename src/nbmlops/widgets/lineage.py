@@ -377,7 +377,7 @@ class LineagePanel(PanelMixin, widgets.VBox):
                 return
             self.figure, self.drawn_nodes = spec, order
             if self.chart is None:
-                self.chart = figure_widget(spec)
+                self.chart = figure_widget(spec, scroll_zoom=True)  # wheel zooms, drag pans
                 self.chart.data[1].on_click(self._clicked)
                 self.drawing.children = (self.chart,)
             else:
