@@ -312,6 +312,7 @@ def load(ipython: Any) -> None:
     from nbmlops.ipython.panel_magics import PanelMagics
     from nbmlops.ipython.pipeline_magics import PipelineMagics
     from nbmlops.ipython.registry_magics import RegistryMagics
+    from nbmlops.ipython.replay_magics import ReplayMagics
     from nbmlops.ipython.sweep_magics import SweepMagics
     from nbmlops.ipython.tracked_cells import TrackedCells
 
@@ -325,6 +326,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(PipelineMagics)
     ipython.register_magics(SweepMagics)
     ipython.register_magics(MonitorMagics)
+    ipython.register_magics(ReplayMagics)
     get_tracker().start()  # replays what dead kernels left, in the background
 
 
@@ -344,6 +346,7 @@ def unload(ipython: Any) -> None:
             "pipeline",
             "sweep",
             "drift",
+            "replay",
             *_REGISTRY_MAGICS,
         ):
             ipython.magics_manager.magics[kind].pop(name, None)
