@@ -32,11 +32,27 @@ CELLS = {
     "split": "X_train, X_test, y_train, y_test = X[:150], X[150:], y[:150], y[150:]",
     "read": "import pandas as pd\nextra = pd.read_csv('extra.csv')",
     "count": f"%%track count -e {EXP}\nn_extra = len(extra)",
+    "usplit": "idx = np.random.permutation(len(X))\nXu, yu = X[idx[:100]], y[idx[:100]]",
+    "ufit": f"%%track ufit -e {EXP}\nfrom sklearn.linear_model import LogisticRegression\n"
+    "uclf = LogisticRegression().fit(Xu, yu)\nuacc = uclf.score(X, y)",
     "sync": "%track sync",
 }
 # The order the user ran them in; "param" is edited to C = 0.5 before its second run and
 # "split" is deleted from the notebook after it ran.
-ORDER = ["setup", "data", "param", "unrelated", "split", "param*", "fit", "read", "count", "sync"]
+ORDER = [
+    "setup",
+    "data",
+    "param",
+    "unrelated",
+    "split",
+    "param*",
+    "fit",
+    "read",
+    "count",
+    "usplit",
+    "ufit",
+    "sync",
+]
 
 
 @dataclass
@@ -135,3 +151,25 @@ def test_a_missing_input_file_is_named_and_replay_shows_the_cells(session: Sessi
     )
     assert f"Replay of run `{session.runs['fit']}`" in text, text
     assert "C = 0.5" in text and "C = 10.0" not in text and "summary" not in text
+
+
+def test_reproduce_replays_the_slice_in_a_fresh_kernel_with_the_same_model_digest(
+    session: Session,
+):
+    run_id = session.runs["fit"]
+    done = cli(session.project, "reproduce", run_id[:8], "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["run_id"] == run_id and report["ok"], report
+    checks = {c["item"]: c for c in report["runs"][0]["checks"]}
+    assert checks["model clf"]["match"] and checks["model clf"]["recorded"] != "(none)", checks
+    assert checks["metric fit.acc"]["match"], checks
+    assert checks["code"]["recorded"] == "cells [1], [2], [5], [6], [7]"
+
+
+def test_an_unseeded_random_split_is_named_when_the_replay_differs(session: Session):
+    done = cli(session.project, "reproduce", session.runs["ufit"])
+    assert done.returncode == 1, done.stdout + done.stderr
+    text = " ".join(done.stdout.split())
+    assert "model uclf" in text
+    assert "randomness without a seed" in text and "np.random.permutation(len(X))" in text

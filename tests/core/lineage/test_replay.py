@@ -142,3 +142,20 @@ def test_a_missing_input_file_is_named(store: LineageStore, tmp_path: Path):
     assert "no longer exists" in piece.blockers[0].reason
     (tmp_path / "gone.csv").write_text("a\n1\n")
     assert replay_slice(store, "ffff", tmp_path).replayable
+
+
+def test_unseeded_generators_are_named_and_seeded_ones_are_not():
+    from nbmlops.core.pipeline.reproduce_replay import unseeded_calls
+
+    assert unseeded_calls(
+        [
+            "%%track\nidx = np.random.permutation(10)",
+            "a, b = train_test_split(X, test_size=0.2)\nrng = np.random.default_rng()",
+            "s = df.sample(frac=0.5, random_state=1)\nr = np.random.default_rng(0)",
+        ]
+    ) == [
+        "np.random.permutation(10)",
+        "train_test_split(X, test_size=0.2)",
+        "np.random.default_rng()",
+    ]
+    assert unseeded_calls(["np.random.seed(0)\nidx = np.random.permutation(10)"]) == []
