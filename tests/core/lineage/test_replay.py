@@ -41,7 +41,7 @@ HISTORY = [
     cell(5, "summary = pd.DataFrame(X).describe()", ["pd", "X"], ["summary"]),  # unrelated
     cell(6, "scale = 2.0", binds=["scale"]),  # first version, since edited
     cell(7, "scale = 3.0", binds=["scale"]),  # the edited cell run again
-    cell(8, "X = X * scale", ["X", "scale"], ["X"]),
+    cell(8, "X = X * scale\n%data commit X\n%promote m 1", ["X", "scale"], ["X"]),
     cell(9, "bad = 1 / 0", binds=["bad"], error="ZeroDivisionError: division by zero"),
     cell(10, "X[0, 0] = 0.0", ["X"]),  # changed in place
     cell(
@@ -69,6 +69,7 @@ def test_the_slice_keeps_exactly_the_cells_the_run_needs_in_execution_order():
     assert sources[1] == "import numpy as np"  # its own %load_ext is not repeated
     assert "scale = 3.0" in sources and "scale = 2.0" not in sources
     assert sources[-1].startswith("%%track fit")
+    assert "X = X * scale" in sources  # project magics are not done again
 
 
 def test_a_name_no_recorded_cell_bound_is_named():

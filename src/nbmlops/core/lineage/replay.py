@@ -53,6 +53,11 @@ _FILE_READERS = frozenset(
     }
 )
 _LOAD_EXT = "%load_ext nbmlops"
+# Magics whose effect is on the project, not on names the run reads: not done again by a replay.
+_PROJECT_MAGICS = frozenset(
+    {"%register", "%promote", "%rollback", "%approve", "%replay", "%lineage", "%card"}
+)
+_SUB = {"%data": "commit", "%track": "sync"}
 # A run starts while its cell runs: the cell's record starts before and ends after it, give or
 # take the two hooks' order and clock reads.
 _SLACK_MS = 2000
@@ -86,11 +91,24 @@ class ReplaySlice:
         ``%load_ext nbmlops``)."""
         out: list[tuple[str, int | None]] = [(_LOAD_EXT, None)]
         for record in self.cells:
-            lines = [ln for ln in record["source"].splitlines() if ln.strip() != _LOAD_EXT]
+            lines = [ln for ln in record["source"].splitlines() if not _dropped(ln)]
             text = "\n".join(lines).strip("\n")
             if text.strip():
                 out.append((text, record.get("execution_count")))
         return out
+
+
+def _dropped(line: str) -> bool:
+    """A line the replay leaves out: loading nbmlops again, or a magic that changes the
+    project (registry moves, data commits, shipping) rather than the kernel's state."""
+    text = line.strip()
+    if text == _LOAD_EXT:
+        return True
+    words = text.split()
+    return bool(words) and (
+        words[0] in _PROJECT_MAGICS
+        or (words[0] in ("%data", "%track") and words[1:2] == [_SUB.get(words[0])])
+    )
 
 
 def _python(source: str) -> str:
