@@ -388,12 +388,13 @@ def lineage(
 
 
 def _mount_subcommands() -> None:
-    from nbmlops.cli import audit, monitor, pipeline, registry, reproduce, runs, sweep
+    from nbmlops.cli import audit, monitor, pipeline, registry, replay, reproduce, runs, sweep
     from nbmlops.cli import serve as serve_cli
 
     app.command("run", context_settings=pipeline.RUN_CONTEXT)(pipeline.run)
     app.add_typer(pipeline.app, name="pipeline", help="Pipelines of notebooks: run, show.")
     app.command("reproduce")(reproduce.reproduce)
+    app.command("export-notebook")(replay.export_notebook)
     app.command("sweep")(sweep.sweep)
 
     app.command("serve")(serve_cli.serve)

@@ -10,7 +10,8 @@ import typer
 def reproduce(
     run_id: str = typer.Argument(
         ...,
-        help="MLflow run id of a notebook run (nbmlops run, a pipeline step) or a pipeline run.",
+        help="MLflow run id (or an unambiguous prefix) of a notebook run, a pipeline run, or a "
+        "%%track run of an interactive notebook (its cells are replayed).",
     ),
     rtol: float = typer.Option(
         0.0, "--rtol", min=0.0, help="Relative tolerance for metrics (0: exactly equal)."

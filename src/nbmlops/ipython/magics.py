@@ -336,6 +336,7 @@ def load(ipython: Any) -> None:
     from nbmlops.ipython.panel_magics import PanelMagics
     from nbmlops.ipython.pipeline_magics import PipelineMagics
     from nbmlops.ipython.registry_magics import RegistryMagics
+    from nbmlops.ipython.replay_magics import ReplayMagics
     from nbmlops.ipython.sweep_magics import SweepMagics
     from nbmlops.ipython.tracked_cells import TrackedCells
 
@@ -349,6 +350,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(PipelineMagics)
     ipython.register_magics(SweepMagics)
     ipython.register_magics(MonitorMagics)
+    ipython.register_magics(ReplayMagics)
     batch = _batch_kernel(ipython)
     if batch is not None:
         get_tracker().start(batch=batch)  # replays what dead kernels left, in the background
@@ -370,6 +372,7 @@ def unload(ipython: Any) -> None:
             "pipeline",
             "sweep",
             "drift",
+            "replay",
             *_REGISTRY_MAGICS,
         ):
             ipython.magics_manager.magics[kind].pop(name, None)

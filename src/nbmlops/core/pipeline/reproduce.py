@@ -16,6 +16,10 @@ parameters are remapped into the scratch folder, which is also the kernel's work
 A pipeline run id reproduces each step run recorded under it (in the order they ran); a step
 that reads an earlier step's output gets that step's reproduced output when its digest is the
 recorded one.
+
+A ``%%track`` run of an interactive notebook is reproduced by replaying the cells of the
+kernel's execution history it depends on (``reproduce_replay``), compared the same way, with its
+models' digests besides.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from nbmlops.core.pipeline import notebook as nbfile
 from nbmlops.core.pipeline.events import Progress
 from nbmlops.core.pipeline.formatting import short_digest
 from nbmlops.core.pipeline.reproduce_inputs import RecordedInputs
+from nbmlops.core.pipeline.reproduce_replay import full_run_id
 from nbmlops.core.pipeline.reproduce_report import (
     Check,
     ReproduceReport,
@@ -63,8 +68,8 @@ def reproduce(
     recorded code, parameters and input versions, and compare outputs and metrics.
 
     ``rtol`` is the relative tolerance for metrics (0: exactly equal). Output files are compared
-    by content digest, exactly. Raises PipelineError for an unknown run or one that is not a
-    notebook or pipeline run; a run that does not reproduce is a report with ``ok`` False.
+    by content digest, exactly. Raises PipelineError for an unknown run or a tracked cell run
+    of a notebook run; a run that does not reproduce is a report with ``ok`` False.
     """
     require_extra("pipelines")
     settings = settings or load_settings()
@@ -77,13 +82,16 @@ def reproduce(
             f"{run_id!r} is not an MLflow run id",
             fix="Pass the run id shown by `nbmlops run`, `nbmlops pipeline run` or the MLflow UI.",
         )
-    run_id = run_id.strip()
+    run_id = full_run_id(run_id.strip(), settings)
     from nbmlops.core.tracking.store import open_client
 
     client = open_client(settings)
     run = _get_run(client, run_id, settings)
     tags = run.data.tags
     kind = tags.get("nbmlops.kind")
+    if kind not in ("notebook", "pipeline") and not tags.get("mlflow.parentRunId"):
+        # a %%track run of an interactive notebook: replay the cells it depends on
+        return _reproduce_interactive(client, run, settings, float(rtol), progress)
     if kind not in ("notebook", "pipeline"):
         parent = tags.get("mlflow.parentRunId")
         fix = "Pass the id of a notebook run (`nbmlops run`, a pipeline step) or a pipeline run."
@@ -135,6 +143,94 @@ def reproduce(
                 {} if single else {"nbmlops.reproduces_pipeline": run_id},
             )
         )
+    (folder / "reproduce.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+    return report
+
+
+def _reproduce_interactive(
+    client: Any, run: Any, settings: Settings, rtol: float, progress: Progress | None
+) -> ReproduceReport:
+    """Replay the cells of the execution history a %%track run depends on in a fresh kernel,
+    and compare its metrics and models' digests."""
+    from nbmlops.core.pipeline.reproduce_replay import (
+        model_checks,
+        model_digests,
+        prepare_replay,
+        unseeded_calls,
+    )
+
+    run_id = run.info.run_id
+    folder = settings.home_dir / "reproduce" / run_id
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    report = ReproduceReport(run_id, "interactive", folder, rtol)
+    experiment = client.get_experiment(run.info.experiment_id).name
+    name = run.info.run_name or "replay"
+    rep = Reproduction(run_id, name, experiment, folder)
+    report.runs.append(rep)
+    piece, notebook = prepare_replay(settings, run_id, folder)
+    counts = ", ".join(f"[{c.get('execution_count')}]" for c in piece.cells)
+    rep.checks.append(
+        Check("code", f"cells {counts}", f"{notebook.name}", True, f"{piece.skipped} left out")
+    )
+    if piece.blockers:
+        rep.error = "not run: " + "; ".join(f"{b.what}: {b.reason}" for b in piece.blockers)
+        (folder / "reproduce.json").write_text(json.dumps(report.to_dict(), default=str))
+        return report
+    step = Step(name="replay", notebook=notebook, parameters={}, inputs={}, outputs={})
+    pipe = plan_pipeline(
+        Pipeline(
+            steps={"replay": step}, root=folder / "work", name="replay", experiment=experiment
+        ),
+        settings,
+    )
+    out = folder / "replay.out.ipynb"
+    runner = PipelineRun(
+        pipe,
+        settings,
+        progress=progress,
+        use_cache=False,
+        parent=False,
+        output_notebook=out.resolve(),
+        extra_tags={REPRODUCES_TAG: run_id},
+        state_dir=folder,
+    )
+    result = runner.execute().steps["replay"]
+    rep.ran = True
+    rep.output_notebook = str(out)
+    ran = result.status == StepStatus.RAN
+    rep.checks.append(Check("status", run.info.status, "FINISHED" if ran else "FAILED", ran))
+    if not ran:
+        rep.checks[-1].note = result.error or ""
+    tracker = get_tracker(settings)
+    tracker.ship_ended_processes()
+    shipped = tracker.flush(settings.ship_wait_seconds)
+    new_id = _new_run_id(client, tracker, run.info.experiment_id, result.run_key)
+    same = (
+        [r for r in _children(client, client.get_run(new_id)) if r.info.run_name == name]
+        if (shipped and new_id)
+        else []
+    )
+    if not same:
+        rep.checks.append(
+            Check("metrics", "", "no such run in the replay", False, f"run {name!r} not found")
+        )
+    else:
+        new_run = same[-1]  # the run's own cell comes last in the slice
+        rep.new_run_id = new_run.info.run_id
+        rep.checks.extend(metric_checks([run], [new_run], rtol))
+        rep.checks.extend(model_checks(model_digests(client, run), model_digests(client, new_run)))
+    if rep.differences:
+        calls = unseeded_calls([c["source"] for c in piece.cells])
+        if calls:
+            rep.notes.append(
+                "randomness without a seed: the replayed code calls "
+                + ", ".join(calls)
+                + "; seed it (random_state=..., np.random.default_rng(SEED)) and train again"
+            )
+    if rep.new_run_id:
+        _record_result(client, rep.new_run_id, rep)
     (folder / "reproduce.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
     return report
 
