@@ -95,7 +95,11 @@ def session(tmp_path_factory: pytest.TempPathFactory):
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(project)}}
     )
-    with client.setup_kernel(env=_kernel_env(), cwd=str(project)):
+    # nbclient's kernel counts as a batch kernel, which only journals and leaves shipping to
+    # a detached shipper after it exits; this session stands for a JupyterLab user's kernel,
+    # whose runs are in MLflow as its cells end
+    env = {**_kernel_env(), "NBMLOPS_SHIP": "wait"}
+    with client.setup_kernel(env=env, cwd=str(project)):
         for step in ORDER:
             name = step.rstrip("*")
             if step == "param*":
