@@ -115,8 +115,12 @@ def test_a_fresh_venv_with_only_the_wheel_shows_the_side_panel(wheel: Path, tmp_
     python = venv / "bin" / "python"
     # the JupyterLab the labextension was built and tested against, as the user's
     lab_version = version("jupyterlab")
+    # --no-compile: compiling ~190 packages to bytecode is a minute of CPU this test needs not
     pip = subprocess.run(
-        [str(python), "-m", "pip", "install", str(wheel), f"jupyterlab=={lab_version}"],
+        [
+            *(str(python), "-m", "pip", "install", "--no-compile"),
+            *(str(wheel), f"jupyterlab=={lab_version}"),
+        ],
         env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
         capture_output=True,
         text=True,
