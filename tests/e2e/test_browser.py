@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,18 +20,18 @@ from typing import Any
 import pytest
 
 from tests.conftest import ARTIFACTS, write_notebook
+from tests.e2e.jupyter_app import CHROMIUM_ARGS as CHROMIUM_ARGS
+from tests.e2e.jupyter_app import (
+    QUIET_SETTINGS,
+    JupyterApp,
+    launch_chromium,
+    require_browser,
+    start,
+    stop,
+)
+from tests.e2e.jupyter_app import free_port as free_port
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",  # we may run as root
-    "--disable-gpu",
-    "--disable-background-networking",  # without these Chromium keeps calling out
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 CELLS = [
     "%load_ext nbmlops\nimport nbmlops",
@@ -113,106 +108,17 @@ CONTRAST_JS = """
 """
 
 
-def require_browser() -> str:
-    """Debian's chromium and the playwright package, or a failure saying which is missing."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail(
-            "chromium is not installed: run `make system` (scripts/install-system-deps.sh) or "
-            "`apt-get install chromium`; the browser tests drive Debian's chromium"
-        )
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.fail(
-            "the playwright Python package is missing: pip install playwright (never run "
-            "`playwright install`: the tests use Debian's chromium)"
-        )
-    return chromium
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Lab:
-    url: str
-    token: str
-    log: Path
-
-
-def _lab_settings(settings_dir: Path) -> None:
-    """No news or update toasts over the notebook (and no request to the outside for them);
-    the notebook's kernel starts without a "Select Kernel" dialog."""
-    for plugin, values in {
-        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-        "notebook-extension/tracker": {"autoStartDefaultKernel": True},
-    }.items():
-        path = settings_dir / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
+# The server and browser start-up every browser test shares; the names stay importable from
+# here for the tests that import them from this module.
+Lab = JupyterApp
+_stop = stop
+LAB_SETTINGS = QUIET_SETTINGS
 
 
 def start_lab(project: Path, work: Path) -> tuple[subprocess.Popen, Lab]:
     """JupyterLab on 127.0.0.1 with a token, serving ``project``; the app is exposed to the
     page (``window.jupyterapp``) so tests can run JupyterLab commands (theme, save, close)."""
-    token = secrets.token_hex(16)
-    port = free_port()
-    settings_dir = work / "lab-settings"
-    _lab_settings(settings_dir)
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
-        },
-        "JUPYTER_RUNTIME_DIR": str(work / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings_dir),
-        "JUPYTERLAB_WORKSPACES_DIR": str(work / "workspaces"),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-    }
-    log = work / "jupyter-lab.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={project}",
-        "--LabApp.news_url=",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",  # the default one queries PyPI
-        "--LabApp.expose_app_in_browser=True",
-    ]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"jupyter lab did not answer in 90 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return proc, Lab(url, token, log)
+    return start("jupyterlab", project, work, LAB_SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -230,22 +136,6 @@ def jupyter_lab(lab_project: Path) -> Iterator[Lab]:
         yield lab
     finally:
         _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server we started (it shuts its kernels down), then anything left in the
-    process group it leads (a kernel that did not exit)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -294,14 +184,14 @@ def open_notebook(page: Any, lab: Lab) -> None:
 
 @pytest.fixture(scope="module")
 def board(jupyter_lab: Lab, lab_project: Path) -> Iterator[Board]:
-    chromium = require_browser()
+    require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     for old in ARTIFACTS.glob("browser-*.png"):
         old.unlink()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1300})
             page.set_default_timeout(120_000)

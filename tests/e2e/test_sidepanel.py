@@ -6,37 +6,24 @@ was refused. Screenshots (light and dark) land in test-artifacts/."""
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ARTIFACTS, write_notebook
-from tests.e2e.test_browser import require_browser
+from tests.e2e.jupyter_app import (
+    QUIET_SETTINGS,
+    JupyterApp,
+    launch_chromium,
+    require_browser,
+    start,
+    stop,
+)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",  # we may run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",  # without these Chromium keeps calling out
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 CONFIG = {
     "registry": {
@@ -67,19 +54,6 @@ CELLS = ["%load_ext nbmlops\nimport nbmlops", TRAIN, "depth = 3\nscore = depth *
 PANEL_SETTINGS = {"refreshInterval": 2, "maxRefreshInterval": 8}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    token: str
-    log: Path
-
-
 @pytest.fixture
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project of its own for each front end (the tests may run in any order, in different
@@ -91,102 +65,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _settings(settings_dir: Path) -> None:
-    """No news or update toasts; the kernel starts without a dialog; the panel polls fast."""
-    for plugin, values in {
-        "@jupyterlab/apputils-extension/notification": {
-            "fetchNews": "false",
-            "checkForUpdates": False,
-        },
-        "@jupyterlab/notebook-extension/tracker": {"autoStartDefaultKernel": True},
-        "nbmlops/plugin": PANEL_SETTINGS,
-    }.items():
-        path = settings_dir / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-
-
-def start_server(app: str, project: Path, tmp: Path) -> tuple[subprocess.Popen, Server]:
-    """`jupyter lab` or `jupyter notebook` on 127.0.0.1 with a token and nbmlops.server on."""
-    token = secrets.token_hex(16)
-    port = free_port()
-    _settings(tmp / "settings")
-    config_dir = tmp / "config"
-    config_dir.mkdir(exist_ok=True)
-    # the wheel enables nbmlops.server with a jupyter-config file; a source checkout may not
-    # have installed it yet, so the test says it explicitly
-    (config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"nbmlops.server": True}}})
-    )
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(config_dir),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
-    }
-    log = tmp / f"{app}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        app,
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={project}",
-        "--LabServerApp.extension_manager=readonly",  # the default one queries PyPI
-    ]
-    if app == "jupyterlab":
-        cmd += [
-            "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"{app} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(proc)
-            pytest.fail(f"{app} did not answer in 120 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return proc, Server(url, token, log)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the server we started (it shuts its kernels down), then its process group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+SETTINGS = {**QUIET_SETTINGS, "nbmlops:plugin": PANEL_SETTINGS}
 
 
 @pytest.fixture
-def lab(project: Path, tmp_path: Path) -> Iterator[Server]:
-    proc, server = start_server("jupyterlab", project, tmp_path)
+def lab(project: Path, tmp_path: Path) -> Iterator[JupyterApp]:
+    proc, server = start("jupyterlab", project, tmp_path, SETTINGS)
     try:
         yield server
     finally:
@@ -194,8 +78,8 @@ def lab(project: Path, tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def notebook7(project: Path, tmp_path: Path) -> Iterator[Server]:
-    proc, server = start_server("notebook", project, tmp_path)
+def notebook7(project: Path, tmp_path: Path) -> Iterator[JupyterApp]:
+    proc, server = start("notebook", project, tmp_path, SETTINGS)
     try:
         yield server
     finally:
@@ -204,11 +88,11 @@ def notebook7(project: Path, tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
-    chromium = require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        b = launch_chromium(pw)
         try:
             yield b
         finally:
@@ -271,18 +155,53 @@ def open_panel(page) -> None:
     page.wait_for_selector("#nbmlops-panel .nbmlops-sp-panel-body", state="visible")
 
 
+# Every text of the panel is whole: no element wider than its box (an ellipsis or a hidden
+# overflow), none past the panel's right edge, and the panel itself never scrolls sideways.
+# Only the lineage drawing may scroll sideways (in its own box), and its long labels end in an
+# ellipsis with the whole id on hover.
+CUT_JS = """
+(panel) => {
+  const box = panel.getBoundingClientRect();
+  const cut = [];
+  if (panel.scrollWidth > panel.clientWidth + 1)
+    cut.push(`panel scrolls sideways: ${panel.scrollWidth} > ${panel.clientWidth}`);
+  let checked = 0;
+  for (const el of panel.querySelectorAll('*')) {
+    if (el.closest('.nbmlops-sp-lineage-box') || el instanceof SVGElement) continue;
+    const own = [...el.childNodes].filter((n) => n.nodeType === 3).map((n) => n.textContent).join('').trim();
+    if (!own || !el.getClientRects().length) continue;
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    checked++;
+    const cs = getComputedStyle(el);
+    if (cs.display !== 'inline' && el.scrollWidth > el.clientWidth + 1)
+      cut.push(`${own.slice(0, 40)} | its text is ${el.scrollWidth}px in ${el.clientWidth}px`);
+    if (r.right > box.right + 1 || r.left < box.left - 1)
+      cut.push(`${own.slice(0, 40)} | ${Math.round(r.left)}..${Math.round(r.right)} outside the panel's ${Math.round(box.left)}..${Math.round(box.right)}`);
+  }
+  return { width: box.width, checked, cut };
+}
+"""
+
+
+def assert_nothing_cut(panel) -> None:
+    result = panel.evaluate(CUT_JS)
+    assert result["checked"] > 20, result
+    assert result["cut"] == [], f"panel {result['width']}px wide:\n" + "\n".join(result["cut"])
+
+
 def code_of(cell) -> str:
     return cell.locator(".cm-content").inner_text()
 
 
-def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
+def test_sidepanel_in_jupyterlab(project: Path, lab: JupyterApp, browser):
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
     shots = {k: ARTIFACTS / f"sidepanel-lab-{k}.png" for k in ("light", "dark", "refused")}
     for shot in shots.values():
         shot.unlink(missing_ok=True)
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)
     try:
         page.goto(f"{lab.url}/lab/tree/board.ipynb?token={lab.token}")
@@ -351,6 +270,7 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         )
         expect(free.locator(".nbmlops-sp-version[data-version='2']")).to_contain_text("@champion")
         page.screenshot(path=str(shots["light"]), full_page=True)
+        assert_nothing_cut(panel)
 
         # the gate refuses gated-model's promotion: its reasons show in the model's card
         gated = panel.locator(".nbmlops-sp-model[data-model='gated-model']")
@@ -365,6 +285,7 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         expect(gated.locator("button[data-key='promote:gated-model:1']")).to_be_enabled()
         refusal.scroll_into_view_if_needed()
         page.screenshot(path=str(shots["refused"]), full_page=True)
+        assert_nothing_cut(panel)
 
         # the dark theme: the panel follows JupyterLab's variables
         page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
@@ -375,6 +296,7 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=60_000)
         expect(panel.locator(".nbmlops-sp-run").first).to_be_visible()
         page.screenshot(path=str(shots["dark"]), full_page=True)
+        assert_nothing_cut(panel)
     finally:
         if not shots["light"].exists():
             page.screenshot(path=str(shots["light"]), full_page=True)
@@ -383,7 +305,7 @@ def test_sidepanel_in_jupyterlab(project: Path, lab: Server, browser):
         assert shot.stat().st_size > 10_000, shot
 
 
-def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
+def test_sidepanel_in_notebook7(project: Path, notebook7: JupyterApp, browser):
     """The same panel beside a notebook in Notebook 7: a tracked cell's run and badge, "Track
     this cell" from the cell toolbar, and a promotion from the panel."""
     from playwright.sync_api import expect
@@ -393,10 +315,11 @@ def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
     shot.unlink(missing_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(120_000)
+    sockets = KernelSockets(page)
     try:
         page.goto(f"{notebook7.url}/notebooks/board.ipynb?token={notebook7.token}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
-        wait_kernel_idle_nb7(page)
+        wait_kernel_idle_nb7(page, sockets)
         open_panel(page)
         panel = page.locator("#nbmlops-panel")
         expect(panel.locator(".nbmlops-sp-notebook")).to_have_text("board.ipynb")
@@ -405,9 +328,13 @@ def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
 
         # run the first two cells: the tracked one shows up in the panel and on its cell
         cells = page.locator(".jp-Notebook .jp-Cell")
-        cells.nth(0).click()
-        page.keyboard.press("Shift+Enter")
-        page.keyboard.press("Shift+Enter")
+        # one cell at a time: a second Shift+Enter sent while the first still runs can be lost
+        for i in range(2):
+            cells.nth(i).click()
+            page.keyboard.press("Shift+Enter")
+            expect(cells.nth(i).locator(".jp-InputPrompt")).to_have_text(
+                f"[{i + 1}]:", timeout=180_000
+            )
         run = panel.locator(".nbmlops-sp-run", has_text="first-fit")
         expect(run).to_be_visible(timeout=180_000)
         expect(run.locator(".nbmlops-sp-status")).to_have_text("FINISHED", timeout=120_000)
@@ -441,14 +368,38 @@ def test_sidepanel_in_notebook7(project: Path, notebook7: Server, browser):
         expect(free.locator(".nbmlops-sp-alias[data-alias='champion']")).to_have_attribute(
             "data-version", "1", timeout=60_000
         )
+        assert_nothing_cut(panel)
     finally:
         page.screenshot(path=str(shot), full_page=True)
         page.close()
     assert shot.stat().st_size > 10_000
 
 
-def wait_kernel_idle_nb7(page) -> None:
-    """Notebook 7 shows the kernel's state in its toolbar's status indicator."""
+def wait_kernel_idle_nb7(page, sockets: KernelSockets) -> None:
+    """Notebook 7 shows the kernel's state in its toolbar's status indicator; a cell runs once
+    the page's kernel connection has answered."""
     page.wait_for_selector(
         ".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached", timeout=180_000
     )
+    sockets.wait_answered(page)
+
+
+class KernelSockets:
+    """The page's kernel websockets. Notebook 7 may close its first one before it connects and
+    open another while the notebook loads (its indicator says idle all the while): a cell run
+    in between is lost, so the test waits for an open one that the kernel answered on."""
+
+    def __init__(self, page) -> None:
+        self.answered: list = []
+        page.on("websocket", self._seen)
+
+    def _seen(self, ws) -> None:
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", lambda _frame: self.answered.append(ws))
+
+    def wait_answered(self, page, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(not ws.is_closed() for ws in self.answered):
+            if time.monotonic() > deadline:
+                pytest.fail(f"no kernel websocket of the page answered in {timeout} s")
+            page.wait_for_timeout(200)  # lets Playwright deliver the page's events
