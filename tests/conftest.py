@@ -38,6 +38,19 @@ def forget_mlflow_tracking_uri() -> None:
 forget_mlflow_tracking_uri()
 
 
+def kernel_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a kernel or CLI a test starts: no nbmlops setting or
+    MLflow URI of the outside, no telemetry, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
+    }
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No outside setting leaks into a test, nor out of it."""

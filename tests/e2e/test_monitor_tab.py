@@ -8,10 +8,7 @@ text passes the WCAG AA contrast check of test_browser.py in both."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +24,7 @@ from tests.cli.test_monitor_cli import label_frame, predict
 from tests.cli.test_serve_cli import launch, stop
 from tests.conftest import ARTIFACTS, write_notebook
 from tests.core.registry.conftest import FEATURES, Zoo, unique, zoo  # noqa: F401 (fixture)
+from tests.e2e.jupyter_app import stop as stop_server
 from tests.e2e.test_browser import CHROMIUM_ARGS, Board, open_notebook, require_browser, start_lab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
@@ -50,22 +48,6 @@ def next_window(after: float) -> None:
     target = (after // WINDOW + 1) * WINDOW
     while time.time() < target:
         time.sleep(min(0.2, max(target - time.time(), 0.01)))
-
-
-def stop_lab(proc: subprocess.Popen) -> None:
-    """Stop the JupyterLab we started (it shuts its kernels down), then what is left of its
-    process group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass
@@ -136,7 +118,7 @@ def board(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             finally:
                 browser.close()
     finally:
-        stop_lab(proc)
+        stop_server(proc)
 
 
 def monitoring(board: Board) -> Any:

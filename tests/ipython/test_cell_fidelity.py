@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import write_notebook
+from tests.conftest import kernel_env, write_notebook
 
 pytestmark = [pytest.mark.kernel]
 
@@ -64,16 +64,6 @@ class Executed:
         return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
 
 
-def _kernel_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
-    }
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    return env
-
-
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> Executed:
     project = tmp_path_factory.mktemp("fidelity")
@@ -86,7 +76,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Executed:
         allow_errors=True,
         resources={"metadata": {"path": str(project)}},
     )
-    client.execute(env=_kernel_env())
+    client.execute(env=kernel_env())
     return Executed(project, dict(zip(CELLS, nb.cells, strict=True)))
 
 

@@ -3,14 +3,13 @@ kernel (nbclient), whether runs ship while the cell waits or in the background."
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import write_notebook
+from tests.conftest import kernel_env, write_notebook
 
 pytestmark = [pytest.mark.kernel]
 
@@ -32,12 +31,7 @@ def test_library_logs_go_to_the_nbmlops_log_not_into_cells(tmp_path: Path, ship:
     project = tmp_path / "project"
     project.mkdir()
     nb = nbformat.read(str(write_notebook(project / "quiet.ipynb", CELLS)), as_version=4)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
-    }
-    env.update(NBMLOPS_SHIP=ship, MLFLOW_DISABLE_TELEMETRY="true")
+    env = kernel_env(NBMLOPS_SHIP=ship)
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(project)}}
     ).execute(env=env)

@@ -6,7 +6,6 @@ unrelated cell in between, and deletes a cell it ran; ``nbmlops export-notebook`
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import write_notebook
+from tests.conftest import kernel_env, write_notebook
 
 pytestmark = [pytest.mark.kernel]
 
@@ -63,18 +62,8 @@ class Session:
     client: NotebookClient
 
 
-def _kernel_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("NBMLOPS_") and k not in ("MLFLOW_TRACKING_URI", "JPY_SESSION_NAME")
-    }
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    return env
-
-
 def cli(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    env = _kernel_env()
+    env = kernel_env()
     return subprocess.run(
         [sys.executable, "-m", "nbmlops.cli.main", *args],
         cwd=folder,
@@ -98,7 +87,7 @@ def session(tmp_path_factory: pytest.TempPathFactory):
     # nbclient's kernel counts as a batch kernel, which only journals and leaves shipping to
     # a detached shipper after it exits; this session stands for a JupyterLab user's kernel,
     # whose runs are in MLflow as its cells end
-    env = {**_kernel_env(), "NBMLOPS_SHIP": "wait"}
+    env = {**kernel_env(), "NBMLOPS_SHIP": "wait"}
     with client.setup_kernel(env=env, cwd=str(project)):
         for step in ORDER:
             name = step.rstrip("*")
