@@ -17,12 +17,21 @@ if TYPE_CHECKING:
 __all__ = ["dashboard", "experiments", "lineage", "register_tab", "registry"]
 
 
+def _own_runs_first() -> None:
+    """The runs this kernel tracked are in MLflow before a panel reads it (a batch kernel
+    would otherwise leave them to the shipper that starts after it exits)."""
+    from nbmlops.api.tracking import runs_in_store_now
+
+    runs_in_store_now()
+
+
 def experiments(experiment: str | None = None, *, page_size: int = 50) -> ExperimentsPanel:
     """The runs of ``experiment`` (default: ``experiment`` in nbmlops.yaml, else this
     notebook's, else the most recently active one): filter, sort, select runs to compare their
     params and metrics, curves and parallel coordinates. Refreshes when a tracked run lands."""
     from nbmlops.widgets.experiments import ExperimentsPanel
 
+    _own_runs_first()
     return ExperimentsPanel(experiment, page_size=page_size)
 
 
@@ -32,6 +41,7 @@ def lineage(obj: Any = None) -> LineagePanel:
     logged model id; None for the most recent run. Pick a node to see its details."""
     from nbmlops.widgets.lineage import LineagePanel
 
+    _own_runs_first()
     return LineagePanel(obj)
 
 
@@ -43,6 +53,7 @@ def registry(name: str | None = None) -> RegistryPanel:
     rolling back and deploying wait for Confirm."""
     from nbmlops.widgets.registry import RegistryPanel
 
+    _own_runs_first()
     return RegistryPanel(name)
 
 
@@ -51,6 +62,7 @@ def dashboard(tab: str | None = None) -> Dashboard:
     :func:`register_tab`), opened on ``tab``."""
     from nbmlops.widgets.dashboard import Dashboard
 
+    _own_runs_first()
     return Dashboard(select=tab)
 
 

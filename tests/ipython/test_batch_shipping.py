@@ -50,7 +50,7 @@ def test_batch_cells_only_journal_and_every_run_reaches_mlflow(project: Path) ->
             FIT.format(exp=exp),
             AGAIN.format(exp=exp),
             PROBE,
-            "%track sync",
+            "%track status",
         ],
     )
 
@@ -60,7 +60,7 @@ def test_batch_cells_only_journal_and_every_run_reaches_mlflow(project: Path) ->
     assert "MLFLOW IMPORTED IN CELLS: False" in text
     assert text.count("on its way") >= 2, text
     assert "detached shipper" in text
-    assert "this batch kernel's runs are on its way" in text  # not "everything is in MLflow"
+    assert "batch    runs are on its way" in text  # %track status says so
     deadline = time.monotonic() + 300  # the shipper imports MLflow after the kernel exits
     while _finished(project, exp) != {"fit", "again"} and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -86,3 +86,37 @@ def test_batch_cells_only_journal_and_every_run_reaches_mlflow(project: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "MLFLOW IMPORTED IN CELLS: False" in outputs_text(project / "nb2.out.ipynb")
     assert _finished(project, exp2) == {"fit", "again"}
+
+
+def test_a_batch_kernel_asked_for_its_runs_ships_them_then(project: Path) -> None:
+    """`%track sync` (and a panel about to read runs) in a batch kernel: the runs it journaled
+    are in MLflow when the cell returns, and later runs ship as they end."""
+    exp = unique("batchsync")
+    check = (
+        "from mlflow import MlflowClient\n"
+        "from nbmlops.config import load_settings\n"
+        "c = MlflowClient(load_settings().resolved_tracking_uri)\n"
+        "e = c.get_experiment_by_name({exp!r})\n"
+        "names = sorted(r.info.run_name for r in c.search_runs([e.experiment_id]) "
+        "if r.info.status == 'FINISHED')\n"
+        "print('{label}:', names)"
+    )
+    nb = write_notebook(
+        project / "sync.ipynb",
+        [
+            "%load_ext nbmlops",
+            FIT.format(exp=exp),
+            "%track sync",
+            check.format(exp=exp, label="AFTER SYNC"),
+            AGAIN.format(exp=exp),
+            "%track sync",
+            check.format(exp=exp, label="AFTER SECOND SYNC"),
+        ],
+    )
+    run_papermill(nb, project)
+    text = outputs_text(nb.with_name("sync.out.ipynb"))
+    assert "AFTER SYNC: ['fit']" in text, text
+    assert "AFTER SECOND SYNC: ['again', 'fit']" in text, text
+    assert text.count("everything is in MLflow") == 2, text
+    assert _finished(project, exp) == {"fit", "again"}  # nothing shipped twice
+    assert len(_runs(project, exp)) == 2

@@ -187,6 +187,14 @@ def ship_pending(timeout: float | None = None) -> ShipResult | None:
     )
 
 
+def runs_in_store_now(timeout: float = 60) -> bool:
+    """Before a panel reads runs: what this kernel tracked is put in MLflow first (a batch
+    kernel otherwise leaves its runs to the detached shipper, and the panel would not show
+    them). True when nothing is left waiting; a no-op when this process tracked nothing."""
+    tracker = current_tracker()
+    return True if tracker is None else tracker.ship_now(timeout)
+
+
 def run_id_of(run_key: str | None) -> str | None:
     """The MLflow run id of a run this process recorded under ``run_key``, once shipped."""
     tracker = current_tracker()

@@ -212,10 +212,13 @@ class TrackMagics(Magics):
         elif word == "on":
             tracker.enabled = True
             print("nbmlops: %%track capture is on")
-        elif word == "sync" and tracker.batch_note is not None:
-            print(f"nbmlops: this batch kernel's runs are {tracker.batch_note}")
+        elif word == "sync" and tracker.settings.ship == "defer":
+            print(
+                "nbmlops: this kernel's runs are shipped by the command running it "
+                "(`nbmlops run`, a pipeline) as its cells end"
+            )
         elif word == "sync":
-            ok = tracker.flush(60)
+            ok = tracker.ship_now(60)
             print(
                 "nbmlops: everything is in MLflow"
                 if ok

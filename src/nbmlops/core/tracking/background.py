@@ -35,6 +35,7 @@ _STOP = object()
 _REPLAY = object()
 _TAIL = object()
 _WARM = object()
+_BACKLOG = object()
 _MAX_STUCK_ATTEMPTS = 5
 
 
@@ -132,6 +133,14 @@ class BackgroundShipper:
             self._tail_queued.set()
             self._queue.put((_TAIL, frozenset(parents)))
 
+    def ship_backlog(self) -> None:
+        """Ship the ended runs of this process's own segment that were journaled without being
+        handed to this thread (a batch kernel deferring to the detached shipper until it is
+        asked for its runs); :meth:`flush` waits for them too."""
+        with self._idle:
+            self._pending += 1
+        self._queue.put(_BACKLOG)
+
     def warm_model_libraries(self) -> None:
         """Import what shipping a model needs (MLflow's sklearn flavor and skops, several
         seconds) in this thread now, while a batch command's kernel starts on the other core,
@@ -179,6 +188,12 @@ class BackgroundShipper:
             if item is _WARM:
                 self._warm()
                 continue
+            if item is _BACKLOG:
+                self._ship_segment(self.segment_path, self.staging_root, None)
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+                continue
             if item is _REPLAY:
                 replay_wanted = True
                 held += 1
@@ -218,23 +233,31 @@ class BackgroundShipper:
         for path in self.journal.segments():
             if path == self.segment_path or self._stopping.is_set():
                 continue
-            try:
-                seen = path.stat()
-                if self._tail_seen.get(path) == (seen.st_size, seen.st_mtime_ns):
-                    continue  # nothing appended since the last look: no need to parse it again
-                contents = read_segment(path)
-                state = read_ship_state(path)
-                for key, run in contents.runs.items():
-                    tags = (run.start or {}).get("tags") or {}
-                    if run.end is None or key in state.finished:
-                        continue
-                    if tags.get(PARENT_KEY_TAG) not in parents:
-                        continue
-                    staging = path.parent / "staging" / path.stem
-                    self.shipper.ship_end(path, staging, run, state, careful=True)
+            seen = path.stat()
+            if self._tail_seen.get(path) == (seen.st_size, seen.st_mtime_ns):
+                continue  # nothing appended since the last look: no need to parse it again
+            if self._ship_segment(path, path.parent / "staging" / path.stem, parents):
                 self._tail_seen[path] = (seen.st_size, seen.st_mtime_ns)
-            except Exception as err:  # the replay after the kernel ended ships it
-                log.info("nbmlops: shipping a running kernel's runs failed: %s", err)
+
+    def _ship_segment(self, path: Path, staging: Path, parents: frozenset[str] | None) -> bool:
+        """Ship the ended, unshipped runs of a segment whose writer still lives (those naming
+        one of ``parents``, or all); False when the store refused (the replay after the
+        writer ends ships them)."""
+        try:
+            contents = read_segment(path)
+            state = read_ship_state(path)
+            for key, run in contents.runs.items():
+                tags = (run.start or {}).get("tags") or {}
+                if run.end is None or key in state.finished:
+                    continue
+                if parents is not None and tags.get(PARENT_KEY_TAG) not in parents:
+                    continue
+                self.shipper.ship_end(path, staging, run, state, careful=True)
+        except Exception as err:
+            self.stats.last_error = f"{path.name}: {type(err).__name__}: {err}"
+            log.info("nbmlops: shipping a running kernel's runs failed: %s", err)
+            return False
+        return True
 
     def _process_with_retry(self, record: dict[str, Any]) -> None:
         delay = 0.2

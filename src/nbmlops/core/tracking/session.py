@@ -180,6 +180,20 @@ class Tracker:
             return True
         return self._shipper.flush(timeout)
 
+    def ship_now(self, timeout: float | None = None) -> bool:
+        """Put this process's runs in MLflow now and wait up to ``timeout`` seconds. A batch
+        kernel that only journaled (its runs left to the detached shipper) is asked for them
+        (``%track sync``, a panel about to read them): it ships what it journaled so far, and
+        later runs as they end; the detached shipper skips what is already shipped."""
+        with self._lock:
+            if self.settings.ship == "defer":
+                return False  # the command running this process ships its runs
+            if self.batch_note is not None and self._shipper is not None:
+                self.batch_note = None
+                self._shipper.start()
+                self._shipper.ship_backlog()
+        return self.flush(timeout)
+
     def close(self) -> None:
         """Give the shipper a bounded time to finish; whatever is left stays journaled."""
         with self._lock:
