@@ -6,6 +6,7 @@ worker dies mid-computation."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import sys
@@ -199,3 +200,26 @@ def test_a_worker_dying_mid_computation_loses_nothing(cluster, project, tmp_path
     assert marker.exists()  # a worker did die
     pd.testing.assert_frame_equal(there.features, here.features, rtol=1e-9)
     assert db.read_bytes() == before  # the log is read only
+
+
+def test_the_drift_command_takes_a_scheduler(cluster, project, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nbmlops.api.data import commit
+    from nbmlops.cli.monitor import app
+
+    lc, _ = cluster
+    settings, ref = project
+    version = commit(ref, "mondask-ref", settings=settings).version.ref
+    monkeypatch.chdir(settings.project_dir)  # the command reads the project from here
+    args = ["drift", "--model", "clf", "--reference", version, "--json"]
+    iso = [pd.Timestamp(t, unit="s").isoformat() for t in (T0, T0 + REQUESTS)]
+    args += ["--since", iso[0], "--until", iso[1]]
+    runner = CliRunner()
+    here = runner.invoke(app, args)
+    there = runner.invoke(app, [*args, "--scheduler", lc.scheduler_address])
+    assert there.exit_code == here.exit_code == 1, here.output  # 1: the dataset drifted
+    assert json.loads(there.stdout) == json.loads(here.stdout)
+    gone = runner.invoke(app, [*args, "--scheduler", f"tcp://127.0.0.1:{_free_port()}"])
+    assert isinstance(gone.exception, UsageError)
+    assert "Cannot connect to the Dask scheduler at tcp://127.0.0.1:" in str(gone.exception)

@@ -105,9 +105,11 @@ def _python(value: Any) -> Any:
 
 def _served_requests(home: str | os.PathLike[str]) -> pd.DataFrame:
     """Every successful served (non-shadow) request, one row per request id (the last)."""
+    import pandas as pd
+
     log = read_prediction_log(home)
     served = log[(log.route != "shadow") & (log.status == 200)]
-    keep = ~served["request_id"].map(str).duplicated(keep="last")
+    keep = ~pd.Series(_texts(served["request_id"])).duplicated(keep="last")
     return served[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -224,7 +226,9 @@ def _texts(col: pd.Series) -> list[str]:
     """``str`` of each value (numpy scalars as their Python values)."""
     from pandas.api.types import infer_dtype
 
-    if col.dtype == object and infer_dtype(col, skipna=False) != "string":
+    if infer_dtype(col, skipna=False) == "string":
+        return col.tolist()
+    if col.dtype == object:
         return [str(_python(v)) for v in col]
     return col.map(str).tolist()
 
@@ -235,8 +239,8 @@ def _validate(
     id_column: str,
     label_column: str,
     row_column: str,
-) -> tuple[list[str], Any, list[Any]]:
-    """(request ids, rows, labels as stored) of every input row, or a UsageError naming what
+) -> tuple[list[str], Any, list[Any], list[str]]:
+    """(request ids, rows, labels as stored, their JSON) of every input row, or a UsageError naming what
     is wrong. Whole columns at a time; any problem is named by :func:`_validate_rows`, which
     goes row by row to find the first."""
     import numpy as np
@@ -263,7 +267,7 @@ def _validate(
     keys = pd.DataFrame({"id": ids, "row": positions})
     if keys.duplicated().any():
         slow()
-    served_ids = pd.Index(log["request_id"].map(str))
+    served_ids = pd.Index(_texts(log["request_id"]))
     request = served_ids.get_indexer(ids)
     if (request < 0).any():
         slow()
@@ -283,11 +287,12 @@ def _validate(
     if frame[label_column].dtype == object:
         labels = [_python(v) for v in labels]
     # one check per distinct (label, its type, the prediction's type, classes)
+    type_ids: dict[Any, int] = {}
     kinds = pd.DataFrame(
         {
             "label": pd.Series(labels, dtype=object),
-            "type": [type(v).__name__ for v in labels],
-            "want": [type(v).__name__ for v in preds],
+            "type": [type_ids.setdefault(type(v), len(type_ids)) for v in labels],
+            "want": [type_ids.setdefault(type(v), len(type_ids)) for v in preds],
             "classes": pd.Series(classes, dtype=object),
         }
     )
@@ -306,7 +311,8 @@ def _validate(
             slow()
     values = np.empty(len(checked), dtype=object)
     values[:] = checked
-    return ids, positions, values[codes].tolist()
+    texts = np.array([json.dumps(v) for v in checked], dtype=object)
+    return ids, positions, values[codes].tolist(), texts[codes].tolist()
 
 
 def _served(log: pd.DataFrame) -> dict[str, tuple[list[Any], Any]]:
@@ -342,10 +348,9 @@ def attach_labels(
     import numpy as np
 
     frame = read_label_input(source)
-    ids, positions, values = _validate(
+    ids, positions, values, texts = _validate(
         frame, _served_requests(home), id_column, label_column, row_column
     )
-    texts = [json.dumps(v) for v in values]
     path = labels_path(home)
     conn = _connect(path)
     added = replaced = unchanged = 0
@@ -411,12 +416,11 @@ def read_labels(home: str | os.PathLike[str]) -> pd.DataFrame:
     if path.is_file():
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
         try:
-            rows = [
-                (rid, pos, json.loads(text), at)
-                for rid, pos, text, at in conn.execute(
-                    "SELECT request_id, row, label, labeled_at FROM labels"
-                )
-            ]
+            found = conn.execute("SELECT request_id, row, label, labeled_at FROM labels")
+            rows = found.fetchall()
+            # one JSON array of every label: one parse, not one a label
+            values = json.loads("[" + ",".join(r[2] for r in rows) + "]")
+            rows = [(r[0], r[1], v, r[3]) for r, v in zip(rows, values, strict=True)]
         except sqlite3.OperationalError as err:
             if "no such table" not in str(err):
                 raise
@@ -455,18 +459,19 @@ def scored_frame(
     # lists, not object arrays, so pandas infers each column's type as it did per record
     meta: dict[str, Any] = {
         k: log[k].to_numpy(dtype=object)[of_request].tolist()
-        for k in ("request_id", "ts", "time", "model", "version", "route")
+        for k in ("request_id", "model", "route")
     }
+    meta.update({k: log[k].array.take(of_request) for k in ("ts", "time", "version")})
     meta["row"] = (np.arange(total, dtype=np.int64) - np.repeat(starts, sizes)).tolist()
     meta["prediction"] = list(itertools.chain.from_iterable(outputs))
-    frame = pd.DataFrame({k: meta[k] for k in META})
+    frame = pd.DataFrame({k: meta[k] if total else [] for k in META})
     frame["version"] = frame["version"].astype("Int64")
     features = _records_of(log["inputs"].tolist(), sizes)
     feats = pd.DataFrame.from_records(features, index=frame.index) if features else None
     if feats is not None and len(feats.columns):
         feats.columns = [f"feature:{c}" if c in META else c for c in feats.columns]
         frame = pd.concat([frame, feats], axis=1)
-    probas = _proba_columns(log["proba"].tolist(), sizes, starts, total)
+    probas = _proba_columns(log["proba"].tolist(), sizes.tolist(), starts, total)
     if probas:
         frame = pd.concat([frame, pd.DataFrame(probas, index=frame.index)], axis=1)
     labels = read_labels(home)
@@ -503,18 +508,21 @@ def _proba_columns(probas: list[Any], sizes: Any, starts: Any, total: int) -> di
             by_classes.setdefault(tuple(proba["classes"]), []).append(i)
     columns: dict[str, Any] = {}
     for classes, requests in by_classes.items():  # in the order they first appear
-        rows = [probas[i]["p"][: int(sizes[i])] for i in requests]
+        rows = [probas[i]["p"][: sizes[i]] for i in requests]
         taken = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         flat = list(itertools.chain.from_iterable(rows))
-        if any(len(r) != len(classes) for r in flat):
+        try:
+            p = np.array(flat, dtype="float64")
+            ragged = p.ndim != 2 or p.shape[1] != len(classes)
+        except ValueError:  # rows of different lengths
+            ragged = True
+        if ragged:
             # a record with fewer (or more) probabilities than classes: pair them up as far
             # as they go, one record at a time (zip, as the records were logged)
             p = np.full((len(flat), len(classes)), np.nan)
             for k, r in enumerate(flat):
                 m = min(len(r), len(classes))
                 p[k, :m] = [float(v) for v in r[:m]]
-        else:
-            p = np.array(flat, dtype="float64").reshape(len(flat), len(classes))
         first = np.repeat(np.asarray(starts)[requests], taken)
         at = first + (np.arange(len(flat)) - np.repeat(np.cumsum(taken) - taken, taken))
         for j, c in enumerate(classes):
