@@ -25,7 +25,7 @@ from nbmlops.core.monitor.distributed import log_partitions, summarize_on_cluste
 from nbmlops.core.monitor.summary import summarize_column
 from nbmlops.core.monitor.traffic import Window, features_only, traffic_frame
 from nbmlops.core.serving.predlog import PredictionLog
-from nbmlops.exceptions import UsageError
+from nbmlops.exceptions import ConfigError, UsageError
 
 T0 = 1_699_999_800.0  # the log's first request (epoch seconds, a multiple of 5 minutes)
 REQUESTS = 900
@@ -120,7 +120,7 @@ def test_partitions_cover_the_window_and_merge_to_the_whole(cluster, project):
             pd.testing.assert_series_equal(got.counts.sort_index(), one.counts.sort_index())
 
 
-def test_drift_and_performance_on_the_cluster_equal_this_machines(cluster, project):
+def test_drift_and_performance_on_the_cluster_equal_this_machines(cluster, project, tmp_path):
     lc, _ = cluster
     settings, ref = project
     here = monitor.drift(ref, model="clf", settings=settings, **WINDOW)
@@ -132,17 +132,20 @@ def test_drift_and_performance_on_the_cluster_equal_this_machines(cluster, proje
     assert (there.dataset_drift, there.current_rows) == (here.dataset_drift, here.current_rows)
     assert there.notes == here.notes and there.current_label == here.current_label
     pd.testing.assert_frame_equal(there.features, here.features, rtol=1e-9)
-    # the setting does the same as the argument
-    s = settings.model_copy(
-        update={
-            "monitor": settings.monitor.model_copy(update={"dask_scheduler": lc.scheduler_address})
-        }
+    # monitor.dask_scheduler in nbmlops.yaml does the same as the argument
+    (tmp_path / "nbmlops.yaml").write_text(
+        f"home: {settings.home_dir}\nmonitor:\n  dask_scheduler: {lc.scheduler_address}\n"
     )
+    s = load_settings(tmp_path)
+    assert s.monitor.dask_scheduler == lc.scheduler_address
     pd.testing.assert_frame_equal(
         monitor.drift(ref, model="clf", settings=s, test="psi", **WINDOW).features,
         monitor.drift(ref, model="clf", settings=settings, test="psi", **WINDOW).features,
         rtol=1e-9,
     )
+    (tmp_path / "nbmlops.yaml").write_text("monitor:\n  scheduler: tcp://x:1\n")
+    with pytest.raises(ConfigError, match="dask_scheduler"):
+        load_settings(tmp_path)
     kw = {"window": "5m", "reference_until": T0 + REQUESTS / 2}
     here_p = performance(settings=settings, **kw).table
     there_p = performance(settings=settings, scheduler=lc.scheduler_address, **kw).table
