@@ -164,8 +164,8 @@ def scored_records(
     model: str | None = None,
     version: int | None = None,
 ) -> pd.DataFrame:
-    """The scored records logged before ``until`` (labels joined, no feature columns), read
-    on the cluster."""
+    """The scored records logged before ``until`` (labels joined; only the columns the
+    metrics read), read on the cluster."""
     from nbmlops.core.monitor.distributed import connect, scored_on_cluster
 
     client, opened = connect(scheduler)

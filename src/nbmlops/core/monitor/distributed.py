@@ -11,8 +11,8 @@ and merged on the client in partition order:
   the values themselves, and merging sorted runs is one sort that finds the runs, so the
   merged column is the single machine's, bit for bit. (For memory that does not grow with
   the rows, drift from profiles reads KLL sketches instead, with their bounded rank error.)
-- realized performance: each partition becomes its scored records without their features
-  (request id, time, version, prediction, class probabilities, label): ROC AUC and the CBPE
+- realized performance: each partition becomes its scored records, only what the metrics
+  read (time, model, version, prediction, class probabilities, label): ROC AUC and the CBPE
   calibration are exact only on the records, and the JSON parsing and label join, the costly
   part, run on the workers.
 
@@ -49,6 +49,7 @@ __all__ = [
 
 PARTITION_ROWS = 100_000  # logged requests per partition (at least one per worker)
 SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://")
+SCORED = ("ts", "model", "version", "prediction", "label")  # what the metrics read
 
 
 def connect(address: Any) -> tuple[Any, bool]:
@@ -265,19 +266,16 @@ def summarize_on_cluster(
 def scored_partition(
     home: str, since: float | None, until: float | None, model: str | None, version: int | None
 ) -> pd.DataFrame:
-    """A worker's task: the partition's scored records, without their features."""
-    from nbmlops.core.monitor.labels import META, PROBA_PREFIX, scored_frame
+    """A worker's task: the partition's scored records, only the columns the metrics read
+    (what travels to the client is a few numbers a record)."""
+    from nbmlops.core.monitor.labels import PROBA_PREFIX, scored_frame
 
     frame = scored_frame(home, since=since, until=until)
     if model is not None:
         frame = frame[frame["model"] == model]
     if version is not None:
         frame = frame[frame["version"] == int(version)]
-    keep = [
-        c
-        for c in frame.columns
-        if c in META or c in ("label", "labeled_at") or str(c).startswith(PROBA_PREFIX)
-    ]
+    keep = [c for c in frame.columns if c in SCORED or str(c).startswith(PROBA_PREFIX)]
     return frame[keep]
 
 
@@ -290,8 +288,8 @@ def scored_on_cluster(
     version: int | None = None,
     parts: int | None = None,
 ) -> pd.DataFrame:
-    """The scored records before ``until`` (no feature columns), read on the cluster in
-    time order."""
+    """The scored records before ``until`` (the columns of :data:`SCORED` and the class
+    probabilities), read on the cluster in time order."""
     import pandas as pd
 
     home = str(Path(home).resolve())
