@@ -11,7 +11,11 @@ a temporary module, run on the same log side by side; both sides' labels and tab
 compared, and must be equal.
 
     .venv/bin/python bench/bench_monitor_scale.py                      # 1M and 5M
+    .venv/bin/python bench/bench_monitor_scale.py --sizes 1000000,2000000
     .venv/bin/python bench/bench_monitor_scale.py --sizes 200000 --dask-size 200000
+
+Memory: the "before" side holds a dict per record on top of the parsed log; at 5,000,000
+predictions the process passes 16 GB, so on a shared machine run 1M and 2M.
 """
 
 from __future__ import annotations
