@@ -294,7 +294,8 @@ def scored_on_cluster(
 
     home = str(Path(home).resolve())
     workers = max(len(client.scheduler_info().get("workers", {})), 1)
-    ranges = log_partitions(home, None, until, parts=parts, workers=workers)
+    # one partition per worker: each partition reads the whole labels table to join it
+    ranges = log_partitions(home, None, until, parts=parts or workers, workers=workers)
     futures = client.map(
         scored_partition,
         [home] * len(ranges),
