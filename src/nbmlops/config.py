@@ -257,6 +257,16 @@ class LineageSettings(_Strict):
     )
 
 
+class MonitorSettings(_Strict):
+    """Monitoring of served models."""
+
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Dask scheduler (tcp://HOST:PORT) that computes drift and performance "
+        "over the prediction log; default: this machine",
+    )
+
+
 class Settings(BaseModel):
     """Every setting nbmlops reads. Field descriptions are the user-facing documentation."""
 
@@ -334,6 +344,10 @@ class Settings(BaseModel):
         default_factory=RegistrySettings,
         description="Model registry: roles and promotion gates per model (registry.models), "
         "security scan options (registry.scan)",
+    )
+    monitor: MonitorSettings = Field(
+        default_factory=MonitorSettings,
+        description="Monitoring: monitor.dask_scheduler (drift and performance on a Dask cluster)",
     )
 
     @field_validator("redact_names", "redact_values")

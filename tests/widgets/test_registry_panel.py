@@ -222,7 +222,7 @@ def test_mlops_dashboard_has_a_registry_tab(user):
     try:
         with capture_output():
             dash = sh.run_cell("%mlops Registry").result
-        assert dash.titles == ("Experiments", "Lineage", "Registry")
+        assert dash.titles == ("Experiments", "Lineage", "Registry", "Monitoring")
         assert isinstance(dash.panels["Registry"], RegistryPanel)
         dash.wait(60)
         assert dash.panels["Registry"].error == ""

@@ -218,6 +218,7 @@ def drift(
     profiles: bool = False,
     settings: Settings | None = None,
     html: str | os.PathLike[str] | None = None,
+    scheduler: Any = None,
     **options: Any,
 ) -> DriftReport:
     """Drift of ``current`` from ``reference``, per feature and for the dataset.
@@ -227,6 +228,8 @@ def drift(
     ``current``, the gateway's prediction log in the window (default: last hour).
     ``profiles=True`` reads the window from the stored profiles of the log (updated first),
     which costs the same for a month as for an hour. ``html`` writes the report there.
+    ``scheduler`` (a Dask scheduler address or client; default ``monitor.dask_scheduler``)
+    summarises the log's window on that cluster, with the same result.
     Other options go to :func:`nbmlops.core.monitor.drift.drift` (columns, numeric,
     categorical, test, thresholds, correction, drift_share, min_rows, multivariate).
     """
@@ -236,6 +239,13 @@ def drift(
     name, alias = _split_model(model, alias)
     if profiles:
         report = _drift_from_profiles(reference, name, alias, last, since, until, s, options)
+    elif current is None and _cluster(scheduler, s) is not None:
+        from nbmlops.api.monitor_cluster import drift_on_cluster
+
+        report = drift_on_cluster(
+            reference, model=name, alias=alias, last=last, since=since, until=until, rows=rows,
+            scheduler=_cluster(scheduler, s), settings=s, options=options,
+        )  # fmt: skip
     else:
         cur, cur_label, name = _current(current, name, last, since, until, rows, s)
         ref, ref_label = _reference(reference, name, alias, s)
@@ -247,6 +257,12 @@ def drift(
     if html is not None:
         report.to_html(html)
     return report
+
+
+def _cluster(scheduler: Any, s: Settings) -> Any:
+    from nbmlops.api.monitor_cluster import scheduler_address
+
+    return scheduler_address(scheduler, s)
 
 
 def _drift_from_profiles(

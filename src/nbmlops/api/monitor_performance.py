@@ -136,6 +136,7 @@ def performance(
     reference: pd.DataFrame | None = None,
     reference_until: float | None = None,
     estimate: bool = True,
+    scheduler: Any = None,
 ) -> PerformanceResult:
     """Metrics per ``window`` (e.g. "1h"; None: one window) and model version of the logged
     predictions in ``[since, until)`` (or the ``last`` span, e.g. "24h").
@@ -143,11 +144,19 @@ def performance(
     Classifiers that log class probabilities also get the CBPE estimate, calibrated on
     ``reference`` (labelled records with ``proba:<class>`` columns) or, by default, on the
     labelled predictions of the same version logged before ``reference_until`` (all of them
-    when None).
+    when None). ``scheduler`` (a Dask scheduler address or client; default
+    ``monitor.dask_scheduler``) reads and joins the log on that cluster, with the same result.
     """
+    from nbmlops.api.monitor_cluster import scheduler_address, scored_records
+
     seconds = parse_seconds(window)
-    home = _home(settings)
-    scored = _one_version(scored_frame(home, until=until), model, version)
+    s = settings or project_settings()
+    home = s.home_dir
+    address = scheduler_address(scheduler, s)
+    if address is None:
+        scored = _one_version(scored_frame(home, until=until), model, version)
+    else:
+        scored = scored_records(home, until, address, model=model, version=version)
     start = _since(since, last)
     if scored.empty:
         raise UsageError(

@@ -49,6 +49,12 @@ def drift(
     html: str | None = typer.Option(
         None, "--html", help="Write a self-contained HTML report here."
     ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="Dask scheduler tcp://HOST:PORT whose workers summarise the log (default: "
+        "monitor.dask_scheduler in nbmlops.yaml, else this machine).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Drift of the prediction log (or --current) from the champion's training data (or
@@ -68,6 +74,7 @@ def drift(
         correction=correction,
         multivariate=multivariate,
         html=html,
+        scheduler=scheduler,
     )
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))

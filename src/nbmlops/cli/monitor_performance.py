@@ -88,6 +88,12 @@ def label(
     )
 
 
+SCHEDULER_HELP = (
+    "Dask scheduler tcp://HOST:PORT whose workers read the log (default: monitor.dask_scheduler "
+    "in nbmlops.yaml, else this machine)."
+)
+
+
 def performance(
     window: str = typer.Option("1h", "--window", "-w", help=WINDOW_HELP),
     last: str | None = typer.Option(None, "--last", help=LAST_HELP),
@@ -97,6 +103,7 @@ def performance(
         True, "--estimate/--no-estimate", help="CBPE estimate for classifiers."
     ),
     plots: Path | None = typer.Option(None, "--plots", help="Save the plots into this folder."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help=SCHEDULER_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Realized (labelled) and estimated (CBPE) performance per window and model version."""
@@ -104,7 +111,7 @@ def performance(
 
     result = measure(
         settings=_settings(), window=window, last=last, model=model, version=version,
-        estimate=estimate,
+        estimate=estimate, scheduler=scheduler,
     )  # fmt: skip
     if as_json:
         print(json.dumps(result.to_records()))

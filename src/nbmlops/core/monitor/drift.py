@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from nbmlops.core.monitor.multivariate import MultivariateDrift
 
-__all__ = ["MIN_ROWS", "DriftReport", "drift", "drift_of_summaries"]
+__all__ = ["MIN_ROWS", "DriftReport", "check_rows", "drift", "drift_of_summaries"]
 
 MIN_ROWS = 30  # fewer rows than this on either side and a test says little: refuse
 HIST_BINS = 30
@@ -179,7 +179,7 @@ def drift(
             fix="send every feature the model was trained on, or compare a subset with "
             f"columns=[...] (the current data has {', '.join(map(str, current.columns[:12]))})",
         )
-    _check_rows(len(reference), len(current), min_rows, labels)
+    check_rows(len(reference), len(current), min_rows, labels)
     kinds, notes = feature_kinds(
         reference, cols, numeric=numeric, categorical=categorical, categorical_max=categorical_max
     )
@@ -449,7 +449,8 @@ def _check_options(
         )
 
 
-def _check_rows(ref_rows: int, cur_rows: int, min_rows: int, labels: tuple[str, str]) -> None:
+def check_rows(ref_rows: int, cur_rows: int, min_rows: int, labels: tuple[str, str]) -> None:
+    """A clear error when either side has no rows or fewer than ``min_rows``."""
     for rows, label in ((ref_rows, labels[0]), (cur_rows, labels[1])):
         if rows == 0:
             raise UsageError(

@@ -12,6 +12,7 @@ probabilities (``proba:<class>`` columns) and label, when it has one.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -102,15 +103,14 @@ def _python(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _served_requests(home: str | os.PathLike[str]) -> dict[str, tuple[list[Any], Any]]:
-    """request id -> (predictions, proba) of every successful served (non-shadow) request."""
+def _served_requests(home: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every successful served (non-shadow) request, one row per request id (the last)."""
+    import pandas as pd
+
     log = read_prediction_log(home)
     served = log[(log.route != "shadow") & (log.status == 200)]
-    out: dict[str, tuple[list[Any], Any]] = {}
-    for rid, outputs, proba in zip(served.request_id, served.outputs, served.proba, strict=True):
-        preds = outputs if isinstance(outputs, list) else [outputs]
-        out[str(rid)] = (preds, proba)
-    return out
+    keep = ~pd.Series(_texts(served["request_id"])).duplicated(keep="last")
+    return served[keep.to_numpy()].reset_index(drop=True)
 
 
 def _label_kind(value: Any) -> str:
@@ -139,14 +139,15 @@ def _check_label(label: Any, prediction: Any, classes: list[Any] | None) -> Any:
     return label
 
 
-def _validate(
+def _validate_rows(
     frame: pd.DataFrame,
     served: dict[str, tuple[list[Any], Any]],
     id_column: str,
     label_column: str,
     row_column: str,
 ) -> list[tuple[str, int, Any]]:
-    """(request id, row, label) of every input row, or a UsageError naming what is wrong."""
+    """(request id, row, label) of every input row, or a UsageError naming what is wrong:
+    row by row, so the error names the first bad row (see :func:`_validate`)."""
     missing = [c for c in (id_column, label_column) if c not in frame.columns]
     if missing:
         raise UsageError(
@@ -221,6 +222,108 @@ def _validate(
     return out
 
 
+def _texts(col: pd.Series) -> list[str]:
+    """``str`` of each value (numpy scalars as their Python values)."""
+    from pandas.api.types import infer_dtype
+
+    if infer_dtype(col, skipna=False) == "string":
+        return col.tolist()
+    if col.dtype == object:
+        return [str(_python(v)) for v in col]
+    return col.map(str).tolist()
+
+
+def _validate(
+    frame: pd.DataFrame,
+    log: pd.DataFrame,
+    id_column: str,
+    label_column: str,
+    row_column: str,
+) -> tuple[list[str], Any, list[Any], list[str]]:
+    """(request ids, rows, labels as stored, their JSON) of every input row, or a UsageError naming what
+    is wrong. Whole columns at a time; any problem is named by :func:`_validate_rows`, which
+    goes row by row to find the first."""
+    import numpy as np
+    import pandas as pd
+
+    def slow() -> Any:
+        rows = _validate_rows(frame, _served(log), id_column, label_column, row_column)
+        raise AssertionError(f"a row was refused in bulk but not alone: {rows[:1]}")
+
+    if any(c not in frame.columns for c in (id_column, label_column)) or frame.empty:
+        slow()
+    if frame[id_column].isna().any() or frame[label_column].isna().any():
+        slow()
+    ids = _texts(frame[id_column])
+    has_rows = row_column in frame.columns
+    try:
+        positions = (
+            frame[row_column].astype("int64").to_numpy()
+            if has_rows
+            else np.zeros(len(ids), dtype=np.int64)
+        )
+    except (TypeError, ValueError):
+        slow()
+    keys = pd.DataFrame({"id": ids, "row": positions})
+    if keys.duplicated().any():
+        slow()
+    served_ids = pd.Index(_texts(log["request_id"]))
+    request = served_ids.get_indexer(ids)
+    if (request < 0).any():
+        slow()
+    outputs = [o if isinstance(o, list) else [o] for o in log["outputs"].tolist()]
+    sizes = np.fromiter(map(len, outputs), dtype=np.int64, count=len(outputs))[request]
+    if (not has_rows and (sizes > 1).any()) or ((positions < 0) | (positions >= sizes)).any():
+        slow()
+    flat = list(itertools.chain.from_iterable(outputs))
+    starts = (np.cumsum([len(o) for o in outputs]) - [len(o) for o in outputs])[request]
+    preds = [flat[i] for i in (starts + positions).tolist()]
+    probas = log["proba"].tolist()
+    classes = [
+        tuple(probas[r]["classes"]) if isinstance(probas[r], dict) else None
+        for r in request.tolist()
+    ]
+    labels = frame[label_column].tolist()
+    if frame[label_column].dtype == object:
+        labels = [_python(v) for v in labels]
+    # one check per distinct (label, its type, the prediction's type, classes)
+    type_ids: dict[Any, int] = {}
+    kinds = pd.DataFrame(
+        {
+            "label": pd.Series(labels, dtype=object),
+            "type": [type_ids.setdefault(type(v), len(type_ids)) for v in labels],
+            "want": [type_ids.setdefault(type(v), len(type_ids)) for v in preds],
+            "classes": pd.Series(classes, dtype=object),
+        }
+    )
+    try:
+        groups = kinds.groupby(["type", "label", "want", "classes"], sort=False, dropna=False)
+        codes = groups.ngroup().to_numpy()
+    except TypeError:  # unhashable labels: row by row
+        codes = np.arange(len(labels))
+    first = np.unique(codes, return_index=True)[1]
+    checked: list[Any] = [None] * len(first)
+    for code, i in enumerate(first.tolist()):
+        cls = classes[i]
+        try:
+            checked[code] = _check_label(labels[i], preds[i], None if cls is None else list(cls))
+        except ValueError:
+            slow()
+    values = np.empty(len(checked), dtype=object)
+    values[:] = checked
+    texts = np.array([json.dumps(v) for v in checked], dtype=object)
+    return ids, positions, values[codes].tolist(), texts[codes].tolist()
+
+
+def _served(log: pd.DataFrame) -> dict[str, tuple[list[Any], Any]]:
+    """request id -> (predictions, proba) of the served requests in ``log``."""
+    out: dict[str, tuple[list[Any], Any]] = {}
+    for rid, outputs, proba in zip(log.request_id, log.outputs, log.proba, strict=True):
+        preds = outputs if isinstance(outputs, list) else [outputs]
+        out[str(rid)] = (preds, proba)
+    return out
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
@@ -242,40 +345,40 @@ def attach_labels(
     """Check labels (a DataFrame or file) against the prediction log and store them all,
     or none: one transaction. A different label for an already labelled record is refused
     unless ``replace``."""
+    import numpy as np
+
     frame = read_label_input(source)
-    served = _served_requests(home)
-    rows = _validate(frame, served, id_column, label_column, row_column)
+    ids, positions, values, texts = _validate(
+        frame, _served_requests(home), id_column, label_column, row_column
+    )
     path = labels_path(home)
     conn = _connect(path)
     added = replaced = unchanged = 0
     try:
         conn.execute("BEGIN IMMEDIATE")  # read-then-write: no other writer in between
         try:
-            stored = {
-                (rid, pos): json.loads(text)
-                for rid, pos, text in conn.execute("SELECT request_id, row, label FROM labels")
-            }
-            changed = [(r, p) for r, p, v in rows if (r, p) in stored and stored[r, p] != v]
+            stored = _stored_texts(conn, ids, positions)
+            # the same text is the same label; a different text may still be (1 and 1.0)
+            same = stored == texts
+            differ = (stored != None) & ~same  # noqa: E711 (element-wise)
+            for i in np.flatnonzero(differ).tolist():
+                same[i] = json.loads(stored[i]) == values[i]
+            changed = np.flatnonzero(differ & ~same).tolist()
             if changed and not replace:
                 raise UsageError(
                     f"{len(changed)} records already have a different label: "
-                    f"{_few([f'{r} row {p}' for r, p in changed])}",
+                    f"{_few([f'{ids[i]} row {positions[i]}' for i in changed])}",
                     fix="Pass --replace (replace=True) to overwrite them.",
                 )
+            unchanged = int(same.sum())
+            replaced = len(changed)
+            added = len(ids) - unchanged - replaced
             now = time.time()
-            for rid, pos, value in rows:
-                old = stored.get((rid, pos), _MISSING)
-                if old == value:
-                    unchanged += 1
-                    continue
-                if old is _MISSING:
-                    added += 1
-                else:
-                    replaced += 1
-                conn.execute(
-                    "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)",
-                    (rid, pos, json.dumps(value), now),
-                )
+            write = np.flatnonzero(~same).tolist()
+            conn.executemany(
+                "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)",
+                ((ids[i], int(positions[i]), texts[i], now) for i in write),
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -285,7 +388,23 @@ def attach_labels(
     return LabelReport(added, replaced, unchanged, str(path))
 
 
-_MISSING = object()
+def _stored_texts(conn: sqlite3.Connection, ids: list[str], positions: Any) -> Any:
+    """The stored label text of each (id, row), None where there is none (an object array)."""
+    import numpy as np
+    import pandas as pd
+
+    stored = pd.DataFrame(
+        conn.execute("SELECT request_id, row, label FROM labels").fetchall(),
+        columns=["id", "row", "label"],
+    )
+    keys = pd.DataFrame({"id": ids, "row": np.asarray(positions, dtype=np.int64)})
+    if stored.empty:
+        return np.full(len(ids), None, dtype=object)
+    stored["row"] = stored["row"].astype(np.int64)
+    joined = keys.merge(stored, on=["id", "row"], how="left", sort=False)
+    out = joined["label"].to_numpy(dtype=object)
+    out[pd.isna(out)] = None
+    return out
 
 
 def read_labels(home: str | os.PathLike[str]) -> pd.DataFrame:
@@ -297,12 +416,11 @@ def read_labels(home: str | os.PathLike[str]) -> pd.DataFrame:
     if path.is_file():
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
         try:
-            rows = [
-                (rid, pos, json.loads(text), at)
-                for rid, pos, text, at in conn.execute(
-                    "SELECT request_id, row, label, labeled_at FROM labels"
-                )
-            ]
+            found = conn.execute("SELECT request_id, row, label, labeled_at FROM labels")
+            rows = found.fetchall()
+            # one JSON array of every label: one parse, not one a label
+            values = json.loads("[" + ",".join(r[2] for r in rows) + "]")
+            rows = [(r[0], r[1], v, r[3]) for r, v in zip(rows, values, strict=True)]
         except sqlite3.OperationalError as err:
             if "no such table" not in str(err):
                 raise
@@ -325,45 +443,37 @@ def scored_frame(
     import numpy as np
     import pandas as pd
 
-    log = read_prediction_log(home)
+    log = read_prediction_log(home, since=since, until=until)
     log = log[(log.route != "shadow") & (log.status == 200)]
     if since is not None:
         log = log[log.ts >= since]
     if until is not None:
         log = log[log.ts < until]
-    meta: dict[str, list[Any]] = {k: [] for k in META}
-    features: list[dict[str, Any]] = []
-    probas: list[dict[str, float]] = []
-    for rec in log.itertuples(index=False):
-        preds = rec.outputs if isinstance(rec.outputs, list) else [rec.outputs]
-        inputs = rec.inputs if isinstance(rec.inputs, list) else [rec.inputs] * len(preds)
-        proba = rec.proba if isinstance(rec.proba, dict) else None
-        for pos, pred in enumerate(preds):
-            for key, value in (
-                ("request_id", rec.request_id), ("row", pos), ("ts", rec.ts),
-                ("time", rec.time), ("model", rec.model), ("version", rec.version),
-                ("route", rec.route), ("prediction", pred),
-            ):  # fmt: skip
-                meta[key].append(value)
-            record = inputs[pos] if pos < len(inputs) and isinstance(inputs[pos], dict) else {}
-            features.append(record)
-            if proba is not None and pos < len(proba.get("p", [])):
-                probas.append(
-                    {
-                        f"{PROBA_PREFIX}{c}": float(p)
-                        for c, p in zip(proba["classes"], proba["p"][pos], strict=False)
-                    }
-                )
-            else:
-                probas.append({})
-    frame = pd.DataFrame(meta)
+    # Whole columns at a time: requests are flattened into records with one repeat of each
+    # request's index, so nothing runs in Python per record but the list flattening.
+    outputs = [o if isinstance(o, list) else [o] for o in log["outputs"].tolist()]
+    sizes = np.fromiter(map(len, outputs), dtype=np.int64, count=len(outputs))
+    total = int(sizes.sum())
+    of_request = np.repeat(np.arange(len(log)), sizes)
+    starts = np.cumsum(sizes) - sizes
+    # lists, not object arrays, so pandas infers each column's type as it did per record
+    meta: dict[str, Any] = {
+        k: log[k].to_numpy(dtype=object)[of_request].tolist()
+        for k in ("request_id", "model", "route")
+    }
+    meta.update({k: log[k].array.take(of_request) for k in ("ts", "time", "version")})
+    meta["row"] = (np.arange(total, dtype=np.int64) - np.repeat(starts, sizes)).tolist()
+    meta["prediction"] = list(itertools.chain.from_iterable(outputs))
+    frame = pd.DataFrame({k: meta[k] if total else [] for k in META})
     frame["version"] = frame["version"].astype("Int64")
+    features = _records_of(log["inputs"].tolist(), sizes)
     feats = pd.DataFrame.from_records(features, index=frame.index) if features else None
     if feats is not None and len(feats.columns):
         feats.columns = [f"feature:{c}" if c in META else c for c in feats.columns]
         frame = pd.concat([frame, feats], axis=1)
-    if any(probas):
-        frame = pd.concat([frame, pd.DataFrame.from_records(probas, index=frame.index)], axis=1)
+    probas = _proba_columns(log["proba"].tolist(), sizes.tolist(), starts, total)
+    if probas:
+        frame = pd.concat([frame, pd.DataFrame(probas, index=frame.index)], axis=1)
     labels = read_labels(home)
     frame = frame.merge(labels, on=["request_id", "row"], how="left")
     frame["labeled_at"] = frame["labeled_at"].astype("float64")
@@ -371,6 +481,54 @@ def scored_frame(
         frame["label"] = frame["label"].astype(object)
     frame.loc[frame["labeled_at"].isna(), "label"] = np.nan
     return frame
+
+
+def _records_of(inputs: list[Any], sizes: Any) -> list[dict[str, Any]]:
+    """Each predicted record's input record ({} where the request logged none for it)."""
+
+    def records(value: Any, n: int) -> Any:
+        if not isinstance(value, list):
+            return [value] * n
+        if len(value) == n:
+            return value
+        return value[:n] + [{}] * (n - len(value))
+
+    flat = itertools.chain.from_iterable(map(records, inputs, sizes.tolist()))
+    return [r if isinstance(r, dict) else {} for r in flat]
+
+
+def _proba_columns(probas: list[Any], sizes: Any, starts: Any, total: int) -> dict[str, Any]:
+    """``proba:<class>`` -> one float per record (NaN where its request logged none), in the
+    order the classes first appear."""
+    import numpy as np
+
+    by_classes: dict[tuple[Any, ...], list[int]] = {}
+    for i, proba in enumerate(probas):
+        if isinstance(proba, dict) and proba.get("p"):
+            by_classes.setdefault(tuple(proba["classes"]), []).append(i)
+    columns: dict[str, Any] = {}
+    for classes, requests in by_classes.items():  # in the order they first appear
+        rows = [probas[i]["p"][: sizes[i]] for i in requests]
+        taken = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = list(itertools.chain.from_iterable(rows))
+        try:
+            p = np.array(flat, dtype="float64")
+            ragged = p.ndim != 2 or p.shape[1] != len(classes)
+        except ValueError:  # rows of different lengths
+            ragged = True
+        if ragged:
+            # a record with fewer (or more) probabilities than classes: pair them up as far
+            # as they go, one record at a time (zip, as the records were logged)
+            p = np.full((len(flat), len(classes)), np.nan)
+            for k, r in enumerate(flat):
+                m = min(len(r), len(classes))
+                p[k, :m] = [float(v) for v in r[:m]]
+        first = np.repeat(np.asarray(starts)[requests], taken)
+        at = first + (np.arange(len(flat)) - np.repeat(np.cumsum(taken) - taken, taken))
+        for j, c in enumerate(classes):
+            col = columns.setdefault(f"{PROBA_PREFIX}{c}", np.full(total, np.nan))
+            col[at] = np.where(np.isnan(p[:, j]), col[at], p[:, j])
+    return columns
 
 
 def proba_columns(frame: pd.DataFrame) -> list[str]:

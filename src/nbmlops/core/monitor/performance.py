@@ -85,17 +85,43 @@ def task_of(frame: pd.DataFrame) -> Task:
     if cols:
         return Task([c[len(PROBA_PREFIX) :] for c in cols], True)
     preds = frame["prediction"].dropna()
-    numeric = preds.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool))
-    if len(preds) and numeric.all() and not preds.map(lambda v: float(v).is_integer()).all():
+    if preds.dtype.kind in "iuf":  # a numeric column: no need to look at each value
+        values = preds.to_numpy("float64")
+        regression = len(values) and not bool(np.all(np.isfinite(values) & (values % 1 == 0)))
+    else:
+        numeric = preds.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+        regression = (
+            len(preds) and numeric.all() and not preds.map(lambda v: float(v).is_integer()).all()
+        )
+    if regression:
         return Task(None, False)
-    seen = {str(v) for v in preds} | {str(v) for v in frame["label"].dropna()}
+    seen = set(_texts(preds)) | set(_texts(frame["label"].dropna()))
     return Task(sorted(seen), False)
+
+
+def _texts(values: pd.Series) -> list[str]:
+    """``str`` of each value: the distinct values' text for a typed column, whose equal
+    values print alike (an object column may hold 1 and True, which hash alike)."""
+    import pandas as pd
+
+    if values.dtype == object:
+        return values.map(str).tolist()
+    uniques = pd.unique(values)
+    return [str(v) for v in uniques.tolist()] if len(uniques) else []
 
 
 def class_indices(values: pd.Series, classes: list[str]) -> np.ndarray:
     """Class indices of values (as their text); -1 for a value outside ``classes``."""
+    import pandas as pd
+
     lookup = {c: i for i, c in enumerate(classes)}
-    return np.array([lookup.get(str(v), -1) for v in values], dtype=np.int64)
+    if values.dtype != object:  # each distinct value once
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        table = np.array([lookup.get(str(v), -1) for v in uniques.tolist()], dtype=np.int64)
+        return table[codes] if len(codes) else np.empty(0, dtype=np.int64)
+    at = pd.Index(list(lookup)).get_indexer(values.map(str))
+    table = np.array([*lookup.values(), -1], dtype=np.int64)  # position -1 reads the -1
+    return table[at]
 
 
 def window_starts(ts: np.ndarray, seconds: float | None) -> np.ndarray:
@@ -164,31 +190,35 @@ def performance_table(
             pred = class_indices(part["prediction"], task.classes)
             ok = (pred >= 0) & ~np.isnan(proba).any(axis=1)
             est = cbpe.estimate(pred[ok], proba[ok], groups[ok])
+        # every window's rows at once: one stable sort by window, then slices in log order
+        order = np.argsort(groups, kind="stable")
+        bounds = np.searchsorted(groups[order], np.arange(len(uniq) + 1))
+        labelled = part["label"].notna().to_numpy()
+        n_of = np.diff(bounds)
+        cols = [f"{PROBA_PREFIX}{c}" for c in task.classes or []]
+        if task.classes is None:
+            y_all = part["label"].to_numpy("float64", na_value=np.nan)
+            p_all = part["prediction"].to_numpy("float64", na_value=np.nan)
+        else:
+            y_all = np.full(len(part), -1, dtype=np.int64)
+            y_all[labelled] = class_indices(part["label"][labelled], task.classes)
+            p_all = class_indices(part["prediction"], task.classes)
+        proba_all = part[cols].to_numpy("float64") if task.has_proba and cols else None
         for gi, start in enumerate(uniq):
-            sub = part[groups == gi]
-            lab = sub[sub["label"].notna()]
+            at = order[bounds[gi] : bounds[gi + 1]]
+            at = at[labelled[at]]
             row: dict[str, Any] = {
                 "model": model,
                 "version": version,
                 "window_start": pd.Timestamp(start, unit="s", tz="UTC"),
-                "n": len(sub),
-                "labelled": len(lab),
+                "n": int(n_of[gi]),
+                "labelled": len(at),
             }
             if task.classes is None:
-                row.update(
-                    regression_metrics(
-                        lab["label"].to_numpy("float64"), lab["prediction"].to_numpy("float64")
-                    )
-                )
+                row.update(regression_metrics(y_all[at], p_all[at]))
             else:
-                y, p = (
-                    class_indices(lab["label"], task.classes),
-                    class_indices(lab["prediction"], task.classes),
-                )
-                proba_l = None
-                if task.has_proba:
-                    cols = [f"{PROBA_PREFIX}{c}" for c in task.classes]
-                    proba_l = lab[cols].to_numpy("float64")
+                y, p = y_all[at], p_all[at]
+                proba_l = None if proba_all is None else proba_all[at]
                 keep = (y >= 0) & (p >= 0)
                 if proba_l is not None:
                     keep &= ~np.isnan(proba_l).any(axis=1)
