@@ -105,21 +105,22 @@ def _block(listing: str, folder: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_a_fresh_venv_with_only_the_wheel_shows_the_side_panel(wheel: Path, tmp_path: Path):
-    """What a user does: a new venv (no system site-packages), `pip install` of the wheel, its
-    dependencies from the package index, beside the JupyterLab they run it in (nbmlops does not
-    depend on JupyterLab: Notebook 7 serves the panel too); then `jupyter lab` with no config of
-    ours. The wheel's own files enable the server extension and the labextension."""
+    """What a user does: a new venv (no system site-packages), `pip install` of the wheel alone,
+    its dependencies (JupyterLab among them) from the package index; then `jupyter lab` with no
+    config of ours. The wheel's own files enable the server extension and the labextension."""
     require_browser()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    # the JupyterLab the labextension was built and tested against, as the user's
-    lab_version = version("jupyterlab")
+    # pip resolves JupyterLab to the version the labextension was built and tested against (a
+    # constraint, not a second package to install), which pip's cache also holds
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"jupyterlab=={version('jupyterlab')}\n")
     # --no-compile: compiling ~190 packages to bytecode is a minute of CPU this test needs not
     pip = subprocess.run(
         [
             *(str(python), "-m", "pip", "install", "--no-compile"),
-            *(str(wheel), f"jupyterlab=={lab_version}"),
+            *(str(wheel), "-c", str(constraints)),
         ],
         env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
         capture_output=True,

@@ -190,9 +190,11 @@ def ship_pending(timeout: float | None = None) -> ShipResult | None:
 def runs_in_store_now(timeout: float = 60) -> bool:
     """Before a panel reads runs: what this kernel tracked is put in MLflow first (a batch
     kernel otherwise leaves its runs to the detached shipper, and the panel would not show
-    them). True when nothing is left waiting; a no-op when this process tracked nothing."""
+    them). True when nothing is left waiting; a no-op outside a batch kernel."""
     tracker = current_tracker()
-    return True if tracker is None else tracker.ship_now(timeout)
+    if tracker is None or tracker.batch_note is None:
+        return True  # an interactive kernel ships as cells end; the panels follow the store
+    return tracker.ship_now(timeout)
 
 
 def run_id_of(run_key: str | None) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import sys
 from typing import Any
 
@@ -24,6 +25,7 @@ from nbmlops.api.tracking import (
     get_tracker,
     locate_cell,
     notebook_from_environment,
+    runs_in_store_now,
     summary_html,
     summary_text,
 )
@@ -314,15 +316,26 @@ def _cell_magic_help(func: Any) -> None:
 _cell_magic_help(TrackMagics.track)
 
 
+def _in_kernel() -> bool:
+    """The shell is a Jupyter kernel's (ipykernel), not a terminal or embedded IPython in a
+    process that merely imported ipykernel (ipywidgets does)."""
+    zmqshell = sys.modules.get("ipykernel.zmqshell")
+    if zmqshell is None:
+        return False
+    from IPython import get_ipython
+
+    return isinstance(get_ipython(), zmqshell.ZMQInteractiveShell)
+
+
 def _batch_cell(cell_id: str | None) -> bool:
     """A cell run by papermill/nbclient: a kernel, and no front end sent the cell's id."""
-    return cell_id is None and "ipykernel" in sys.modules
+    return cell_id is None and _in_kernel()
 
 
 def _batch_kernel(ipython: Any) -> bool | None:
     """Whether the cell running now comes from a batch runner; None outside any cell (the
     extension loaded at kernel start): the first tracked cell decides then."""
-    if "ipykernel" not in sys.modules:
+    if not _in_kernel():
         return False
     parent = getattr(ipython, "parent_header", None)
     if not isinstance(parent, dict) or not parent.get("header"):
@@ -331,6 +344,25 @@ def _batch_kernel(ipython: Any) -> bool | None:
 
 
 _REGISTRY_MAGICS = ("register", "promote", "rollback", "approve", "card")
+_OTHER_MAGICS = ("data", "validate", "lineage", "mlops", "pipeline", "sweep", "drift", "replay")
+# A cell that asks nbmlops about runs: one of its magics other than %track, or its Python API
+# other than track and log_*. Only decides when a batch kernel ships, never what is recorded.
+_ASKS_FOR_RUNS = re.compile(
+    r"^\s*%(?:{})\b|\bnbmlops\.(?!track\b|log_)[a-z]".format(
+        "|".join((*_REGISTRY_MAGICS, *_OTHER_MAGICS))
+    ),
+    re.M,
+)
+
+
+def _runs_before_reads(info: Any) -> None:
+    """In a batch kernel (which leaves its runs to the detached shipper), a cell that reads
+    runs, lineage or models gets this kernel's runs in MLflow first."""
+    if _ASKS_FOR_RUNS.search(getattr(info, "raw_cell", "") or ""):
+        try:
+            runs_in_store_now()
+        except Exception as err:  # the cell runs anyway; what it reads says what is missing
+            print(f"nbmlops: this kernel's runs could not be shipped first: {err}", file=sys.stderr)
 
 
 def load(ipython: Any) -> None:
@@ -354,6 +386,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(SweepMagics)
     ipython.register_magics(MonitorMagics)
     ipython.register_magics(ReplayMagics)
+    ipython.events.register("pre_run_cell", _runs_before_reads)
     batch = _batch_kernel(ipython)
     if batch is not None:
         get_tracker().start(batch=batch)  # replays what dead kernels left, in the background
@@ -362,6 +395,10 @@ def load(ipython: Any) -> None:
 def unload(ipython: Any) -> None:
     from nbmlops.api.tracking import reset_tracker
 
+    try:
+        ipython.events.unregister("pre_run_cell", _runs_before_reads)
+    except ValueError:
+        pass  # loaded before this hook existed, or unloaded twice
     magics = ipython.magics_manager.registry.pop("TrackMagics", None)
     if magics is not None and getattr(magics, "cells", None) is not None:
         magics.cells.uninstall()
