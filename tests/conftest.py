@@ -150,6 +150,10 @@ def papermill_command(
         "--no-progress-bar",
         "--execution-timeout",
         "600",
+        # dozens of kernels starting at once on two busy cores can take more than papermill's
+        # default minute to answer; how long a kernel takes to start is not what tests check
+        "--start-timeout",
+        "300",
     ]
     for key, value in (parameters or {}).items():
         cmd += ["-p", key, str(value)]
