@@ -161,9 +161,11 @@ def _current(
     return features_only(frame), window.label(), name
 
 
-def _reference(
+def reference_frame(
     reference: Any, model: str | None, alias: str, s: Settings
 ) -> tuple[pd.DataFrame, str]:
+    """The reference frame and its label: ``reference`` (a frame or ``NAME@k``), else the
+    training data of ``model@alias``."""
     if reference is None:
         if model is None:
             raise UsageError(
@@ -248,7 +250,7 @@ def drift(
         )  # fmt: skip
     else:
         cur, cur_label, name = _current(current, name, last, since, until, rows, s)
-        ref, ref_label = _reference(reference, name, alias, s)
+        ref, ref_label = reference_frame(reference, name, alias, s)
         notes: list[str] = []
         if current is None and options.get("columns") is None:
             options["columns"], notes = served_columns(ref, cur)
@@ -285,7 +287,7 @@ def _drift_from_profiles(
             "the multivariate test needs rows, and profiles keep none",
             fix="drop profiles=True (or --profiles) to run it on the log's rows",
         )
-    ref, ref_label = _reference(reference, name, alias, s)
+    ref, ref_label = reference_frame(reference, name, alias, s)
     columns = options.pop("columns", None)
     kinds, notes = feature_kinds(
         ref,
@@ -441,7 +443,7 @@ def quality(
                 found = sorted({str(m) for m in cur["_model"].dropna().unique()})
                 name = found[0] if len(found) == 1 else None
     if schema is None:
-        ref, _ = _reference(reference, name, alias, s)
+        ref, _ = reference_frame(reference, name, alias, s)
         if current is None:  # from the log: only the model's inputs (see served_columns)
             ref = ref[served_columns(ref, cur)[0]]
         schema = infer_schema(ref, range_margin=range_margin)
@@ -509,7 +511,7 @@ def drift_over_time(
     if reference is None:
         ref, ref_label = _version_reference(name, version, alias, s)
     else:
-        ref, ref_label = _reference(reference, name, alias, s)
+        ref, ref_label = reference_frame(reference, name, alias, s)
     kinds, _ = feature_kinds(
         ref,
         [str(c) for c in options.get("columns") or ref.columns],

@@ -30,25 +30,6 @@ def scheduler_address(scheduler: Any, settings: Settings) -> Any:
     return settings.monitor.dask_scheduler or None
 
 
-def _reference_frame(
-    reference: Any, model: str | None, alias: str, s: Settings
-) -> tuple[pd.DataFrame, str]:
-    from nbmlops.api.data import load
-    from nbmlops.api.monitor import reference_data
-
-    if reference is None:
-        if model is None:
-            raise UsageError(
-                "no reference data and no model to take it from",
-                fix="pass reference=df (or 'NAME@k'), or model='NAME' to compare with the "
-                "training data of its champion",
-            )
-        return reference_data(model, alias, settings=s)
-    if isinstance(reference, str):
-        return load(reference, settings=s), reference
-    return reference, "reference"
-
-
 def drift_on_cluster(
     reference: Any,
     *,
@@ -66,7 +47,7 @@ def drift_on_cluster(
     log's side summarised on the cluster."""
     import pandas as pd
 
-    from nbmlops.api.monitor import served_columns
+    from nbmlops.api.monitor import reference_frame, served_columns
     from nbmlops.core.data.column_kinds import check_frame
     from nbmlops.core.monitor.distributed import connect, models_in_window, summarize_on_cluster
     from nbmlops.core.monitor.drift import MIN_ROWS, check_rows, drift_of_summaries
@@ -90,7 +71,7 @@ def drift_on_cluster(
     if name is None and reference is None:  # the model whose training data is the reference
         found = models_in_window(s.home_dir, window.since, window.until)
         name = found[0] if len(found) == 1 else None
-    ref, ref_label = _reference_frame(reference, name, alias, s)
+    ref, ref_label = reference_frame(reference, name, alias, s)
     ref = check_frame(ref, "reference")
     columns = options.pop("columns", None)
     numeric, categorical = options.pop("numeric", None), options.pop("categorical", None)
