@@ -50,7 +50,12 @@ def drift_on_cluster(
     from nbmlops.api.monitor import reference_frame, served_columns
     from nbmlops.core.data.column_kinds import check_frame
     from nbmlops.core.monitor.distributed import connect, models_in_window, summarize_on_cluster
-    from nbmlops.core.monitor.drift import MIN_ROWS, check_rows, drift_of_summaries
+    from nbmlops.core.monitor.drift import (
+        MIN_ROWS,
+        check_rows,
+        drift_of_summaries,
+        reference_columns,
+    )
     from nbmlops.core.monitor.summary import feature_kinds, summarize_column
     from nbmlops.core.monitor.traffic import resolve_window
 
@@ -77,13 +82,7 @@ def drift_on_cluster(
     numeric, categorical = options.pop("numeric", None), options.pop("categorical", None)
     categorical_max = options.pop("categorical_max", 50)
     min_rows = options.get("min_rows", MIN_ROWS)
-    asked = [str(c) for c in (columns if columns is not None else ref.columns)]
-    missing_ref = [c for c in asked if c not in ref.columns]
-    if missing_ref:
-        raise UsageError(
-            f"the reference has no column {', '.join(map(repr, missing_ref))}",
-            fix="pass columns=[...] naming columns both frames have",
-        )
+    asked = reference_columns(ref, columns)
     all_kinds, _ = feature_kinds(
         ref, asked, numeric=numeric, categorical=categorical, categorical_max=categorical_max
     )

@@ -164,13 +164,7 @@ def drift(
     reference = check_frame(reference, "reference")
     current = check_frame(current, "current")
     _check_options(test, correction, drift_share, min_rows, thresholds)
-    cols = [str(c) for c in (columns if columns is not None else reference.columns)]
-    missing_ref = [c for c in cols if c not in reference.columns]
-    if missing_ref:
-        raise UsageError(
-            f"the reference has no column {', '.join(map(repr, missing_ref))}",
-            fix="pass columns=[...] naming columns both frames have",
-        )
+    cols = reference_columns(reference, columns)
     missing = [c for c in cols if c not in current.columns]
     if missing:
         raise UsageError(
@@ -419,6 +413,18 @@ def _categorical_hist(rc: pd.Series, cc: pd.Series) -> dict[str, Any]:
         "reference": r_share[top].tolist(),
         "current": c_share[top].tolist(),
     }
+
+
+def reference_columns(reference: pd.DataFrame, columns: Any = None) -> list[str]:
+    """The columns to compare (default: all of the reference's), each one the reference has."""
+    cols = [str(c) for c in (columns if columns is not None else reference.columns)]
+    missing = [c for c in cols if c not in reference.columns]
+    if missing:
+        raise UsageError(
+            f"the reference has no column {', '.join(map(repr, missing))}",
+            fix="pass columns=[...] naming columns both frames have",
+        )
+    return cols
 
 
 def _check_options(

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbmlops.core.monitor.drift import MIN_ROWS, drift_of_summaries
+from nbmlops.core.monitor.drift import MIN_ROWS, drift_of_summaries, reference_columns
 from nbmlops.core.monitor.stats import P_VALUE_TESTS
 from nbmlops.core.monitor.summary import ColumnSummary, feature_kinds, summarize_column
 from nbmlops.exceptions import UsageError
@@ -216,13 +216,7 @@ def drift_over_time(
             fix="widen the window (last='24h'), or send traffic to the gateway first",
         )
     starts = window_starts(float(since), float(until), float(window_seconds))
-    cols = [str(c) for c in (columns if columns is not None else reference.columns)]
-    missing = [c for c in cols if c not in reference.columns]
-    if missing:
-        raise UsageError(
-            f"the reference has no column {', '.join(map(repr, missing))}",
-            fix="pass columns=[...] naming columns the reference has",
-        )
+    cols = reference_columns(reference, columns)
     if current is not None and columns is not None:
         absent = [c for c in cols if c not in current.columns]
         if absent and not stored:
